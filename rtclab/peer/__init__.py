@@ -1,0 +1,20 @@
+"""aiortc peers that join signaling rooms as a mesh, with synthetic media and data channels."""
+
+from .channels import CHAT, CURSORS, Channel
+from .counters import ChannelCounters, ConnectionCounters
+from .media import TestPatternTrack, ToneTrack
+from .peer import ChatMessage, Peer, PeerEvent, RemoteConnection
+
+__all__ = [
+    "CHAT",
+    "CURSORS",
+    "Channel",
+    "ChannelCounters",
+    "ChatMessage",
+    "ConnectionCounters",
+    "Peer",
+    "PeerEvent",
+    "RemoteConnection",
+    "TestPatternTrack",
+    "ToneTrack",
+]

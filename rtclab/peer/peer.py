@@ -1,0 +1,677 @@
+"""Peer: one identity in a signaling room, one aiortc RTCPeerConnection per remote (a mesh).
+
+The choreography is the write-up's VideoRoom: the joiner offers to everyone already in the
+room, the others answer. aiortc puts all its candidates in the SDP; trickled
+``ice-candidate`` messages (what browsers send) are accepted too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import av
+from aiortc import (
+    MediaStreamTrack,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCSessionDescription,
+)
+from aiortc.contrib.media import MediaRelay
+from aiortc.mediastreams import MediaStreamError
+from aiortc.sdp import candidate_from_sdp
+
+from ..ice.config import IceConfig, gathering_on
+from ..signaling.client import SignalingClient, SignalingError
+from .channels import CHAT, CURSORS, Channel, create_lab_channels
+from .counters import ConnectionCounters
+from .media import TestPatternTrack, ToneTrack
+
+log = logging.getLogger(__name__)
+
+EventListener = Callable[[str, "str | None", str, Any], None]
+Role = Literal["offerer", "answerer"]
+VideoSource = Literal["camera", "screen"]
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """A chat line as received (or sent: ``remote`` is ``None``)."""
+
+    t: float
+    sender: str
+    text: str
+    remote: str | None
+
+
+@dataclass(frozen=True)
+class PeerEvent:
+    t: float
+    remote: str | None
+    event: str
+    value: Any
+
+
+class _CountingTrack(MediaStreamTrack):
+    """Forwards a source track's frames to one sender and counts them (frames_sent)."""
+
+    def __init__(self, source: MediaStreamTrack, counters: ConnectionCounters) -> None:
+        super().__init__()
+        self.kind = source.kind
+        self._source = source
+        self._counters = counters
+
+    async def recv(self) -> Any:
+        frame = await self._source.recv()
+        sent = self._counters.frames_sent
+        sent[self.kind] = sent.get(self.kind, 0) + 1
+        return frame
+
+    def stop(self) -> None:
+        super().stop()
+        self._source.stop()
+
+
+def _count_rtp(receiver: RTCRtpReceiver, counters: ConnectionCounters, kind: str) -> None:
+    """Count RTP payload bytes as they arrive: aiortc's inbound-rtp has no bytesReceived.
+
+    Payload bytes, like aiortc's outbound ``bytesSent`` (the RTCP sender-report octet count),
+    so inbound and outbound bitrates compare like for like.
+    """
+    original = receiver._handle_rtp_packet
+    if getattr(original, "_rtclab_counted", False):
+        return
+
+    async def counted(packet: Any, arrival_time_ms: int) -> None:
+        counters.rtp_bytes_received[kind] = counters.rtp_bytes_received.get(kind, 0) + len(
+            packet.payload
+        )
+        counters.rtp_packets_received[kind] = counters.rtp_packets_received.get(kind, 0) + 1
+        await original(packet, arrival_time_ms)
+
+    counted._rtclab_counted = True  # type: ignore[attr-defined]
+    setattr(receiver, "_handle_rtp_packet", counted)  # noqa: B010 (instance override)
+
+
+def _sdp_candidate_count(description: RTCSessionDescription | None) -> int:
+    if description is None:
+        return 0
+    return sum(1 for line in description.sdp.splitlines() if line.startswith("a=candidate:"))
+
+
+class RemoteConnection:
+    """Our side of the connection to one remote: the RTCPeerConnection and what we count."""
+
+    def __init__(self, remote: str, pc: RTCPeerConnection, role: Role) -> None:
+        self.remote = remote
+        self.pc = pc
+        self.role: Role = role
+        self.counters = ConnectionCounters()
+        self.channels: dict[str, Channel] = {}
+        self.latest_frame: av.VideoFrame | None = None
+        self.created_at = time.monotonic()
+        self.connected_at: float | None = None
+        self.failure_reason: str | None = None
+        self.connected = asyncio.Event()
+        self.finished = asyncio.Event()  # connected, failed or closed: no longer pending
+        self.trickled_candidates = 0
+        self._pending_candidates: list[dict[str, Any] | None] = []
+        self._senders: dict[str, Any] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def state(self) -> str:
+        """``pc.connectionState``, or ``failed`` once we gave up (with :attr:`failure_reason`)."""
+        if self.failure_reason is not None:
+            return "failed"
+        return str(self.pc.connectionState)
+
+    @property
+    def connect_ms(self) -> float | None:
+        if self.connected_at is None:
+            return None
+        return (self.connected_at - self.created_at) * 1000
+
+    @property
+    def chat(self) -> Channel | None:
+        return self.channels.get(CHAT)
+
+    @property
+    def cursors(self) -> Channel | None:
+        return self.channels.get(CURSORS)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def __repr__(self) -> str:
+        return f"<RemoteConnection {self.remote} {self.role} {self.state}>"
+
+
+class Peer:
+    """A lab participant: joins ``room`` on a signaling server and meshes with everyone there.
+
+    Media is synthetic by default (a moving test pattern and a tone), so a peer needs no
+    camera; ``video=False`` / ``audio=False`` / ``data=False`` turn parts off.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        signaling_url: str,
+        *,
+        room: str = "lab",
+        video: bool = True,
+        audio: bool = True,
+        data: bool = True,
+        width: int = 320,
+        height: int = 240,
+        fps: float = 15.0,
+        ice: IceConfig | None = None,
+        keep_events: int = 10_000,
+    ) -> None:
+        self.name = name
+        self.room = room
+        self.signaling_url = signaling_url
+        self.ice = ice or IceConfig()
+        self.data = data
+        self.connections: dict[str, RemoteConnection] = {}
+        self.chat_log: list[ChatMessage] = []
+        self.cursor_positions: dict[str, tuple[float, float]] = {}
+        self.events: deque[PeerEvent] = deque(maxlen=keep_events)
+        self.state: Literal["new", "joining", "joined", "left"] = "new"
+        self._listeners: list[EventListener] = []
+        self._client: SignalingClient | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._relay = MediaRelay()
+        self._camera: MediaStreamTrack | None = (
+            TestPatternTrack(width, height, fps) if video else None
+        )
+        self._screen: MediaStreamTrack | None = None
+        self.video_source: VideoSource | None = "camera" if video else None
+        self._audio: MediaStreamTrack | None = ToneTrack() if audio else None
+        self._size = (width, height)
+        self._fps = fps
+        self._chat_seq = 0
+
+    # --- events ---------------------------------------------------------------------------
+
+    def add_listener(self, listener: EventListener) -> None:
+        """``listener(peer, remote, event, value)`` is called for every event (cheap, sync)."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: EventListener) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
+    def _emit(self, remote: str | None, event: str, value: Any = None) -> None:
+        self.events.append(PeerEvent(time.time(), remote, event, value))
+        for listener in list(self._listeners):
+            try:
+                listener(self.name, remote, event, value)
+            except Exception:  # a broken listener must not break the peer
+                log.exception("event listener failed")
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def join(self, room: str | None = None) -> Peer:
+        """Connect to the signaling server, join the room and offer to everyone already there."""
+        if self.state in ("joining", "joined"):
+            raise RuntimeError(f"peer {self.name!r} has already joined room {self.room!r}")
+        if room is not None:
+            self.room = room
+        self.state = "joining"
+        try:
+            self._client = await SignalingClient.connect(self.signaling_url)
+            peers = await self._client.join(self.room, self.name)
+        except (OSError, SignalingError, asyncio.TimeoutError) as exc:
+            self.state = "new"
+            if self._client is not None:
+                await self._client.close()
+                self._client = None
+            self._emit(None, "error", f"join failed: {exc}")
+            if isinstance(exc, SignalingError) and exc.code != "connect-failed":
+                raise
+            raise ConnectionError(
+                f"cannot reach the signaling server at {self.signaling_url}: {exc} "
+                "(is it running? `rtclab serve`, or use Lab() which starts one)"
+            ) from exc
+        self.state = "joined"
+        self._emit(None, "joined", self.room)
+        self._loop_task = asyncio.ensure_future(self._signaling_loop(self._client))
+        for remote in peers:
+            conn = self._new_connection(remote, "offerer")
+            conn._spawn(self._guard(conn, "sending the offer", self._offer(conn)))
+        return self
+
+    async def leave(self) -> None:
+        """Leave the room and close every connection; :meth:`join` works again afterwards."""
+        if self.state == "left" or self.state == "new":
+            return
+        client, self._client = self._client, None
+        self.state = "left"
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.leave()
+            await client.close()
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._loop_task
+            self._loop_task = None
+        await asyncio.gather(*(self._close_connection(r) for r in list(self.connections)))
+        self._emit(None, "left", self.room)
+
+    async def close(self) -> None:
+        """Leave and stop the media sources."""
+        await self.leave()
+        for track in (self._camera, self._screen, self._audio):
+            if track is not None:
+                track.stop()
+
+    async def __aenter__(self) -> Peer:
+        return await self.join()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def wait_connected(
+        self, count: int | None = None, timeout: float | None = None
+    ) -> list[RemoteConnection]:
+        """Wait until ``count`` connections (default: every known one) are connected.
+
+        Raises :class:`ConnectionError` naming the reason when one of them fails first.
+        """
+        timeout = self.ice.connect_timeout if timeout is None else timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            conns = list(self.connections.values())
+            done = [c for c in conns if c.state == "connected"]
+            failed = [c for c in conns if c.failure_reason]
+            if failed:
+                c = failed[0]
+                raise ConnectionError(f"{self.name} -> {c.remote} failed: {c.failure_reason}")
+            wanted = len(conns) if count is None else count
+            if len(done) >= wanted and (conns or count == 0):
+                return done
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                states = {c.remote: c.state for c in conns}
+                raise TimeoutError(
+                    f"{self.name}: {len(done)} of {wanted} connections up after {timeout}s "
+                    f"({states})"
+                )
+            await asyncio.sleep(min(0.02, remaining))
+
+    # --- signaling ------------------------------------------------------------------------
+
+    async def _signaling_loop(self, client: SignalingClient) -> None:
+        try:
+            async for message in client:
+                try:
+                    await self._handle(message)
+                except Exception as exc:
+                    log.exception("%s: handling %s failed", self.name, message.get("type"))
+                    self._emit(message.get("from"), "error", f"{message.get('type')}: {exc}")
+        finally:
+            if self.state == "joined":
+                self._emit(None, "signaling-closed", self.signaling_url)
+
+    async def _handle(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "peer-joined":
+            remote = str(message["peerId"])
+            self._emit(remote, "peer-joined", remote)
+            if remote not in self.connections:
+                self._new_connection(remote, "answerer")
+        elif kind == "peer-left":
+            remote = str(message["peerId"])
+            self._emit(remote, "peer-left", remote)
+            await self._close_connection(remote)
+        elif kind == "offer":
+            remote = str(message["from"])
+            conn = self.connections.get(remote)
+            if conn is None or conn.pc.connectionState == "closed":
+                conn = self._new_connection(remote, "answerer")
+            await self._guard(conn, "answering the offer", self._answer(conn, message["sdp"]))
+        elif kind == "answer":
+            conn = self.connections.get(str(message["from"]))
+            if conn is not None:
+                sdp = message["sdp"]
+                with gathering_on(self.ice.interfaces):
+                    await conn.pc.setRemoteDescription(
+                        RTCSessionDescription(sdp=sdp["sdp"], type=sdp["type"])
+                    )
+                await self._flush_candidates(conn)
+        elif kind == "ice-candidate":
+            conn = self.connections.get(str(message["from"]))
+            if conn is not None:
+                conn._pending_candidates.append(message.get("candidate"))
+                if conn.pc.remoteDescription is not None:
+                    await self._flush_candidates(conn)
+        elif kind == "error":
+            self._emit(None, "signaling-error", f"{message.get('code')}: {message.get('message')}")
+
+    async def _flush_candidates(self, conn: RemoteConnection) -> None:
+        pending, conn._pending_candidates = conn._pending_candidates, []
+        for init in pending:
+            if init is None or not init.get("candidate"):
+                await conn.pc.addIceCandidate(None)  # end-of-candidates
+                continue
+            text = str(init["candidate"])
+            candidate = candidate_from_sdp(text.split(":", 1)[1] if ":" in text else text)
+            candidate.sdpMid = init.get("sdpMid")
+            candidate.sdpMLineIndex = init.get("sdpMLineIndex")
+            if candidate.sdpMid is None and candidate.sdpMLineIndex is None:
+                candidate.sdpMLineIndex = 0
+            conn.trickled_candidates += 1
+            await conn.pc.addIceCandidate(candidate)
+
+    async def _guard(self, conn: RemoteConnection, what: str, step: Awaitable[None]) -> None:
+        """Run a negotiation step; an exception fails the connection with a reason."""
+        try:
+            await step
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("%s -> %s: %s failed", self.name, conn.remote, what)
+            if conn.failure_reason is None:
+                self._fail(conn, f"{what} failed: {type(exc).__name__}: {exc}")
+
+    async def _offer(self, conn: RemoteConnection) -> None:
+        self._add_media(conn)
+        if self.data:
+            for channel in create_lab_channels(conn.pc):
+                self._attach_channel(conn, channel)
+        started = time.monotonic()
+        offer = await conn.pc.createOffer()
+        with gathering_on(self.ice.interfaces):
+            await conn.pc.setLocalDescription(offer)
+        self._gathered(conn, started)
+        if self._client is not None:
+            await self._client.offer(conn.remote, _description(conn.pc))
+
+    async def _answer(self, conn: RemoteConnection, sdp: dict[str, Any]) -> None:
+        with gathering_on(self.ice.interfaces):
+            await conn.pc.setRemoteDescription(
+                RTCSessionDescription(sdp=sdp["sdp"], type=sdp["type"])
+            )
+        self._add_media(conn)
+        started = time.monotonic()
+        answer = await conn.pc.createAnswer()
+        with gathering_on(self.ice.interfaces):
+            await conn.pc.setLocalDescription(answer)
+        self._gathered(conn, started)
+        if self._client is not None:
+            await self._client.answer(conn.remote, _description(conn.pc))
+        await self._flush_candidates(conn)
+
+    def _gathered(self, conn: RemoteConnection, started: float) -> None:
+        count = _sdp_candidate_count(conn.pc.localDescription)
+        self._emit(conn.remote, "candidates-gathered", count)
+        self._emit(conn.remote, "gathering-ms", round((time.monotonic() - started) * 1000, 1))
+
+    # --- connections ----------------------------------------------------------------------
+
+    def _new_connection(self, remote: str, role: Role) -> RemoteConnection:
+        pc = RTCPeerConnection(configuration=self.ice.rtc_configuration())
+        conn = RemoteConnection(remote, pc, role)
+        self.connections[remote] = conn
+
+        @pc.on("connectionstatechange")
+        def _on_state() -> None:
+            state = pc.connectionState
+            self._emit(remote, "connection-state", state)
+            if state == "connected" and conn.connected_at is None:
+                conn.connected_at = time.monotonic()
+                conn.connected.set()
+                conn.finished.set()
+                self._emit(remote, "connected", round(conn.connect_ms or 0.0, 1))
+                self._report_pair(conn)
+            elif state == "failed" and conn.failure_reason is None:
+                self._fail(conn, self._diagnose(conn, "ICE reported failure"))
+
+        @pc.on("iceconnectionstatechange")
+        def _on_ice() -> None:
+            self._emit(remote, "ice-connection-state", pc.iceConnectionState)
+
+        @pc.on("icegatheringstatechange")
+        def _on_gathering() -> None:
+            self._emit(remote, "ice-gathering-state", pc.iceGatheringState)
+
+        @pc.on("signalingstatechange")
+        def _on_signaling() -> None:
+            self._emit(remote, "signaling-state", pc.signalingState)
+
+        @pc.on("track")
+        def _on_track(track: MediaStreamTrack) -> None:
+            for transceiver in pc.getTransceivers():
+                if transceiver.receiver.track is track:
+                    _count_rtp(transceiver.receiver, conn.counters, track.kind)
+            self._emit(remote, "track", track.kind)
+            conn._spawn(self._consume(conn, track))
+
+        @pc.on("datachannel")
+        def _on_datachannel(channel: Any) -> None:
+            self._attach_channel(conn, channel)
+
+        conn._spawn(self._watchdog(conn))
+        self._emit(remote, "connection-created", role)
+        return conn
+
+    def _add_media(self, conn: RemoteConnection) -> None:
+        """Give this connection its own relayed copy of each local source (and count frames)."""
+        for kind, track in (("audio", self._audio), ("video", self._current_video())):
+            if track is None or kind in conn._senders:
+                continue
+            proxy = _CountingTrack(self._relay.subscribe(track, buffered=False), conn.counters)
+            conn._senders[kind] = conn.pc.addTrack(proxy)
+
+    def _current_video(self) -> MediaStreamTrack | None:
+        if self.video_source == "screen":
+            return self._screen
+        return self._camera
+
+    def _attach_channel(self, conn: RemoteConnection, channel: Any) -> None:
+        label = str(channel.label)
+        conn.channels[label] = Channel(
+            channel,
+            conn.counters.channel(label),
+            on_message=lambda message: self._on_channel_message(conn, label, message),
+        )
+        channel.on("open", lambda: self._emit(conn.remote, "datachannel-open", label))
+
+    def _on_channel_message(
+        self, conn: RemoteConnection, label: str, message: dict[str, Any]
+    ) -> None:
+        if label == CHAT and message.get("type") == "chat":
+            entry = ChatMessage(time.time(), conn.remote, str(message.get("text", "")), conn.remote)
+            self.chat_log.append(entry)
+            self._emit(conn.remote, "chat", entry.text)
+        elif label == CURSORS and message.get("type") == "cursor":
+            try:
+                self.cursor_positions[conn.remote] = (float(message["x"]), float(message["y"]))
+            except (KeyError, TypeError, ValueError):
+                pass
+
+    async def _consume(self, conn: RemoteConnection, track: MediaStreamTrack) -> None:
+        """Pull decoded frames so they are counted and the latest video frame is kept."""
+        received = conn.counters.frames_received
+        kind = track.kind
+        try:
+            while True:
+                frame = await track.recv()
+                received[kind] = received.get(kind, 0) + 1
+                if isinstance(frame, av.VideoFrame):
+                    conn.latest_frame = frame
+        except MediaStreamError:
+            return
+
+    async def _watchdog(self, conn: RemoteConnection) -> None:
+        """Declare the connection failed, with a reason, if it is not up within the timeout."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(conn.finished.wait(), self.ice.connect_timeout)
+            return
+        if conn.connected_at is None and conn.failure_reason is None:
+            self._fail(
+                conn, self._diagnose(conn, f"not connected after {self.ice.connect_timeout:g}s")
+            )
+
+    def _diagnose(self, conn: RemoteConnection, what: str) -> str:
+        """Name the first missing step, so a failure says what to fix."""
+        pc = conn.pc
+        policy = self.ice.ice_transport_policy
+        has_turn = any(
+            (s.urls if isinstance(s.urls, str) else " ".join(s.urls)).startswith("turn")
+            for s in self.ice.ice_servers
+        )
+        local = _sdp_candidate_count(pc.localDescription)
+        remote = _sdp_candidate_count(pc.remoteDescription) + conn.trickled_candidates
+        if pc.localDescription is None and pc.remoteDescription is None:
+            peer = "offer" if conn.role == "answerer" else "local description"
+            return f"{what}: no {peer} exchanged with {conn.remote} (signaling did not complete)"
+        if pc.localDescription is not None and local == 0:
+            hint = (
+                "ice_transport_policy='relay' needs a TURN server in ice_servers"
+                if policy == "relay" and not has_turn
+                else f"check the interfaces ({self.ice.interfaces}) and ICE servers"
+            )
+            return f"{what}: no local ICE candidates were gathered ({hint})"
+        if pc.remoteDescription is None:
+            return f"{what}: no answer from {conn.remote} (signaling did not complete)"
+        if remote == 0:
+            return f"{what}: {conn.remote} sent no ICE candidates"
+        return (
+            f"{what}: ICE connectivity checks failed ({local} local x {remote} remote "
+            "candidates, no pair succeeded)"
+        )
+
+    def _fail(self, conn: RemoteConnection, reason: str) -> None:
+        conn.failure_reason = reason
+        conn.finished.set()
+        self._emit(conn.remote, "failed", reason)
+        conn._spawn(_close_pc(conn.pc))
+
+    def _report_pair(self, conn: RemoteConnection) -> None:
+        from ..ice.inspect import selected_candidate_pair
+
+        pair = selected_candidate_pair(conn.pc)
+        if pair is not None:
+            self._emit(
+                conn.remote,
+                "selected-pair",
+                f"{pair.local_candidate_type}/{pair.remote_candidate_type} "
+                f"{pair.protocol} {pair.local_address} -> {pair.remote_address}",
+            )
+
+    async def _close_connection(self, remote: str) -> None:
+        conn = self.connections.pop(remote, None)
+        if conn is None:
+            return
+        conn.finished.set()
+        for sender in conn._senders.values():
+            if sender.track is not None:
+                sender.track.stop()
+        await _close_pc(conn.pc)
+        for task in list(conn._tasks):
+            task.cancel()
+        await asyncio.gather(*conn._tasks, return_exceptions=True)
+        self._emit(remote, "closed", None)
+
+    # --- media and data -------------------------------------------------------------------
+
+    def switch_video(self, source: VideoSource) -> None:
+        """Swap the video every remote receives ("camera" or "screen") with replaceTrack.
+
+        No renegotiation: like the write-up's screen share, the sender keeps its m-line.
+        """
+        if self._camera is None:
+            raise RuntimeError(f"peer {self.name!r} has no video (created with video=False)")
+        if source not in ("camera", "screen"):
+            raise ValueError("source must be 'camera' or 'screen'")
+        if source == "screen" and self._screen is None:
+            width, height = self._size
+            self._screen = TestPatternTrack(width * 2, height * 2, self._fps, style="screen")
+        self.video_source = source
+        track = self._current_video()
+        assert track is not None
+        for conn in self.connections.values():
+            sender = conn._senders.get("video")
+            if sender is None:
+                continue
+            old = sender.track
+            proxy = _CountingTrack(self._relay.subscribe(track, buffered=False), conn.counters)
+            if proxy.kind != "video":  # aiortc's replaceTrack does not check the kind
+                raise ValueError("replacement track must be video")
+            sender.replaceTrack(proxy)
+            if old is not None:
+                # The sender may be awaiting old.recv() right now, and a stopped track ends
+                # aiortc's send loop for good: retire the old copy once it has moved on.
+                asyncio.get_running_loop().call_later(2.0, old.stop)
+        self._emit(None, "video-source", source)
+
+    @property
+    def local_video(self) -> MediaStreamTrack | None:
+        """The source currently sent (for previews)."""
+        return self._current_video()
+
+    async def send_chat(self, text: str) -> int:
+        """Send a chat line to every remote with an open chat channel; returns how many."""
+        self._chat_seq += 1
+        message = {"type": "chat", "text": text, "seq": self._chat_seq, "t": time.time()}
+        targets = [c.chat for c in self.connections.values() if c.chat and c.chat.is_open]
+        await asyncio.gather(*(ch.send(message) for ch in targets if ch is not None))
+        self.chat_log.append(ChatMessage(time.time(), self.name, text, None))
+        return len(targets)
+
+    def send_cursor(self, x: float, y: float) -> int:
+        """Send a cursor position on the unreliable channel; returns how many remotes took it.
+
+        Over the back-pressure threshold a position is dropped (and counted): a newer one is
+        on its way, so queueing stale positions would only add latency.
+        """
+        message = {"type": "cursor", "x": x, "y": y}
+        sent = 0
+        for conn in self.connections.values():
+            channel = conn.cursors
+            if channel is not None and channel.try_send(message):
+                sent += 1
+        return sent
+
+    def latest_frame(self, remote: str) -> av.VideoFrame | None:
+        conn = self.connections.get(remote)
+        return None if conn is None else conn.latest_frame
+
+    # --- stats source -----------------------------------------------------------------------
+
+    def stats_targets(self) -> Iterable[tuple[str, RTCPeerConnection, ConnectionCounters]]:
+        """What a StatsCollector polls: (remote, pc, counters) of every open connection."""
+        for remote, conn in list(self.connections.items()):
+            if conn.pc.connectionState != "closed":
+                yield remote, conn.pc, conn.counters
+
+    def __iter__(self) -> Iterator[RemoteConnection]:
+        return iter(list(self.connections.values()))
+
+    def __repr__(self) -> str:
+        states = ", ".join(f"{r}:{c.state}" for r, c in self.connections.items())
+        return f"<Peer {self.name!r} room={self.room!r} {self.state} [{states}]>"
+
+
+def _description(pc: RTCPeerConnection) -> dict[str, Any]:
+    desc = pc.localDescription
+    return {"type": desc.type, "sdp": desc.sdp}
+
+
+async def _close_pc(pc: RTCPeerConnection) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(pc.close(), 5.0)

@@ -1,0 +1,542 @@
+"""The stats poller: peers -> snapshots -> rows -> pandas; CSV/Parquet export.
+
+Runs as a task in the *running* loop (a Jupyter kernel's), never ``asyncio.run``. Rows are
+kept as plain dicts in a bounded deque and a DataFrame is built only when asked for, so
+polling stays cheap. Memory is bounded by ``window`` (seconds of ``elapsed_s``) and
+``max_rows``; with ``spill_path`` the evicted rows are appended to that CSV (samples) and to
+``<stem>.events.csv`` beside it (events) instead of being lost — ``read_samples_csv`` reads the
+spill file, and spill + ``to_csv`` output together are the whole run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import pandas as pd
+
+from rtclab.ice.inspect import CandidatePair, dtls_transports, selected_candidate_pair
+from rtclab.stats.convert import (
+    EVENT_COLUMNS,
+    NUMERIC_COLUMNS,
+    SAMPLE_COLUMNS,
+    STRING_COLUMNS,
+    ConnectionSnapshot,
+    snapshot_to_rows,
+)
+
+if TYPE_CHECKING:
+    from aiortc import RTCPeerConnection
+
+    from rtclab.peer.counters import ConnectionCounters
+
+__all__ = [
+    "SampleListener",
+    "StatsCollector",
+    "StatsSource",
+    "read_events_csv",
+    "read_events_parquet",
+    "read_samples_csv",
+    "read_samples_parquet",
+]
+
+logger = logging.getLogger(__name__)
+
+SampleListener = Callable[[list[dict[str, Any]]], None]
+
+_TRANSPORT_FIELDS = ("bytesSent", "bytesReceived", "packetsSent", "packetsReceived")
+
+
+class StatsSource(Protocol):
+    """What a Peer provides to be polled (structural, so the stats layer never imports Peer)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def stats_targets(self) -> Iterable[tuple[str, RTCPeerConnection, ConnectionCounters]]:
+        """``(remote, pc, counters)`` for every live connection of this peer."""
+        ...
+
+
+@dataclass
+class _TargetState:
+    """What the poller remembers per (peer, remote) between polls."""
+
+    pc_id: int
+    previous: ConnectionSnapshot | None = None
+    pair: CandidatePair | None = None
+    error: str | None = None
+    closed_sampled: bool = False
+    seen: bool = field(default=True, repr=False)
+
+
+class StatsCollector:
+    """Poll every added source every ``interval`` seconds into a samples and an events table.
+
+    ``timeout`` bounds one target's snapshot (default ``max(interval, 1.0)``): a target that
+    takes longer is skipped for that sample (event ``stats-timeout``) and the others are not
+    held up, because targets are polled concurrently.
+    """
+
+    def __init__(
+        self,
+        interval: float = 1.0,
+        *,
+        window: float | None = 600.0,
+        max_rows: int | None = 200_000,
+        spill_path: str | Path | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        if interval <= 0:
+            raise ValueError("interval must be > 0")
+        if window is not None and window <= 0:
+            raise ValueError("window must be > 0 or None")
+        if max_rows is not None and max_rows < 1:
+            raise ValueError("max_rows must be >= 1 or None")
+        self.interval = float(interval)
+        self.window = window
+        self.max_rows = max_rows
+        self.spill_path = Path(spill_path) if spill_path is not None else None
+        self.timeout = float(timeout) if timeout is not None else max(self.interval, 1.0)
+        self._sources: list[StatsSource] = []
+        self._rows: deque[dict[str, Any]] = deque()
+        self._events: deque[dict[str, Any]] = deque()
+        self._targets: dict[tuple[str, str], _TargetState] = {}
+        self._listeners: list[SampleListener] = []
+        self._task: asyncio.Task[None] | None = None
+        self._lock: asyncio.Lock | None = None
+        self._t0: float | None = None
+
+    # -- sources and listeners ---------------------------------------------------------
+
+    def add(self, source: StatsSource) -> None:
+        """Start polling ``source`` (adding it twice is a no-op)."""
+        if not any(s is source for s in self._sources):
+            self._sources.append(source)
+
+    def remove(self, source: StatsSource) -> None:
+        """Stop polling ``source`` and forget its previous snapshots."""
+        self._sources = [s for s in self._sources if s is not source]
+        names = {s.name for s in self._sources}
+        for key in [k for k in self._targets if k[0] not in names]:
+            del self._targets[key]
+
+    def on_sample(self, callback: SampleListener) -> Callable[[], None]:
+        """Call ``callback(new_rows)`` after each poll; returns a function that unsubscribes.
+
+        Callbacks run in the loop, synchronously: keep them short (schedule work instead).
+        """
+        self._listeners.append(callback)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._listeners.remove(callback)
+
+        return unsubscribe
+
+    def record_event(self, peer: str, remote: str | None, event: str, value: Any = None) -> None:
+        """Append an event (state change, candidate gathered, error, ...) stamped now (UTC)."""
+        self._events.append(
+            {
+                "t": datetime.now(timezone.utc),
+                "peer": peer,
+                "remote": remote,
+                "event": event,
+                "value": value,
+            }
+        )
+        if self.max_rows is not None and len(self._events) > self.max_rows:
+            evicted = [self._events.popleft() for _ in range(len(self._events) - self.max_rows)]
+            if self.spill_path is not None:
+                _append_csv(_events_frame(evicted, for_file=True), self._events_spill_path())
+
+    # -- polling -----------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def start(self) -> None:
+        """Start polling in the running loop (returns at once; idempotent)."""
+        if self.running:
+            return
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="rtclab-stats")
+
+    async def stop(self) -> None:
+        """Cancel the polling task and wait for it to end (idempotent)."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        # asyncio.wait does not raise the task's CancelledError, so a cancellation of *this*
+        # coroutine still propagates while the poller's own cancellation is absorbed.
+        await asyncio.wait({task})
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning("stats poller ended with %r", task.exception())
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time()
+        while True:
+            try:
+                await self.poll()
+            except Exception:  # a poll must never kill the poller
+                logger.exception("stats poll failed")
+            next_tick += self.interval
+            delay = next_tick - loop.time()
+            if delay < 0:  # fell behind (slow poll, suspended kernel): skip, don't burst
+                next_tick = loop.time()
+                delay = 0
+            await asyncio.sleep(delay)
+
+    async def poll(self) -> list[dict[str, Any]]:
+        """Sample every target of every source now; append and return the new rows."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            now_mono = time.monotonic()
+            if self._t0 is None:
+                self._t0 = now_mono
+            elapsed = now_mono - self._t0
+            now = datetime.now(timezone.utc)
+
+            for state in self._targets.values():
+                state.seen = False
+            jobs: list[tuple[tuple[str, str], Any, ConnectionCounters]] = []
+            for source in list(self._sources):
+                try:
+                    targets = list(source.stats_targets())
+                except Exception as exc:
+                    self._state((source.name, ""), None).seen = True
+                    self._note_error((source.name, ""), source.name, None, exc)
+                    continue
+                for remote, pc, counters in targets:
+                    key = (source.name, remote)
+                    self._state(key, pc).seen = True
+                    jobs.append((key, pc, counters))
+
+            snapshots = await asyncio.gather(
+                *(self._snapshot_with_timeout(key, pc, counters, now) for key, pc, counters in jobs)
+            )
+
+            rows: list[dict[str, Any]] = []
+            for (key, _, _), snapshot in zip(jobs, snapshots, strict=True):
+                if snapshot is None:
+                    continue
+                state = self._targets[key]
+                self._note_pair(key, state, snapshot.candidate_pair)
+                rows.extend(snapshot_to_rows(snapshot, state.previous, elapsed_s=elapsed))
+                state.previous = snapshot
+            for key in [k for k, s in self._targets.items() if not s.seen]:
+                del self._targets[key]  # connection gone: don't keep its snapshot forever
+
+            self._append_rows(rows, elapsed)
+        for listener in list(self._listeners):
+            try:
+                listener(rows)
+            except Exception:
+                logger.exception("stats listener %r failed", listener)
+        return rows
+
+    async def _snapshot_with_timeout(
+        self, key: tuple[str, str], pc: Any, counters: ConnectionCounters, now: datetime
+    ) -> ConnectionSnapshot | None:
+        state = self._targets[key]
+        if state.closed_sampled:
+            return None  # a closed pc was sampled once; its numbers can no longer change
+        try:
+            snapshot = await asyncio.wait_for(self._snapshot(key, pc, counters, now), self.timeout)
+        except asyncio.TimeoutError:
+            self.record_event(key[0], key[1], "stats-timeout", self.timeout)
+            return None
+        except Exception as exc:
+            self._note_error(key, key[0], key[1], exc)
+            return None
+        state.error = None
+        state.closed_sampled = snapshot.connection_state == "closed"
+        return snapshot
+
+    def _state(self, key: tuple[str, str], pc: Any) -> _TargetState:
+        """The remembered state for ``key``, reset when the pc behind it was replaced."""
+        state = self._targets.get(key)
+        if state is None or state.pc_id != id(pc):
+            state = self._targets[key] = _TargetState(pc_id=id(pc))
+        return state
+
+    async def _snapshot(
+        self, key: tuple[str, str], pc: Any, counters: ConnectionCounters, now: datetime
+    ) -> ConnectionSnapshot:
+        state = str(getattr(pc, "connectionState", "unknown"))
+        report: Mapping[str, Any] = {}
+        if state != "closed":
+            report = dict(await pc.getStats())
+        # read everything else right after getStats so counters and report are simultaneous
+        monotonic = time.monotonic()
+        return ConnectionSnapshot(
+            peer=key[0],
+            remote=key[1],
+            t=now,
+            monotonic=monotonic,
+            report=report,
+            transport=_transport_totals(pc),
+            candidate_pair=selected_candidate_pair(pc),
+            counters=copy.deepcopy(counters),
+            connection_state=state,
+            sctp_rtt_ms=_sctp_rtt_ms(pc),
+            clock_rates=_clock_rates(pc),
+        )
+
+    def _note_error(
+        self, key: tuple[str, str], peer: str, remote: str | None, exc: BaseException
+    ) -> None:
+        """Record a stats error once per distinct message, not once per poll."""
+        message = f"{type(exc).__name__}: {exc}"
+        state = self._targets.get(key)
+        if state is not None:
+            if state.error == message:
+                return
+            state.error = message
+        logger.debug("stats error for %s: %s", key, message)
+        self.record_event(peer, remote, "stats-error", message)
+
+    def _note_pair(
+        self, key: tuple[str, str], state: _TargetState, pair: CandidatePair | None
+    ) -> None:
+        if pair is not None and pair != state.pair:
+            self.record_event(
+                key[0],
+                key[1],
+                "selected-pair",
+                f"{pair.local_candidate_type}->{pair.remote_candidate_type} {pair.protocol}"
+                + (f" (relay over {pair.relay_protocol})" if pair.relay_protocol else "")
+                + f" {pair.local_address}->{pair.remote_address}",
+            )
+        if pair is not None:
+            state.pair = pair
+
+    def _append_rows(self, rows: list[dict[str, Any]], elapsed: float) -> None:
+        self._rows.extend(rows)
+        evicted: list[dict[str, Any]] = []
+        if self.window is not None:
+            cutoff = elapsed - self.window
+            while self._rows and self._rows[0]["elapsed_s"] < cutoff:
+                evicted.append(self._rows.popleft())
+        if self.max_rows is not None:
+            while len(self._rows) > self.max_rows:
+                evicted.append(self._rows.popleft())
+        if evicted and self.spill_path is not None:
+            _append_csv(_samples_frame(evicted), self.spill_path)
+
+    def _events_spill_path(self) -> Path:
+        assert self.spill_path is not None
+        return self.spill_path.with_name(self.spill_path.stem + ".events.csv")
+
+    # -- frames and export -------------------------------------------------------------
+
+    @property
+    def samples(self) -> pd.DataFrame:
+        """Rows still in memory, ``SAMPLE_COLUMNS`` order; ``t`` UTC, numbers float64."""
+        return _samples_frame(self._rows)
+
+    @property
+    def events(self) -> pd.DataFrame:
+        """Events still in memory, ``EVENT_COLUMNS`` order; ``value`` as recorded."""
+        return _events_frame(self._events)
+
+    def clear(self) -> None:
+        """Forget all rows and events (not the previous snapshots: rates continue)."""
+        self._rows.clear()
+        self._events.clear()
+
+    def to_csv(self, directory: str | Path) -> dict[str, Path]:
+        """Write ``samples.csv`` and ``events.csv`` (values JSON-encoded) into ``directory``."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {"samples": out / "samples.csv", "events": out / "events.csv"}
+        self.samples.to_csv(paths["samples"], index=False)
+        _events_frame(self._events, for_file=True).to_csv(paths["events"], index=False)
+        return paths
+
+    def to_parquet(self, directory: str | Path) -> dict[str, Path]:
+        """Write ``samples.parquet`` and ``events.parquet``; needs pyarrow."""
+        _require_pyarrow()
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {"samples": out / "samples.parquet", "events": out / "events.parquet"}
+        self.samples.to_parquet(paths["samples"], index=False, engine="pyarrow")
+        _events_frame(self._events, for_file=True).to_parquet(
+            paths["events"], index=False, engine="pyarrow"
+        )
+        return paths
+
+
+# -- reading pc internals (defensively: never raise from a poll) --------------------------
+
+
+def _transport_totals(pc: Any) -> dict[str, Any] | None:
+    """DTLS transport counters summed over the pc's transports (one with bundle)."""
+    totals: dict[str, Any] | None = None
+    for dtls in dtls_transports(pc):
+        get_stats = getattr(dtls, "_get_stats", None)
+        if get_stats is None:
+            continue
+        try:
+            report = get_stats()
+        except Exception:
+            continue
+        for stats in report.values():
+            if getattr(stats, "type", None) != "transport":
+                continue
+            if totals is None:
+                totals = dict.fromkeys(_TRANSPORT_FIELDS, 0)
+            for name in list(totals):
+                totals[name] += int(getattr(stats, name, 0) or 0)
+    return totals
+
+
+def _sctp_rtt_ms(pc: Any) -> float | None:
+    """aiortc's SCTP smoothed RTT (private ``_srtt``, seconds), once an SACK has measured it."""
+    srtt = getattr(getattr(pc, "sctp", None), "_srtt", None)
+    if isinstance(srtt, (int, float)) and not isinstance(srtt, bool):
+        return float(srtt) * 1000.0
+    return None
+
+
+def _clock_rates(pc: Any) -> dict[str, int]:
+    """Negotiated RTP clock per kind (private ``transceiver._codecs``, first = primary codec)."""
+    rates: dict[str, int] = {}
+    try:
+        transceivers = list(pc.getTransceivers())
+    except Exception:
+        return rates
+    for transceiver in transceivers:
+        codecs = getattr(transceiver, "_codecs", None) or []
+        kind = getattr(transceiver, "kind", None)
+        rate = getattr(codecs[0], "clockRate", None) if codecs else None
+        if isinstance(kind, str) and isinstance(rate, int) and kind not in rates:
+            rates[kind] = rate
+    return rates
+
+
+# -- frames and files ---------------------------------------------------------------------
+
+
+def _samples_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    rows = list(rows)
+    data = {c: [r.get(c) for r in rows] for c in SAMPLE_COLUMNS}
+    return _normalize_samples(pd.DataFrame(data, columns=SAMPLE_COLUMNS))
+
+
+def _normalize_samples(df: pd.DataFrame) -> pd.DataFrame:
+    """One dtype contract for memory, CSV and Parquet, so round trips compare equal."""
+    out: pd.DataFrame = pd.DataFrame(index=pd.RangeIndex(len(df)))
+    for column in SAMPLE_COLUMNS:
+        values = df[column] if column in df.columns else pd.Series([None] * len(df))
+        values = values.reset_index(drop=True)
+        if column == "t":
+            out[column] = _to_time(values)
+        elif column in NUMERIC_COLUMNS:
+            out[column] = pd.to_numeric(values, errors="coerce").astype("float64")
+        else:
+            out[column] = _to_object(values)
+    return out
+
+
+def _events_frame(events: Iterable[dict[str, Any]], *, for_file: bool = False) -> pd.DataFrame:
+    events = list(events)
+    data = {c: [e.get(c) for e in events] for c in EVENT_COLUMNS}
+    df = pd.DataFrame(data, columns=EVENT_COLUMNS)
+    out: pd.DataFrame = pd.DataFrame(index=pd.RangeIndex(len(df)))
+    out["t"] = _to_time(df["t"])
+    for column in ("peer", "remote", "event"):
+        out[column] = _to_object(df[column])
+    values = list(df["value"])
+    if for_file:  # files hold text: JSON keeps numbers, None and dicts distinguishable
+        values = [json.dumps(v, default=str) for v in values]
+    out["value"] = pd.Series(values, dtype=object)
+    return out
+
+
+def _to_time(values: pd.Series) -> pd.Series:
+    if len(values) == 0:
+        empty: pd.Series = pd.Series([], dtype="datetime64[us, UTC]")
+        return empty
+    if pd.api.types.is_datetime64_any_dtype(values):
+        parsed = pd.to_datetime(values, utc=True)
+    else:
+        parsed = pd.to_datetime(values, utc=True, format="ISO8601")
+    result: pd.Series = parsed.astype("datetime64[us, UTC]")
+    return result
+
+
+def _to_object(values: pd.Series) -> pd.Series:
+    """Strings as Python ``str`` in an object column, missing as ``None`` (pandas 2 and 3 alike)."""
+    obj = values.astype(object)
+    result: pd.Series = obj.where(obj.notna(), None)
+    return result
+
+
+def _append_csv(df: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = not path.exists() or path.stat().st_size == 0
+    df.to_csv(path, mode="a", header=header, index=False)
+
+
+def read_samples_csv(path: str | Path) -> pd.DataFrame:
+    """Read ``samples.csv`` (or a spill file) back with the dtypes of ``collector.samples``."""
+    df = pd.read_csv(
+        path,
+        dtype={c: object for c in ["t", *STRING_COLUMNS]},
+        keep_default_na=False,  # a remote called "NA" stays a string; only empty is missing
+        na_values=[""],
+        float_precision="round_trip",
+    )
+    return _normalize_samples(df)
+
+
+def read_events_csv(path: str | Path) -> pd.DataFrame:
+    """Read ``events.csv`` back (JSON values decoded) with the dtypes of ``collector.events``."""
+    df = pd.read_csv(path, dtype=object, keep_default_na=False, na_values=[""])
+    return _decode_events(df)
+
+
+def read_samples_parquet(path: str | Path) -> pd.DataFrame:
+    """Read ``samples.parquet`` back with the dtypes of ``collector.samples``."""
+    _require_pyarrow()
+    return _normalize_samples(pd.read_parquet(path, engine="pyarrow"))
+
+
+def read_events_parquet(path: str | Path) -> pd.DataFrame:
+    """Read ``events.parquet`` back (JSON values decoded) like ``collector.events``."""
+    _require_pyarrow()
+    return _decode_events(pd.read_parquet(path, engine="pyarrow"))
+
+
+def _decode_events(df: pd.DataFrame) -> pd.DataFrame:
+    out: pd.DataFrame = pd.DataFrame(index=pd.RangeIndex(len(df)))
+    out["t"] = _to_time(df["t"])
+    for column in ("peer", "remote", "event"):
+        out[column] = _to_object(df[column])
+    out["value"] = pd.Series(
+        [json.loads(v) if isinstance(v, str) and v else None for v in df["value"]], dtype=object
+    )
+    return out
+
+
+def _require_pyarrow() -> None:
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(
+            "Parquet export needs pyarrow: pip install pyarrow (or rtclab[parquet])"
+        ) from exc

@@ -1,0 +1,403 @@
+"""Pure conversion: one connection snapshot (+ the previous one) -> sample rows.
+
+No I/O and no asyncio here, so every unit and every trap is unit-testable with hand-built
+aiortc stats objects. Units live in the column names and a number means what its name says:
+
+- ``jitter_ms``: aiortc reports RTP ``jitter`` in RTP timestamp units; divided by the codec
+  clock rate (negotiated one when known, else 48 kHz audio / 90 kHz video).
+- ``fraction_lost`` (0-1): outbound rows take remote-inbound-rtp ``fractionLost``, the raw
+  RTCP 8-bit value, divided by 256. Inbound rows compute it over the sample interval from
+  inbound-rtp deltas (lost / expected), since aiortc exposes no receive-side fraction.
+- ``rtt_ms``: outbound media rows from remote-inbound-rtp ``roundTripTime`` (s); data and
+  transport rows from the SCTP smoothed RTT. Inbound media rows: ``None`` (no RTT there).
+- ``bytes_*`` of media are RTP payload bytes, as W3C ``bytesSent``/``bytesReceived``:
+  outbound from outbound-rtp ``bytesSent``; inbound from ``ConnectionCounters.rtp_bytes_received``
+  (aiortc's inbound-rtp has no bytes).
+- ``bitrate_kbps`` / ``frames_per_second``: deltas between this and the previous snapshot of
+  the same connection; ``None`` on the first sample and when a counter went backwards (reset).
+
+Row granularity (one row per sample, peer, remote, kind, direction):
+
+- ``audio``/``video``: one row per kind and direction; several streams of one kind are
+  summed (counts), worst-of (jitter, fraction lost) and averaged (RTT). An outbound row needs
+  a sender that sent something (aiortc gives every recvonly transceiver an idle sender).
+- ``data``: all channels summed, one ``outbound`` and one ``inbound`` row (the frame has no
+  channel-label column); present once the peer counts at least one channel.
+- ``transport``: the DTLS transport(s) — every byte of SRTP, SRTCP and SCTP, without ICE
+  checks and UDP/IP headers — one row per direction so ``bitrate_kbps`` stays one-way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from rtclab.ice.inspect import CandidatePair
+
+if TYPE_CHECKING:
+    # Only for annotations: importing rtclab.peer at run time would pull in the whole Peer
+    # stack (and a cycle as soon as the Peer imports rtclab.stats).
+    from rtclab.peer.counters import ConnectionCounters
+
+__all__ = [
+    "DEFAULT_CLOCK_RATES",
+    "EVENT_COLUMNS",
+    "NUMERIC_COLUMNS",
+    "SAMPLE_COLUMNS",
+    "STRING_COLUMNS",
+    "ConnectionSnapshot",
+    "snapshot_to_rows",
+]
+
+SAMPLE_COLUMNS: list[str] = [
+    "t",
+    "elapsed_s",
+    "peer",
+    "remote",
+    "kind",
+    "direction",
+    "rtt_ms",
+    "jitter_ms",
+    "packets_sent",
+    "packets_received",
+    "packets_lost",
+    "fraction_lost",
+    "bytes_sent",
+    "bytes_received",
+    "bitrate_kbps",
+    "frames",
+    "frames_per_second",
+    "messages_sent",
+    "messages_received",
+    "messages_dropped",
+    "local_candidate_type",
+    "remote_candidate_type",
+    "protocol",
+    "relay_protocol",
+    "local_address",
+    "remote_address",
+    "connection_state",
+]
+
+STRING_COLUMNS: list[str] = [
+    "peer",
+    "remote",
+    "kind",
+    "direction",
+    "local_candidate_type",
+    "remote_candidate_type",
+    "protocol",
+    "relay_protocol",
+    "local_address",
+    "remote_address",
+    "connection_state",
+]
+
+NUMERIC_COLUMNS: list[str] = [c for c in SAMPLE_COLUMNS if c != "t" and c not in STRING_COLUMNS]
+
+EVENT_COLUMNS: list[str] = ["t", "peer", "remote", "event", "value"]
+
+DEFAULT_CLOCK_RATES: Mapping[str, int] = {"audio": 48_000, "video": 90_000}
+
+
+@dataclass
+class ConnectionSnapshot:
+    """Everything the poller gathered for one (peer, remote) at one time.
+
+    ``counters`` must be a copy taken at snapshot time: the next snapshot diffs against it.
+    ``transport`` holds DTLS transport totals (``bytesSent``, ``bytesReceived``,
+    ``packetsSent``, ``packetsReceived``) as a mapping or an ``RTCTransportStats``; it is read
+    separately because aiortc's ``getStats`` is ``{}`` for a data-channel-only connection.
+    ``clock_rates`` (kind -> Hz) is the negotiated RTP clock; missing kinds use the defaults.
+    """
+
+    peer: str
+    remote: str
+    t: datetime
+    monotonic: float
+    report: Mapping[str, Any] = field(default_factory=dict)
+    transport: Mapping[str, Any] | None = None
+    candidate_pair: CandidatePair | None = None
+    counters: ConnectionCounters = field(default_factory=lambda: _new_counters())
+    connection_state: str = "new"
+    sctp_rtt_ms: float | None = None
+    clock_rates: Mapping[str, int] = field(default_factory=dict)
+
+
+def snapshot_to_rows(
+    current: ConnectionSnapshot,
+    previous: ConnectionSnapshot | None,
+    *,
+    elapsed_s: float,
+) -> list[dict[str, Any]]:
+    """Rows (dicts keyed by ``SAMPLE_COLUMNS``) for one snapshot; rates need ``previous``."""
+    dt: float | None = None
+    if previous is not None:
+        dt = current.monotonic - previous.monotonic
+        if dt <= 0:
+            dt = None
+    base = _base_row(current, elapsed_s)
+    rows: list[dict[str, Any]] = []
+    rows.extend(_media_rows(base, current, previous, dt))
+    rows.extend(_data_rows(base, current, previous, dt))
+    rows.extend(_transport_rows(base, current, previous, dt))
+    return rows
+
+
+# -- rows --------------------------------------------------------------------------------
+
+
+def _base_row(snapshot: ConnectionSnapshot, elapsed_s: float) -> dict[str, Any]:
+    row: dict[str, Any] = dict.fromkeys(SAMPLE_COLUMNS)
+    row.update(
+        t=snapshot.t,
+        elapsed_s=float(elapsed_s),
+        peer=snapshot.peer,
+        remote=snapshot.remote,
+        connection_state=snapshot.connection_state,
+    )
+    pair = snapshot.candidate_pair
+    if pair is not None:
+        row.update(
+            local_candidate_type=pair.local_candidate_type,
+            remote_candidate_type=pair.remote_candidate_type,
+            protocol=pair.protocol,
+            relay_protocol=pair.relay_protocol,
+            local_address=pair.local_address,
+            remote_address=pair.remote_address,
+        )
+    return row
+
+
+def _media_rows(
+    base: dict[str, Any],
+    current: ConnectionSnapshot,
+    previous: ConnectionSnapshot | None,
+    dt: float | None,
+) -> list[dict[str, Any]]:
+    outbound = _by_kind(current.report, "outbound-rtp")
+    remote_inbound = _by_kind(current.report, "remote-inbound-rtp")
+    inbound = _by_kind(current.report, "inbound-rtp")
+    counters = current.counters
+    prev_report: Mapping[str, Any] = previous.report if previous is not None else {}
+    prev_counters = previous.counters if previous is not None else None
+
+    kinds = sorted(
+        set(outbound)
+        | set(inbound)
+        | set(counters.frames_sent)
+        | set(counters.frames_received)
+        | set(counters.rtp_bytes_received)
+    )
+    rows: list[dict[str, Any]] = []
+    for kind in kinds:
+        clock = current.clock_rates.get(kind) or DEFAULT_CLOCK_RATES.get(kind)
+
+        # outbound: what we send and what the remote reported about it (RTCP RR)
+        out = outbound.get(kind, [])
+        packets_sent = _sum(out, "packetsSent")
+        if (packets_sent or 0) > 0 or kind in counters.frames_sent:
+            rin = remote_inbound.get(kind, [])
+            bytes_sent = _sum(out, "bytesSent")
+            prev_bytes = _sum(_by_kind(prev_report, "outbound-rtp").get(kind, []), "bytesSent")
+            frames = counters.frames_sent.get(kind)
+            prev_frames = prev_counters.frames_sent.get(kind) if prev_counters else None
+            fraction = _max(rin, "fractionLost")
+            rtts = [v for v in _values(rin, "roundTripTime") if v is not None]
+            row = dict(base, kind=kind, direction="outbound")
+            row.update(
+                rtt_ms=sum(rtts) / len(rtts) * 1000.0 if rtts else None,
+                jitter_ms=_jitter_ms(_max(rin, "jitter"), clock),
+                packets_sent=packets_sent,
+                packets_received=_sum(rin, "packetsReceived"),
+                packets_lost=_sum(rin, "packetsLost"),
+                fraction_lost=fraction / 256.0 if fraction is not None else None,
+                bytes_sent=bytes_sent,
+                bitrate_kbps=_rate(bytes_sent, prev_bytes, dt, 8 / 1000),
+                frames=frames,
+                frames_per_second=_rate(frames, prev_frames, dt),
+            )
+            rows.append(row)
+
+        # inbound: what we receive, measured here
+        inb = inbound.get(kind, [])
+        if inb or kind in counters.rtp_bytes_received or kind in counters.frames_received:
+            prev_inb = _by_kind(prev_report, "inbound-rtp").get(kind, [])
+            received = _sum(inb, "packetsReceived")
+            if received is None:
+                received = counters.rtp_packets_received.get(kind)
+            lost = _sum(inb, "packetsLost")
+            bytes_received = counters.rtp_bytes_received.get(kind)
+            prev_bytes = prev_counters.rtp_bytes_received.get(kind) if prev_counters else None
+            frames = counters.frames_received.get(kind)
+            prev_frames = prev_counters.frames_received.get(kind) if prev_counters else None
+            row = dict(base, kind=kind, direction="inbound")
+            row.update(
+                jitter_ms=_jitter_ms(_max(inb, "jitter"), clock),
+                packets_received=received,
+                packets_lost=lost,
+                fraction_lost=_interval_fraction_lost(
+                    received, lost, _sum(prev_inb, "packetsReceived"), _sum(prev_inb, "packetsLost")
+                ),
+                bytes_received=bytes_received,
+                bitrate_kbps=_rate(bytes_received, prev_bytes, dt, 8 / 1000),
+                frames=frames,
+                frames_per_second=_rate(frames, prev_frames, dt),
+            )
+            rows.append(row)
+    return rows
+
+
+def _data_rows(
+    base: dict[str, Any],
+    current: ConnectionSnapshot,
+    previous: ConnectionSnapshot | None,
+    dt: float | None,
+) -> list[dict[str, Any]]:
+    channels = list(current.counters.channels.values())
+    if not channels:
+        return []
+    prev = list(previous.counters.channels.values()) if previous is not None else None
+
+    def total(items: Iterable[Any] | None, name: str) -> int | None:
+        return None if items is None else sum(int(getattr(c, name)) for c in items)
+
+    bytes_sent = total(channels, "bytes_sent")
+    bytes_received = total(channels, "bytes_received")
+    outbound = dict(base, kind="data", direction="outbound")
+    outbound.update(
+        rtt_ms=current.sctp_rtt_ms,
+        bytes_sent=bytes_sent,
+        bitrate_kbps=_rate(bytes_sent, total(prev, "bytes_sent"), dt, 8 / 1000),
+        messages_sent=total(channels, "messages_sent"),
+        messages_dropped=total(channels, "messages_dropped"),
+    )
+    inbound = dict(base, kind="data", direction="inbound")
+    inbound.update(
+        rtt_ms=current.sctp_rtt_ms,
+        bytes_received=bytes_received,
+        bitrate_kbps=_rate(bytes_received, total(prev, "bytes_received"), dt, 8 / 1000),
+        messages_received=total(channels, "messages_received"),
+    )
+    return [outbound, inbound]
+
+
+def _transport_rows(
+    base: dict[str, Any],
+    current: ConnectionSnapshot,
+    previous: ConnectionSnapshot | None,
+    dt: float | None,
+) -> list[dict[str, Any]]:
+    transport = current.transport
+    if transport is None:
+        return []
+    prev = previous.transport if previous is not None else None
+
+    def get(obj: Any, name: str) -> float | None:
+        return None if obj is None else _number(_field(obj, name))
+
+    bytes_sent = get(transport, "bytesSent")
+    bytes_received = get(transport, "bytesReceived")
+    outbound = dict(base, kind="transport", direction="outbound")
+    outbound.update(
+        rtt_ms=current.sctp_rtt_ms,
+        packets_sent=get(transport, "packetsSent"),
+        bytes_sent=bytes_sent,
+        bitrate_kbps=_rate(bytes_sent, get(prev, "bytesSent"), dt, 8 / 1000),
+    )
+    inbound = dict(base, kind="transport", direction="inbound")
+    inbound.update(
+        rtt_ms=current.sctp_rtt_ms,
+        packets_received=get(transport, "packetsReceived"),
+        bytes_received=bytes_received,
+        bitrate_kbps=_rate(bytes_received, get(prev, "bytesReceived"), dt, 8 / 1000),
+    )
+    return [outbound, inbound]
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+
+def _new_counters() -> ConnectionCounters:
+    from rtclab.peer.counters import ConnectionCounters
+
+    return ConnectionCounters()
+
+
+def _field(obj: Any, name: str) -> Any:
+    """``obj.name`` or ``obj[name]``: stats may arrive as aiortc dataclasses or plain dicts."""
+    if isinstance(obj, Mapping):
+        return obj.get(name)
+    return getattr(obj, name, None)
+
+
+def _number(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _by_kind(report: Mapping[str, Any], stat_type: str) -> dict[str, list[Any]]:
+    grouped: dict[str, list[Any]] = {}
+    for stats in report.values():
+        if _field(stats, "type") == stat_type:
+            kind = _field(stats, "kind")
+            if isinstance(kind, str):
+                grouped.setdefault(kind, []).append(stats)
+    return grouped
+
+
+def _values(items: list[Any], name: str) -> list[float | None]:
+    return [_number(_field(s, name)) for s in items]
+
+
+def _sum(items: list[Any], name: str) -> float | None:
+    values = [v for v in _values(items, name) if v is not None]
+    return sum(values) if values else None
+
+
+def _max(items: list[Any], name: str) -> float | None:
+    values = [v for v in _values(items, name) if v is not None]
+    return max(values) if values else None
+
+
+def _jitter_ms(jitter: float | None, clock_rate: int | None) -> float | None:
+    if jitter is None or not clock_rate:
+        return None
+    return jitter / clock_rate * 1000.0
+
+
+def _rate(
+    current: float | None, previous: float | None, dt: float | None, scale: float = 1.0
+) -> float | None:
+    """``(current - previous) / dt * scale``; ``None`` without a baseline or after a reset."""
+    if current is None or previous is None or dt is None:
+        return None
+    delta = current - previous
+    if delta < 0:
+        return None
+    return delta / dt * scale
+
+
+def _interval_fraction_lost(
+    received: float | None,
+    lost: float | None,
+    prev_received: float | None,
+    prev_lost: float | None,
+) -> float | None:
+    """Loss over the sample interval, as RFC 3550 computes RTCP fraction lost (0-1)."""
+    if received is None or lost is None or prev_received is None or prev_lost is None:
+        return None
+    d_received = received - prev_received
+    d_lost = lost - prev_lost
+    if d_received < 0:
+        return None
+    expected = d_received + max(d_lost, 0.0)
+    if expected <= 0:
+        return None
+    return max(d_lost, 0.0) / expected

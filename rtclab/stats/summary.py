@@ -1,0 +1,107 @@
+"""Pure: samples + events frames -> one summary row per peer -> remote (what the demo prints)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+SUMMARY_COLUMNS = [
+    "peer",
+    "remote",
+    "connect_ms",
+    "path",
+    "rtt_ms",
+    "loss_pct",
+    "jitter_ms",
+    "send_kbps",
+    "recv_kbps",
+    "recv_fps",
+]
+
+
+def _median(series: pd.Series) -> float:
+    values = pd.to_numeric(series, errors="coerce").dropna()
+    return float(values.median()) if len(values) else math.nan
+
+
+def _last(series: pd.Series) -> Any:
+    values = series.dropna()
+    return values.iloc[-1] if len(values) else None
+
+
+def _stream_total(rows: pd.DataFrame, column: str) -> float:
+    """Sum, over streams (kind), of the median per-sample value: audio + video bitrate."""
+    if rows.empty:
+        return math.nan
+    per_kind = [_median(group[column]) for _, group in rows.groupby("kind")]
+    per_kind = [v for v in per_kind if not math.isnan(v)]
+    return float(sum(per_kind)) if per_kind else math.nan
+
+
+def pair_summary(samples: pd.DataFrame, events: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per (peer, remote): connect time, path, median RTT, loss, jitter, bitrates and fps.
+
+    Sending-side figures (RTT, ``send_kbps``) are for what ``peer`` sends to ``remote``;
+    receiving-side figures (loss, jitter, ``recv_kbps``, ``recv_fps``) for what it receives.
+    """
+    rows: list[dict[str, Any]] = []
+    connect: dict[tuple[str, str], float] = {}
+    if events is not None and not events.empty:
+        up = events[events["event"] == "connected"]
+        for _, event in up.iterrows():
+            try:
+                connect[(str(event["peer"]), str(event["remote"]))] = float(event["value"])
+            except (TypeError, ValueError):
+                continue
+    if samples.empty:
+        pairs = sorted(connect)
+    else:
+        pairs = sorted(
+            {(str(p), str(r)) for p, r in samples[["peer", "remote"]].itertuples(index=False)}
+            | set(connect)
+        )
+    for peer, remote in pairs:
+        if samples.empty:
+            mine = samples
+        else:
+            mine = samples[(samples["peer"] == peer) & (samples["remote"] == remote)]
+        media = mine[mine["kind"].isin(["audio", "video"])] if not mine.empty else mine
+        outbound = media[media["direction"] == "outbound"] if not media.empty else media
+        inbound = media[media["direction"] == "inbound"] if not media.empty else media
+        video_in = inbound[inbound["kind"] == "video"] if not inbound.empty else inbound
+        path = None
+        if not mine.empty:
+            local, remote_type = (
+                _last(mine["local_candidate_type"]),
+                _last(mine["remote_candidate_type"]),
+            )
+            if local is not None and remote_type is not None:
+                path = f"{local}/{remote_type}"
+        loss_pct = math.nan
+        if not inbound.empty:
+            latest = inbound.sort_values("t").groupby("kind").tail(1)
+            lost = pd.to_numeric(latest["packets_lost"], errors="coerce").fillna(0).sum()
+            got = pd.to_numeric(latest["packets_received"], errors="coerce").fillna(0).sum()
+            if lost + got > 0:
+                loss_pct = float(max(lost, 0) / (max(lost, 0) + got) * 100)
+        rtt = _median(mine["rtt_ms"]) if not mine.empty else math.nan
+        rows.append(
+            {
+                "peer": peer,
+                "remote": remote,
+                "connect_ms": connect.get((peer, remote), math.nan),
+                "path": path,
+                "rtt_ms": rtt,
+                "loss_pct": loss_pct,
+                "jitter_ms": _median(video_in["jitter_ms"]) if not video_in.empty else math.nan,
+                "send_kbps": _stream_total(outbound, "bitrate_kbps"),
+                "recv_kbps": _stream_total(inbound, "bitrate_kbps"),
+                "recv_fps": (
+                    _median(video_in["frames_per_second"]) if not video_in.empty else math.nan
+                ),
+            }
+        )
+    summary: pd.DataFrame = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    return summary

@@ -1,0 +1,40 @@
+"""Shared fixtures: a real signaling server on loopback and peers that always get closed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from rtclab.peer import Peer
+from rtclab.signaling.server import SignalingServer
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[SignalingServer]:
+    srv = SignalingServer(host="127.0.0.1", port=0)
+    await srv.start()
+    try:
+        yield srv
+    finally:
+        await srv.stop()
+
+
+@pytest.fixture
+async def make_peer(server: SignalingServer) -> AsyncIterator[Callable[..., Awaitable[Peer]]]:
+    peers: list[Peer] = []
+
+    async def factory(name: str, *, join: bool = True, **options: Any) -> Peer:
+        options.setdefault("room", "test")
+        peer = Peer(name, server.url, **options)
+        peers.append(peer)
+        if join:
+            await peer.join()
+        return peer
+
+    try:
+        yield factory
+    finally:
+        await asyncio.gather(*(p.close() for p in peers), return_exceptions=True)

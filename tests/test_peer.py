@@ -1,0 +1,233 @@
+"""Real aiortc peers meshing through the real signaling server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiortc import RTCPeerConnection, RTCSessionDescription
+
+from rtclab.ice.config import IceConfig, gathering_on
+from rtclab.peer import Peer
+from rtclab.signaling.client import SignalingClient, SignalingError
+
+MakePeer = Callable[..., Awaitable[Peer]]
+
+pytestmark = pytest.mark.slow
+
+
+async def _until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+def _rate(samples: list[tuple[float, int]]) -> float:
+    (t0, n0), (t1, n1) = samples[0], samples[-1]
+    return (n1 - n0) / (t1 - t0)
+
+
+async def test_three_peer_mesh_media_and_fps(make_peer: MakePeer) -> None:
+    fps = 15.0
+    peers = [await make_peer(n, fps=fps) for n in ("alice", "bob", "carol")]
+    for p in peers:
+        await p.wait_connected(count=2, timeout=15)
+    # the joiner offered to everyone already there; the others answered
+    assert {c.role for c in peers[2].connections.values()} == {"offerer"}
+    assert {c.role for c in peers[0].connections.values()} == {"answerer"}
+
+    await _until(
+        lambda: all(
+            c.counters.frames_received.get("video", 0) > 5
+            for p in peers
+            for c in p.connections.values()
+        ),
+        timeout=10,
+    )
+    # measure the received video rate on every directed link over ~3 s
+    links = [(p, c) for p in peers for c in p.connections.values()]
+    first = {
+        (p.name, c.remote): (time.monotonic(), c.counters.frames_received["video"])
+        for p, c in links
+    }
+    audio_first = {(p.name, c.remote): c.counters.frames_received.get("audio", 0) for p, c in links}
+    await asyncio.sleep(3.0)
+    for p, c in links:
+        t0, n0 = first[(p.name, c.remote)]
+        rate = _rate([(t0, n0), (time.monotonic(), c.counters.frames_received["video"])])
+        assert fps * 0.8 <= rate <= fps * 1.2, f"{c.remote} -> {p.name}: {rate:.1f} fps"
+        audio = c.counters.frames_received.get("audio", 0) - audio_first[(p.name, c.remote)]
+        assert audio > 3.0 * 25, f"{c.remote} -> {p.name}: only {audio} audio frames in 3 s"
+        frame = c.latest_frame
+        assert frame is not None and (frame.width, frame.height) == (320, 240)
+
+
+async def test_default_ice_is_loopback_only_without_servers(make_peer: MakePeer) -> None:
+    config = IceConfig().rtc_configuration()
+    assert config.iceServers == []  # never aiortc's implicit Google STUN server
+    alice = await make_peer("alice", video=False, audio=False)
+    bob = await make_peer("bob", video=False, audio=False)
+    await bob.wait_connected(count=1)
+    for peer in (alice, bob):
+        conn = next(iter(peer.connections.values()))
+        lines = [
+            x for x in conn.pc.localDescription.sdp.splitlines() if x.startswith("a=candidate:")
+        ]
+        assert lines, "no candidates in the SDP"
+        assert all(line.split()[4] == "127.0.0.1" for line in lines), lines
+        assert all(line.split()[7] == "host" for line in lines), lines
+
+
+async def test_chat_complete_and_in_order_and_cursor_channel(make_peer: MakePeer) -> None:
+    alice = await make_peer("alice", video=False, audio=False)
+    bob = await make_peer("bob", video=False, audio=False)
+    await bob.wait_connected(count=1)
+    await _until(lambda: all(c.chat and c.chat.is_open for p in (alice, bob) for c in p))
+
+    for peer in (alice, bob):
+        cursors = peer.connections[next(iter(peer.connections))].cursors
+        assert cursors is not None
+        assert cursors.channel.ordered is False
+        assert cursors.channel.maxRetransmits == 0
+        assert not cursors.reliable
+        chat = peer.connections[next(iter(peer.connections))].chat
+        assert chat is not None and chat.channel.ordered is True and chat.reliable
+
+    texts = [f"message {i} " + "x" * (i % 50) for i in range(200)]
+    for text in texts:
+        assert await alice.send_chat(text) == 1
+    await _until(lambda: len([m for m in bob.chat_log if m.remote == "alice"]) == len(texts))
+    assert [m.text for m in bob.chat_log if m.remote == "alice"] == texts
+
+    sent = bob.send_cursor(12.5, 40.0)
+    assert sent == 1
+    await _until(lambda: alice.cursor_positions.get("bob") == (12.5, 40.0))
+
+
+async def test_backpressure_engages_and_is_counted(make_peer: MakePeer) -> None:
+    alice = await make_peer("alice", video=False, audio=False)
+    bob = await make_peer("bob", video=False, audio=False)
+    await bob.wait_connected(count=1)
+    await _until(lambda: all(c.chat and c.chat.is_open for p in (alice, bob) for c in p))
+    conn = bob.connections["alice"]
+
+    # unreliable: a burst over the threshold is dropped, and every drop is counted
+    blob = "y" * 1000
+    attempts = 500
+    accepted = sum(
+        conn.cursors.try_send({"type": "cursor", "x": 1, "y": 2, "pad": blob})
+        for _ in range(attempts)
+    )  # type: ignore[union-attr]
+    counters = conn.counters.channel("cursors")
+    assert counters.messages_dropped > 0
+    assert accepted + counters.messages_dropped == attempts
+    assert counters.messages_sent == accepted
+
+    # reliable: a flood waits (counted) instead of dropping; everything arrives in order
+    big = "z" * 20_000
+    chat = conn.chat
+    assert chat is not None
+    await asyncio.gather(*(chat.send({"type": "chat", "text": f"{i}:{big}"}) for i in range(40)))
+    assert conn.counters.channel("chat").backpressure_waits > 0
+    assert conn.counters.channel("chat").messages_dropped == 0
+    await _until(lambda: len([m for m in alice.chat_log if m.remote == "bob"]) == 40, timeout=20)
+    got = [int(m.text.split(":", 1)[0]) for m in alice.chat_log if m.remote == "bob"]
+    assert sorted(got) == list(range(40))
+    assert all(
+        len(m.text.split(":", 1)[1]) == len(big) for m in alice.chat_log if m.remote == "bob"
+    )
+
+
+async def test_screen_share_swap_changes_received_resolution(make_peer: MakePeer) -> None:
+    alice = await make_peer("alice", audio=False, data=False)
+    bob = await make_peer("bob", audio=False, data=False)
+    await bob.wait_connected(count=1)
+    await _until(lambda: alice.latest_frame("bob") is not None)
+    assert alice.latest_frame("bob").width == 320  # type: ignore[union-attr]
+    bob.switch_video("screen")
+    await _until(lambda: alice.latest_frame("bob").width == 640)  # type: ignore[union-attr]
+    bob.switch_video("camera")
+    await _until(lambda: alice.latest_frame("bob").width == 320)  # type: ignore[union-attr]
+
+
+async def test_leave_gives_peer_left_and_closes(make_peer: MakePeer) -> None:
+    alice = await make_peer("alice", video=False, audio=False)
+    bob = await make_peer("bob", video=False, audio=False)
+    await bob.wait_connected(count=1)
+    pc = alice.connections["bob"].pc
+    await bob.leave()
+    await _until(lambda: "bob" not in alice.connections)
+    assert pc.connectionState == "closed"
+    assert any(e.event == "peer-left" and e.remote == "bob" for e in alice.events)
+    # bob can come back, and meshes again
+    await bob.join()
+    await bob.wait_connected(count=1)
+    assert alice.connections["bob"].state == "connected"
+
+
+async def test_duplicate_name_is_refused(make_peer: MakePeer) -> None:
+    await make_peer("alice", video=False, audio=False)
+    with pytest.raises(SignalingError) as err:
+        await make_peer("alice", video=False, audio=False)
+    assert err.value.code == "duplicate-user"
+
+
+async def test_relay_policy_without_turn_fails_with_reason(make_peer: MakePeer) -> None:
+    ice = IceConfig(ice_transport_policy="relay", connect_timeout=2.0)
+    alice = await make_peer("alice", video=False, audio=False, ice=ice)
+    bob = await make_peer("bob", video=False, audio=False, ice=ice)
+    started = time.monotonic()
+    with pytest.raises(ConnectionError, match="no local ICE candidates"):
+        await bob.wait_connected(count=1, timeout=10)
+    assert time.monotonic() - started < 2.0 + 1.5
+    conn = bob.connections["alice"]
+    assert conn.state == "failed"
+    assert "TURN" in (conn.failure_reason or "")
+    assert any(e.event == "failed" for e in bob.events)
+    del alice
+
+
+async def test_accepts_trickled_candidates_like_a_browser(make_peer: MakePeer, server: Any) -> None:
+    """A browser-like remote strips candidates from its SDP and trickles them one by one."""
+    alice = await make_peer("alice", video=False, audio=False)
+    client = await SignalingClient.connect(server.url)
+    pc = RTCPeerConnection(IceConfig().rtc_configuration())
+    try:
+        peers = await client.join("test", "browser")
+        assert peers == ["alice"]
+        pc.createDataChannel("chat")
+        with gathering_on(("127.0.0.1",)):
+            await pc.setLocalDescription(await pc.createOffer())
+        sdp = pc.localDescription.sdp
+        candidates = [x[2:] for x in sdp.splitlines() if x.startswith("a=candidate:")]
+        stripped = "\r\n".join(
+            x
+            for x in sdp.split("\r\n")
+            if not x.startswith("a=candidate:") and x != "a=end-of-candidates"
+        )
+        await client.offer("alice", {"type": "offer", "sdp": stripped})
+        for line in candidates:
+            await client.ice_candidate(
+                "alice", {"candidate": line, "sdpMid": "0", "sdpMLineIndex": 0}
+            )
+        await client.ice_candidate("alice", None)
+        answer = await client.recv(timeout=10)
+        assert answer["type"] == "answer" and answer["from"] == "alice"
+        await pc.setRemoteDescription(RTCSessionDescription(**answer["sdp"]))
+        await alice.wait_connected(count=1, timeout=10)
+        assert alice.connections["browser"].trickled_candidates == len(candidates)
+    finally:
+        await pc.close()
+        await client.close()
+
+
+async def test_join_unreachable_server_says_so() -> None:
+    peer = Peer("alice", "ws://127.0.0.1:9/signal", video=False, audio=False)
+    with pytest.raises(ConnectionError, match="cannot reach the signaling server"):
+        await peer.join()
+    assert peer.state == "new"

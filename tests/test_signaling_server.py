@@ -1,0 +1,343 @@
+"""The signaling server over real WebSockets on 127.0.0.1 (raw ``websockets`` clients)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from rtclab.signaling import SignalingServer
+from rtclab.signaling.server import serve_main
+
+TIMEOUT = 2.0
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[SignalingServer]:
+    async with SignalingServer() as srv:
+        yield srv
+
+
+async def recv(ws: ClientConnection, timeout: float = TIMEOUT) -> dict[str, Any]:
+    msg = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+    assert isinstance(msg, dict)
+    return msg
+
+
+async def nothing(ws: ClientConnection, timeout: float = 0.15) -> None:
+    """Assert that no message arrives within ``timeout``."""
+    with pytest.raises(asyncio.TimeoutError):
+        msg = await asyncio.wait_for(ws.recv(), timeout)
+        pytest.fail(f"unexpected message {msg!r}")
+
+
+async def send(ws: ClientConnection, obj: Any) -> None:
+    await ws.send(json.dumps(obj))
+
+
+async def client(url: str, room: str | None = None, user: str | None = None) -> ClientConnection:
+    ws = await connect(url, compression=None)
+    if room is not None:
+        await send(ws, {"type": "join", "roomId": room, "userId": user})
+        assert (await recv(ws))["type"] == "room-joined"
+    return ws
+
+
+async def pair(url: str, room: str = "r") -> tuple[ClientConnection, ClientConnection]:
+    a = await client(url, room, "alice")
+    b = await client(url, room, "bob")
+    assert await recv(a) == {"type": "peer-joined", "peerId": "bob"}
+    return a, b
+
+
+# ----------------------------------------------------------------------------- lifecycle
+
+
+async def test_start_returns_url_with_real_port() -> None:
+    srv = SignalingServer()
+    url = await srv.start()
+    try:
+        assert srv.port != 0 and url == f"ws://127.0.0.1:{srv.port}/signal"
+        ws = await client(url)
+        await ws.close()
+    finally:
+        await srv.stop()
+
+
+async def test_stop_closes_clients_with_1001_and_frees_port_for_restart() -> None:
+    srv = SignalingServer()
+    url = await srv.start()
+    port = srv.port
+    ws = await client(url, "r", "alice")
+    await srv.stop()
+    with pytest.raises(ConnectionClosed) as info:
+        await asyncio.wait_for(ws.recv(), TIMEOUT)
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1001
+    with pytest.raises(OSError):  # nobody listens any more ...
+        await connect(url, open_timeout=TIMEOUT)
+    with socket.socket() as s:  # ... and the port can be bound again (as servers do)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+    # ... and the same server object starts again on it, in the same loop
+    srv.port = port
+    assert await srv.start() == url
+    try:
+        ws2 = await client(url, "r", "alice")  # the old room state is gone too
+        await ws2.close()
+    finally:
+        await srv.stop()
+    await srv.stop()  # idempotent
+
+
+async def test_wrong_path_is_rejected_with_404(server: SignalingServer) -> None:
+    with pytest.raises(InvalidStatus) as info:
+        await connect(f"ws://127.0.0.1:{server.port}/other")
+    assert info.value.response.status_code == 404
+    ws = await client(f"{server.url}?token=x")  # query strings are fine
+    await ws.close()
+
+
+async def test_plain_http_is_refused(server: SignalingServer) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"GET /signal HTTP/1.1\r\nHost: x\r\n\r\n")
+    status = await asyncio.wait_for(reader.readline(), TIMEOUT)
+    assert status.startswith(b"HTTP/1.1 426")
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_compression_off_by_default_and_optional() -> None:
+    async with SignalingServer() as srv:
+        ws = await connect(srv.url)  # offers permessage-deflate by default
+        assert ws.response is not None
+        assert "Sec-WebSocket-Extensions" not in ws.response.headers
+        await ws.close()
+    async with SignalingServer(compression="deflate") as srv:
+        a = await connect(srv.url)
+        assert a.response is not None
+        assert "permessage-deflate" in a.response.headers["Sec-WebSocket-Extensions"]
+        b = await client(srv.url, "r", "bob")
+        await send(a, {"type": "join", "roomId": "r", "userId": "alice"})
+        assert (await recv(a))["peers"] == ["bob"]
+        assert await recv(b) == {"type": "peer-joined", "peerId": "alice"}
+        await send(a, {"type": "offer", "to": "bob", "sdp": {"sdp": "v=0" * 500}})
+        assert (await recv(b))["sdp"]["sdp"] == "v=0" * 500
+        await send(b, {"type": "answer", "to": "alice", "sdp": {"sdp": "ok"}})
+        assert (await recv(a))["from"] == "bob"
+        await a.close()
+        await b.close()
+
+
+# ----------------------------------------------------------------------------- identity & rooms
+
+
+async def test_join_relay_and_peer_joined(server: SignalingServer) -> None:
+    a = await client(server.url)
+    await send(a, {"type": "join", "roomId": "r", "userId": "alice"})
+    assert await recv(a) == {"type": "room-joined", "roomId": "r", "peers": []}
+    b = await client(server.url)
+    await send(b, {"type": "join", "roomId": "r", "userId": "bob"})
+    assert await recv(b) == {"type": "room-joined", "roomId": "r", "peers": ["alice"]}
+    assert await recv(a) == {"type": "peer-joined", "peerId": "bob"}
+    sdp = {"type": "offer", "sdp": "v=0\r\n", "seq": 1}
+    await send(a, {"type": "offer", "to": "bob", "sdp": sdp})
+    assert await recv(b) == {"type": "offer", "to": "bob", "sdp": sdp, "from": "alice"}
+    await send(b, {"type": "answer", "to": "alice", "sdp": {"type": "answer"}})
+    assert (await recv(a))["from"] == "bob"
+    await send(b, {"type": "ice-candidate", "to": "alice", "candidate": None})
+    assert await recv(a) == {"type": "ice-candidate", "to": "alice", "candidate": None,
+                             "from": "bob"}
+    assert server.stats["messages_relayed"] == 3
+    assert server.stats["clients"] == 2 and server.stats["rooms"] == 1
+
+
+async def test_duplicate_user_refused_while_first_keeps_working(server: SignalingServer) -> None:
+    a, b = await pair(server.url)
+    impostor = await client(server.url)
+    await send(impostor, {"type": "join", "roomId": "r", "userId": "alice"})
+    reply = await recv(impostor)
+    assert reply["type"] == "error" and reply["code"] == "duplicate-user"
+    await send(b, {"type": "offer", "to": "alice", "sdp": {}})
+    assert (await recv(a))["from"] == "bob"
+    await nothing(impostor)
+    await nothing(b)  # no peer-joined for the refused impostor
+    # the impostor may still join elsewhere under that name
+    await send(impostor, {"type": "join", "roomId": "r2", "userId": "alice"})
+    assert (await recv(impostor))["type"] == "room-joined"
+
+
+async def test_forged_from_is_replaced(server: SignalingServer) -> None:
+    a, b = await pair(server.url)
+    await b.send('{"type":"offer","from":"alice","to":"alice","sdp":{},"from":"carol"}')
+    msg = await recv(a)
+    assert msg["from"] == "bob"
+    await send(b, {"type": "ice-candidate", "to": "alice", "candidate": {"from": "x"}})
+    msg = await recv(a)
+    assert msg["from"] == "bob" and msg["candidate"] == {"from": "x"}
+
+
+async def test_relay_only_within_room(server: SignalingServer) -> None:
+    a, b = await pair(server.url, "r1")
+    c = await client(server.url, "r2", "carol")
+    await send(c, {"type": "offer", "to": "alice", "sdp": {}})
+    assert (await recv(c))["code"] == "unknown-peer"
+    await nothing(a)
+    await nothing(b)
+
+
+async def test_peer_left_on_leave_and_on_abrupt_close(server: SignalingServer) -> None:
+    a, b = await pair(server.url)
+    c = await client(server.url, "r", "carol")
+    assert (await recv(a))["peerId"] == "carol"
+    assert (await recv(b))["peerId"] == "carol"
+    await send(c, {"type": "leave", "roomId": "r"})
+    assert await recv(a) == {"type": "peer-left", "peerId": "carol"}
+    assert await recv(b) == {"type": "peer-left", "peerId": "carol"}
+    await nothing(c)
+    # abrupt close: drop the TCP connection without a closing handshake
+    assert b.transport is not None
+    b.transport.abort()
+    assert await recv(a) == {"type": "peer-left", "peerId": "bob"}
+    await a.close()
+    for _ in range(100):
+        if server.stats["rooms"] == 0 and server.stats["clients"] == 1:
+            break
+        await asyncio.sleep(0.01)
+    assert server.rooms() == {} and server.stats["clients"] == 1  # only carol, unjoined
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+async def test_bad_input_gets_errors_and_connection_stays_usable(server: SignalingServer) -> None:
+    a, b = await pair(server.url)
+    outsider = await client(server.url)
+    cases: list[tuple[str | bytes, str]] = [
+        ("this is not json{", "invalid-json"),
+        (b"\xff\xfe", "invalid-json"),
+        ("[1,2]", "invalid-message"),
+        ('{"type":"join","roomId":"r"}', "invalid-message"),
+        ('{"type":"teleport"}', "unknown-type"),
+        ('{"type":"offer","to":"alice","sdp":{}}', "not-joined"),
+        ('{"type":"leave"}', "not-joined"),
+        ('{"type":"offer","to":"x","sdp":{"s":"' + "x" * 70_000 + '"}}', "message-too-large"),
+    ]
+    for frame, code in cases:
+        await outsider.send(frame)
+        reply = await recv(outsider)
+        assert (reply["type"], reply["code"]) == ("error", code), frame[:40]
+        assert reply["message"]
+    await send(a, {"type": "join", "roomId": "x", "userId": "y"})
+    assert (await recv(a))["code"] == "already-joined"
+    await nothing(a)
+    await nothing(b)
+    # still usable, and the others are unaffected
+    await send(outsider, {"type": "join", "roomId": "r", "userId": "carol"})
+    assert (await recv(outsider))["peers"] == ["alice", "bob"]
+    await send(a, {"type": "offer", "to": "carol", "sdp": {}})
+    assert (await recv(outsider))["from"] == "alice"
+    errors = server.stats["errors"]
+    assert errors["invalid-json"] == 2 and errors["already-joined"] == 1
+
+
+async def test_oversized_frame_closes_with_1009(server: SignalingServer) -> None:
+    a, b = await pair(server.url)
+    big = await client(server.url)
+    await big.send("x" * (2**20 + 10))
+    with pytest.raises(ConnectionClosed) as info:
+        await asyncio.wait_for(big.recv(), TIMEOUT)
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1009
+    await send(a, {"type": "offer", "to": "bob", "sdp": {}})
+    assert (await recv(b))["from"] == "alice"
+
+
+async def test_fragmented_and_binary_messages(server: SignalingServer) -> None:
+    a, b = await pair(server.url)
+    parts = ['{"type":"offer",', '"to":"bob",', '"sdp":{"k":1}}']
+    await a.send(iter(parts))
+    assert await recv(b) == {"type": "offer", "to": "bob", "sdp": {"k": 1}, "from": "alice"}
+    await a.send(b'{"type":"answer","to":"bob","sdp":{}}')
+    assert (await recv(b))["type"] == "answer"
+
+
+async def test_internal_error_is_reported_and_server_survives(
+    server: SignalingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = await pair(server.url)
+    original = server._rooms.receive_data
+
+    def boom(conn: Any, data: str | bytes) -> Any:
+        if b"boom" in (data if isinstance(data, bytes) else data.encode()):
+            raise RuntimeError("boom")
+        return original(conn, data)
+
+    monkeypatch.setattr(server._rooms, "receive_data", boom)
+    await send(a, {"type": "offer", "to": "bob", "sdp": {"x": "boom"}})
+    assert await recv(a) == {"type": "error", "code": "internal-error",
+                             "message": "internal server error"}
+    await send(a, {"type": "offer", "to": "bob", "sdp": {}})
+    assert (await recv(b))["from"] == "alice"
+    assert server.stats["errors"]["internal-error"] == 1
+
+
+# ----------------------------------------------------------------------------- observer hook
+
+
+async def test_listener_sees_both_directions(server: SignalingServer) -> None:
+    seen: list[tuple[str, str, dict[str, Any]]] = []
+    remove = server.add_listener(lambda d, who, msg: seen.append((d, who, msg)))
+    server.add_listener(lambda d, who, msg: 1 / 0)  # a broken listener changes nothing
+    a, b = await pair(server.url)
+    await send(a, {"type": "offer", "to": "bob", "sdp": {"s": 1}})
+    assert (await recv(b))["from"] == "alice"
+    assert ("in", "alice", {"type": "offer", "to": "bob", "sdp": {"s": 1}}) in seen
+    assert ("out", "bob", {"type": "offer", "to": "bob", "sdp": {"s": 1}, "from": "alice"}) in seen
+    assert ("out", "alice", {"type": "peer-joined", "peerId": "bob"}) in seen
+    assert any(d == "in" and who.startswith("conn-") and m["type"] == "join"
+               for d, who, m in seen)
+    remove()
+    n = len(seen)
+    await send(a, {"type": "offer", "to": "bob", "sdp": {}})
+    await recv(b)
+    assert len(seen) == n
+
+
+# ----------------------------------------------------------------------------- CLI entry point
+
+
+def test_serve_main_reports_busy_port(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert serve_main("127.0.0.1", port) == 1
+    assert "cannot listen" in capsys.readouterr().err
+
+
+async def test_module_cli_serves_until_sigterm() -> None:
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "rtclab.signaling", "--port", "0",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 10)).decode()
+        url = line.split()[-1]
+        assert url.startswith("ws://127.0.0.1:") and url.endswith("/signal")
+        ws = await client(url, "r", "alice")
+        proc.terminate()
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 5)
+        assert await asyncio.wait_for(proc.wait(), 5) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
