@@ -18,6 +18,7 @@ from rtclab.signaling.protocol import (
     Relay,
     Relayed,
     RoomJoined,
+    ServerMessage,
     from_suffix,
     parse,
 )
@@ -139,7 +140,7 @@ def test_protocol_error_becomes_error_message() -> None:
 
 
 def test_server_messages_encode_to_their_dicts() -> None:
-    cases = [
+    cases: list[tuple[ServerMessage, dict[str, Any]]] = [
         (RoomJoined("r", ("a", "b")), {"type": "room-joined", "roomId": "r", "peers": ["a", "b"]}),
         (PeerJoined("a"), {"type": "peer-joined", "peerId": "a"}),
         (PeerLeft("a"), {"type": "peer-left", "peerId": "a"}),

@@ -382,6 +382,7 @@ async def test_data_channel_only_connection_still_has_rows(
     a, b = data_pcs
     ca, cb = ConnectionCounters(), ConnectionCounters()
     channel = a.createDataChannel("chat")
+    all_received = asyncio.Event()
 
     @b.on("datachannel")  # type: ignore[untyped-decorator]
     def on_channel(remote_channel: Any) -> None:
@@ -390,6 +391,8 @@ async def test_data_channel_only_connection_still_has_rows(
             counters = cb.channel(remote_channel.label)
             counters.messages_received += 1
             counters.bytes_received += len(message)
+            if counters.messages_received == 50:
+                all_received.set()
 
     await connect(a, b)
     opened = asyncio.get_running_loop().create_future()
@@ -410,10 +413,7 @@ async def test_data_channel_only_connection_still_has_rows(
         ca.channel("chat").messages_sent += 1
         ca.channel("chat").bytes_sent += len(payload)
         await asyncio.sleep(0.005)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 5
-    while cb.channel("chat").messages_received < 50 and loop.time() < deadline:
-        await asyncio.sleep(0.02)
+    await asyncio.wait_for(all_received.wait(), 5)
     await asyncio.sleep(0.3)  # let SACKs come back so SCTP has measured an RTT
     rows = await collector.poll()
 

@@ -1,0 +1,68 @@
+"""The demo, in-process and as the real console script: it runs offline and its outputs hold up."""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rtclab import read_events_csv, read_samples_csv
+from rtclab.demo import run_demo
+
+pytestmark = pytest.mark.slow
+
+
+async def test_demo_outputs(tmp_path: Path) -> None:
+    out = io.StringIO()
+    result = await run_demo(tmp_path, peers=3, duration=4.0, stream=out)
+    text = out.getvalue()
+    assert "6 peer connections up" in text
+    assert "alice -> bob" in text and "carol -> bob" in text
+
+    summary = result.summary
+    assert len(summary) == 6
+    assert set(summary["path"]) == {"host/host"}
+    for row in summary.itertuples():
+        assert 0 < row.connect_ms < 5000
+        assert 0 < row.rtt_ms < 200, row
+        assert 15 * 0.8 <= row.recv_fps <= 15 * 1.2, row
+        assert row.send_kbps > 20 and row.recv_kbps > 20, row
+        assert row.loss_pct == 0 or math.isclose(row.loss_pct, 0, abs_tol=1.0)
+
+    samples = read_samples_csv(result.samples_csv)
+    assert {"rtt_ms", "jitter_ms", "fraction_lost", "bitrate_kbps"} <= set(samples.columns)
+    assert set(samples["peer"]) == {"alice", "bob", "carol"}
+    assert {"audio", "video"} <= set(samples["kind"])
+    events = read_events_csv(result.events_csv)
+    assert (events["event"] == "connected").sum() == 6
+    html = result.dashboard_html.read_text()
+    assert "plotly" in html.lower() and "alice \\u2192 bob" in html
+    assert len(html) > 1_000_000  # plotly.js embedded: opens without network
+
+
+def test_cli_demo_console_script(tmp_path: Path) -> None:
+    exe = Path(sys.executable).with_name("rtclab")
+    proc = subprocess.run(
+        [str(exe), "demo", "--out", str(tmp_path), "--duration", "3"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "host/host" in proc.stdout
+    for name in ("samples.csv", "events.csv", "dashboard.html"):
+        assert (tmp_path / name).stat().st_size > 0
+
+
+@pytest.mark.parametrize("args", [["--help"], ["demo", "--help"], ["serve", "--help"]])
+def test_cli_help(args: list[str]) -> None:
+    exe = Path(sys.executable).with_name("rtclab")
+    proc = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0
+    assert "usage: rtclab" in proc.stdout
