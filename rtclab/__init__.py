@@ -1,14 +1,31 @@
-"""rtclab: a WebRTC lab you can see and experiment with inside Jupyter."""
+"""rtclab: a WebRTC lab you can see and experiment with inside Jupyter.
+
+Public names are imported lazily (PEP 562): ``rtclab serve`` and ``python -m
+rtclab.signaling`` then load neither aiortc nor pandas, which keeps the stand-alone
+signaling server small and quick to start.
+"""
 
 from __future__ import annotations
 
-from .ice.config import IceConfig, IceServer
-from .lab import Lab
-from .peer import ChatMessage, Peer, RemoteConnection
-from .signaling import SignalingClient, SignalingError, SignalingServer
-from .stats import StatsCollector, read_events_csv, read_samples_csv
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "ChatMessage": "rtclab.peer",
+    "IceConfig": "rtclab.ice.config",
+    "IceServer": "rtclab.ice.config",
+    "Lab": "rtclab.lab",
+    "Peer": "rtclab.peer",
+    "RemoteConnection": "rtclab.peer",
+    "SignalingClient": "rtclab.signaling",
+    "SignalingError": "rtclab.signaling",
+    "SignalingServer": "rtclab.signaling",
+    "StatsCollector": "rtclab.stats",
+    "read_events_csv": "rtclab.stats",
+    "read_samples_csv": "rtclab.stats",
+}
 
 __all__ = [
     "ChatMessage",
@@ -25,3 +42,23 @@ __all__ = [
     "read_events_csv",
     "read_samples_csv",
 ]
+
+if TYPE_CHECKING:
+    from .ice.config import IceConfig, IceServer
+    from .lab import Lab
+    from .peer import ChatMessage, Peer, RemoteConnection
+    from .signaling import SignalingClient, SignalingError, SignalingServer
+    from .stats import StatsCollector, read_events_csv, read_samples_csv
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rtclab' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -190,3 +190,11 @@ def test_from_suffix_escapes_the_user_id(sender: str) -> None:
 def test_relayed_to_dict_matches_the_wire() -> None:
     relayed = _relayed(j({"type": "answer", "to": "x", "sdp": {"a": [1, None]}, "extra": 1}), "u")
     assert json.loads(relayed.encode()) == relayed.to_dict()
+
+
+def test_surrounding_whitespace_is_fine_trailing_garbage_is_not() -> None:
+    assert parse(b' \r\n{"type":"leave"}\t\n ') == Leave(None)
+    assert error_code(b'{"type":"leave"} x') == "invalid-json"
+    assert error_code(b'{"type":"leave"}{"type":"leave"}') == "invalid-json"
+    relay = parse(b'{"type":"offer","to":"b","sdp":{}}\n\n')
+    assert isinstance(relay, Relay) and relay.head == b'{"type":"offer","to":"b","sdp":{}'

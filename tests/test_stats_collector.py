@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import aioice.ice
@@ -76,7 +77,7 @@ async def connect(a: RTCPeerConnection, b: RTCPeerConnection) -> None:
     await asyncio.wait_for(connected(), 10)
 
 
-class PatternVideo(VideoStreamTrack):  # type: ignore[misc]
+class PatternVideo(VideoStreamTrack):
     """320x240 frames at ~15 fps: a moving gradient plus a noisy block, so VP8 has work."""
 
     def __init__(self, counters: ConnectionCounters, fps: int = 15) -> None:
@@ -84,14 +85,14 @@ class PatternVideo(VideoStreamTrack):  # type: ignore[misc]
         self._counters = counters
         self._fps = fps
         self._n = 0
-        self._start: float | None = None
+        self._t0: float | None = None
         self._rng = np.random.default_rng(1)
         self._base = np.tile(np.arange(320, dtype=np.uint8), (360, 1))
 
     async def recv(self) -> av.VideoFrame:
-        if self._start is None:
-            self._start = time.monotonic()
-        await asyncio.sleep(max(0.0, self._start + self._n / self._fps - time.monotonic()))
+        if self._t0 is None:
+            self._t0 = time.monotonic()
+        await asyncio.sleep(max(0.0, self._t0 + self._n / self._fps - time.monotonic()))
         img = np.roll(self._base, self._n * 4, axis=1)
         img[40:120, 40:140] = self._rng.integers(0, 256, (80, 100), dtype=np.uint8)
         frame = av.VideoFrame.from_ndarray(img, format="yuv420p")
@@ -102,7 +103,7 @@ class PatternVideo(VideoStreamTrack):  # type: ignore[misc]
         return frame
 
 
-class CountedAudio(AudioStreamTrack):  # type: ignore[misc]
+class CountedAudio(AudioStreamTrack):
     def __init__(self, counters: ConnectionCounters) -> None:
         super().__init__()
         self._counters = counters
@@ -135,7 +136,7 @@ def count_rtp(pc: RTCPeerConnection, counters: ConnectionCounters, tally: Receiv
             counters.rtp_packets_received[_k] = counters.rtp_packets_received.get(_k, 0) + 1
             await _o(packet, arrival_time_ms)
 
-        receiver._handle_rtp_packet = counted
+        receiver._handle_rtp_packet = counted  # type: ignore[method-assign]
 
 
 async def consume(track: MediaStreamTrack, counters: ConnectionCounters) -> None:
@@ -171,11 +172,11 @@ async def media_run() -> AsyncIterator[MediaRun]:
         a.addTrack(CountedAudio(ca))
         a.addTrack(PatternVideo(ca))
 
-        @b.on("track")  # type: ignore[untyped-decorator]
+        @b.on("track")
         def on_track(track: MediaStreamTrack) -> None:
             consumers.append(asyncio.ensure_future(consume(track, cb)))
 
-        @a.on("connectionstatechange")  # type: ignore[untyped-decorator]
+        @a.on("connectionstatechange")
         def on_state() -> None:
             collector.record_event("a", "b", "connection-state", a.connectionState)
 
@@ -233,7 +234,8 @@ async def media_run() -> AsyncIterator[MediaRun]:
 
 
 def rows_of(df: pd.DataFrame, peer: str, kind: str, direction: str) -> pd.DataFrame:
-    return df[(df.peer == peer) & (df.kind == kind) & (df.direction == direction)]
+    selected: pd.DataFrame = df[(df.peer == peer) & (df.kind == kind) & (df.direction == direction)]
+    return selected
 
 
 def test_frame_shape_and_dtypes(media_run: MediaRun) -> None:
@@ -257,7 +259,7 @@ def test_frame_shape_and_dtypes(media_run: MediaRun) -> None:
     # b only receives: its idle senders must not masquerade as outbound media streams
     assert rows_of(s, "b", "video", "outbound").empty
     assert list(media_run.events.columns) == EVENT_COLUMNS
-    assert "selected-pair" in set(media_run.events.event)
+    assert "pair-changed" not in set(media_run.events.event)  # the path never moved
     assert "connected" in set(media_run.events.value.astype(str))
 
 
@@ -287,6 +289,8 @@ def test_units_are_plausible(media_run: MediaRun) -> None:
         assert inb.bytes_received.dropna().iloc[-1] > 0
         assert inb.packets_received.dropna().iloc[-1] > 0
         assert inb.fraction_lost.dropna().between(0, 1).all()
+    transport_rtt = rows_of(s, "a", "transport", "outbound").rtt_ms.dropna()
+    assert len(transport_rtt) and transport_rtt.between(0, 100).all()  # RTCP fallback, no SCTP
     fps_out = rows_of(s, "a", "video", "outbound").frames_per_second.dropna()
     fps_in = rows_of(s, "b", "video", "inbound").frames_per_second.dropna()
     assert 10 <= fps_out.median() <= 20, fps_out
@@ -384,7 +388,7 @@ async def test_data_channel_only_connection_still_has_rows(
     channel = a.createDataChannel("chat")
     all_received = asyncio.Event()
 
-    @b.on("datachannel")  # type: ignore[untyped-decorator]
+    @b.on("datachannel")
     def on_channel(remote_channel: Any) -> None:
         @remote_channel.on("message")  # type: ignore[untyped-decorator]
         def on_message(message: str | bytes) -> None:
@@ -399,7 +403,7 @@ async def test_data_channel_only_connection_still_has_rows(
     if channel.readyState == "open":
         opened.set_result(None)
     else:
-        channel.on("open", lambda: opened.done() or opened.set_result(None))
+        channel.on("open", lambda: None if opened.done() else opened.set_result(None))
     await asyncio.wait_for(opened, 5)
     assert await a.getStats() == {}  # the trap: aiortc reports nothing for data-only
 
@@ -454,7 +458,7 @@ class FakePC:
         self.delay = delay
         self.fail = fail
         self.connectionState = "connected"
-        self.sctp = None
+        self.sctp: Any = None
 
     async def getStats(self) -> dict[str, Any]:
         if self.fail:
@@ -568,3 +572,25 @@ async def test_start_stop_leaves_no_tasks_and_listeners_unsubscribe() -> None:
     assert list(empty.samples.columns) == SAMPLE_COLUMNS
     assert str(empty.samples.t.dtype) == "datetime64[us, UTC]"
     assert list(empty.events.columns) == EVENT_COLUMNS
+
+
+async def test_pair_change_is_an_event() -> None:
+    def pair(port: int) -> Any:
+        cand = aioice.Candidate("f", 1, "udp", 1, "127.0.0.1", port, "host")
+        return SimpleNamespace(local_candidate=cand, remote_candidate=cand)
+
+    connection = SimpleNamespace(_nominated={1: pair(1000)})
+    dtls = SimpleNamespace(transport=SimpleNamespace(_connection=connection))
+    pc = FakePC()
+    pc.sctp = SimpleNamespace(transport=dtls, _srtt=0.004)
+    collector = StatsCollector()
+    collector.add(Source("p", [("r", pc, data_counters())]))
+    rows = await collector.poll()
+    assert rows[0]["local_address"] == "127.0.0.1:1000" and rows[0]["rtt_ms"] == 4.0
+    await collector.poll()
+    assert collector.events.empty
+    connection._nominated[1] = pair(2000)
+    rows = await collector.poll()
+    assert rows[0]["local_address"] == "127.0.0.1:2000"
+    assert list(collector.events.event) == ["pair-changed"]
+    assert "127.0.0.1:2000" in collector.events.value.iloc[0]

@@ -61,7 +61,7 @@ def remote_inbound(
         packetsReceived=received,
         packetsLost=lost,
         jitter=jitter,
-        roundTripTime=rtt,
+        roundTripTime=rtt,  # type: ignore[arg-type]  # aiortc sets None before RTCP
         fractionLost=fraction_lost,
     )
 
@@ -380,3 +380,17 @@ def test_no_nan_sneaks_in() -> None:
     for r in rows:
         for c in NUMERIC_COLUMNS:
             assert r[c] is None or not math.isnan(r[c])
+
+
+def test_transport_rtt_falls_back_to_rtcp_without_sctp() -> None:
+    rep = report(
+        outbound("audio", 5, 500),
+        remote_inbound("audio", jitter=0, fraction_lost=0, rtt=0.002),
+        outbound("video", 5, 500),
+        remote_inbound("video", jitter=0, fraction_lost=0, rtt=0.004),
+    )
+    rows = snapshot_to_rows(snap(rep=rep, transport=transport_stats(1, 1)), None, elapsed_s=0.0)
+    assert row(rows, "transport", "outbound")["rtt_ms"] == pytest.approx(3.0)
+    with_sctp = snap(rep=rep, transport=transport_stats(1, 1), sctp_rtt_ms=7.0)
+    rows = snapshot_to_rows(with_sctp, None, elapsed_s=0.0)
+    assert row(rows, "transport", "inbound")["rtt_ms"] == 7.0

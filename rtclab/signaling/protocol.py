@@ -13,6 +13,7 @@ disagree on duplicate keys), so such messages are re-serialised instead.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeAlias
 
@@ -87,6 +88,9 @@ def _reject_constant(name: str) -> Any:
 
 # A module-level decoder costs the same per call as json.loads() without keyword arguments.
 _decoder: Final = json.JSONDecoder(parse_constant=_reject_constant)
+_scan_once: Final[Callable[[str, int], tuple[Any, int]]] = (
+    _decoder.scan_once  # type: ignore[attr-defined]
+)
 _compact: Final = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
@@ -117,7 +121,7 @@ class Leave:
         return d
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built once per relayed message, treat as immutable
 class Relay:
     """An ``offer``/``answer``/``ice-candidate`` addressed to one peer.
 
@@ -209,7 +213,7 @@ class ErrorMessage:
         return encode(self.to_dict())
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built once per relayed message, treat as immutable
 class Relayed:
     """A relay as delivered: the sender's message with ``from`` set by the server.
 
@@ -281,7 +285,15 @@ def parse(data: str | bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> ClientMessa
     if len(raw) > max_size:
         return ProtocolError("message-too-large", f"message exceeds {max_size} bytes")
     try:
-        obj = _decoder.decode(text)
+        # The C scanner directly: JSONDecoder.decode() adds two regex matches per call.
+        obj, end = _scan_once(text, 0)
+        if end != len(text) and text[end:].strip(" \t\n\r"):
+            raise ValueError("extra data")
+    except StopIteration:  # leading whitespace, or not JSON: let the full decoder decide
+        try:
+            obj = _decoder.decode(text)
+        except (ValueError, RecursionError):
+            return ProtocolError("invalid-json", "frame is not valid JSON")
     except (ValueError, RecursionError):
         return ProtocolError("invalid-json", "frame is not valid JSON")
     if type(obj) is not dict:
@@ -292,10 +304,11 @@ def parse(data: str | bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> ClientMessa
 
     field = _PAYLOAD_FIELD.get(kind)
     if field is not None:
-        to = _id_field(obj, "to")
-        if type(to) is ProtocolError:
-            return to
-        assert isinstance(to, str)
+        to = obj.get("to")
+        if type(to) is not str or not 0 < len(to) <= MAX_ID_LENGTH:
+            error = _id_field(obj, "to")
+            assert isinstance(error, ProtocolError)
+            return error
         if field not in obj:
             return ProtocolError("invalid-message", f"'{field}' is required")
         value = obj[field]

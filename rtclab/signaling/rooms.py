@@ -111,9 +111,7 @@ class Rooms(Generic[C]):
             member = self._conns[conn]
         except KeyError:
             raise ValueError(f"connection {conn!r} is not connected") from None
-        cls = type(message)
-        if cls is Relay:
-            assert isinstance(message, Relay)
+        if type(message) is Relay:
             if member is None:
                 return self._error(conn, "not-joined", "join a room first")
             target = self._rooms[member.room_id].get(message.to)
@@ -123,19 +121,18 @@ class Rooms(Generic[C]):
                 )
             self.relayed += 1
             return [(target, Relayed(message, member.user_id, member.suffix))]
-        if cls is Join:
-            assert isinstance(message, Join)
+        if isinstance(message, Join):
             return self._join(conn, member, message)
-        if cls is Leave:
-            assert isinstance(message, Leave)
+        if isinstance(message, Leave):
             if member is None:
                 return self._error(conn, "not-joined", "not in a room")
             if message.room_id is not None and message.room_id != member.room_id:
                 return self._error(conn, "not-joined", f"not in room {message.room_id!r}")
             self._conns[conn] = None
             return self._remove(member)
-        assert isinstance(message, ProtocolError)
-        return self._error(conn, message.code, message.message)
+        if isinstance(message, ProtocolError):
+            return self._error(conn, message.code, message.message)
+        raise TypeError(f"not a client message: {message!r}")
 
     # ------------------------------------------------------------------ internals
 

@@ -146,7 +146,8 @@ class _Connection(asyncio.Protocol):
         if not self.out:
             self.server._mark_dirty(self)
         if self.fast:
-            self.out.append(_text_header(len(payload)))
+            n = len(payload)
+            self.out.append(bytes((0x81, n)) if n < 126 else _text_header(n))
             self.out.append(payload)
         elif self.proto.state is OPEN:
             self.proto.send_text(payload)

@@ -56,7 +56,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SampleListener = Callable[[list[dict[str, Any]]], None]
+SampleListener = Callable[[list[dict[str, Any]]], object]
 
 _ROW_GETTER = operator.itemgetter(*SAMPLE_COLUMNS)
 _TRANSPORT_FIELDS = ("bytesSent", "bytesReceived", "packetsSent", "packetsReceived")
@@ -317,17 +317,16 @@ class StatsCollector:
     def _note_pair(
         self, key: tuple[str, str], state: _TargetState, pair: CandidatePair | None
     ) -> None:
-        if pair is not None and pair != state.pair:
-            self.record_event(
-                key[0],
-                key[1],
-                "selected-pair",
-                f"{pair.local_candidate_type}->{pair.remote_candidate_type} {pair.protocol}"
-                + (f" (relay over {pair.relay_protocol})" if pair.relay_protocol else "")
-                + f" {pair.local_address}->{pair.remote_address}",
-            )
-        if pair is not None:
-            state.pair = pair
+        """Record ``pair-changed`` when the path moves (renomination, ICE restart).
+
+        The first pair is not recorded here: Peers emit ``selected-pair`` when they connect,
+        and the path columns of every row carry it anyway.
+        """
+        if pair is None:
+            return
+        if state.pair is not None and pair != state.pair:
+            self.record_event(key[0], key[1], "pair-changed", _describe_pair(pair))
+        state.pair = pair
 
     def _append_rows(self, rows: list[dict[str, Any]], elapsed: float) -> None:
         self._rows.extend(rows)
@@ -383,6 +382,14 @@ class StatsCollector:
             paths["events"], index=False, engine="pyarrow"
         )
         return paths
+
+
+def _describe_pair(pair: CandidatePair) -> str:
+    relay = f" (relay over {pair.relay_protocol})" if pair.relay_protocol else ""
+    return (
+        f"{pair.local_candidate_type}/{pair.remote_candidate_type} {pair.protocol}{relay} "
+        f"{pair.local_address} -> {pair.remote_address}"
+    )
 
 
 # -- reading pc internals (defensively: never raise from a poll) --------------------------

@@ -9,7 +9,8 @@ aiortc stats objects. Units live in the column names and a number means what its
   RTCP 8-bit value, divided by 256. Inbound rows compute it over the sample interval from
   inbound-rtp deltas (lost / expected), since aiortc exposes no receive-side fraction.
 - ``rtt_ms``: outbound media rows from remote-inbound-rtp ``roundTripTime`` (s); data and
-  transport rows from the SCTP smoothed RTT. Inbound media rows: ``None`` (no RTT there).
+  transport rows from the SCTP smoothed RTT (transport rows of a connection without SCTP fall
+  back to the mean RTCP RTT). Inbound media rows: ``None`` (aiortc measures no RTT there).
 - ``bytes_*`` of media are RTP payload bytes, as W3C ``bytesSent``/``bytesReceived``:
   outbound from outbound-rtp ``bytesSent``; inbound from ``ConnectionCounters.rtp_bytes_received``
   (aiortc's inbound-rtp has no bytes).
@@ -298,18 +299,27 @@ def _transport_rows(
     def get(obj: Any, name: str) -> float | None:
         return None if obj is None else _number(_field(obj, name))
 
+    rtt_ms = current.sctp_rtt_ms
+    if rtt_ms is None:  # media-only: the RTCP round trip measures the same path
+        rtts = [
+            v
+            for stats in _by_kind(current.report, "remote-inbound-rtp").values()
+            for v in _values(stats, "roundTripTime")
+            if v is not None
+        ]
+        rtt_ms = sum(rtts) / len(rtts) * 1000.0 if rtts else None
     bytes_sent = get(transport, "bytesSent")
     bytes_received = get(transport, "bytesReceived")
     outbound = dict(base, kind="transport", direction="outbound")
     outbound.update(
-        rtt_ms=current.sctp_rtt_ms,
+        rtt_ms=rtt_ms,
         packets_sent=get(transport, "packetsSent"),
         bytes_sent=bytes_sent,
         bitrate_kbps=_rate(bytes_sent, get(prev, "bytesSent"), dt, 8 / 1000),
     )
     inbound = dict(base, kind="transport", direction="inbound")
     inbound.update(
-        rtt_ms=current.sctp_rtt_ms,
+        rtt_ms=rtt_ms,
         packets_received=get(transport, "packetsReceived"),
         bytes_received=bytes_received,
         bitrate_kbps=_rate(bytes_received, get(prev, "bytesReceived"), dt, 8 / 1000),
