@@ -345,3 +345,26 @@ async def test_module_cli_serves_until_sigterm() -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_http_routes_beside_the_websocket() -> None:
+    from rtclab.signaling.server import http_response
+
+    async with SignalingServer() as server:
+        server.add_route("/hello", lambda request: http_response(200, "hi " + request.path))
+        server.add_route("/boom", lambda request: 1 / 0)  # type: ignore[arg-type,return-value]
+
+        async def get(path: str) -> tuple[int, bytes]:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            data = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            head, _, body = data.partition(b"\r\n\r\n")
+            return int(head.split()[1]), body
+
+        assert await get("/hello?x=1") == (200, b"hi /hello?x=1")
+        assert (await get("/nope"))[0] == 404
+        assert (await get("/boom"))[0] == 500
+        # the WebSocket keeps working beside the routes
+        ws = await client(server.url, "r", "alice")
+        await ws.close()

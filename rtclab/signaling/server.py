@@ -17,20 +17,25 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Final, Literal
 
+from websockets.datastructures import Headers
 from websockets.extensions.base import ServerExtensionFactory
 from websockets.extensions.permessage_deflate import enable_server_permessage_deflate
 from websockets.frames import Frame, Opcode
-from websockets.http11 import Request
+from websockets.http11 import Request, Response
 from websockets.protocol import OPEN, SEND_EOF
 from websockets.server import ServerProtocol
 
 from .protocol import MAX_MESSAGE_SIZE, ErrorMessage, ServerMessage, parse
 from .rooms import Rooms
 
-__all__ = ["Listener", "SignalingServer", "serve_main"]
+__all__ = ["HttpHandler", "Listener", "SignalingServer", "http_response", "serve_main"]
 
 logger = logging.getLogger("rtclab.signaling")
 _ws_logger = logging.getLogger("rtclab.signaling.ws")
+
+HttpHandler = Callable[[Request], Response]
+"""A plain-HTTP route: gets the parsed request, returns the whole response (build it with
+:func:`http_response`). Runs synchronously in the loop: keep it quick."""
 
 Listener = Callable[[str, str, dict[str, Any]], None]
 """``listener(direction, who, message)``: direction is ``"in"`` or ``"out"``, ``who`` the
@@ -42,6 +47,27 @@ _CONT: Final = Opcode.CONT
 _HEAD16: Final = struct.Struct("!BBH").pack
 _HEAD64: Final = struct.Struct("!BBQ").pack
 _INTERNAL_ERROR: Final = ErrorMessage("internal-error", "internal server error")
+
+
+def http_response(
+    status: int,
+    body: bytes | str = b"",
+    content_type: str = "text/plain; charset=utf-8",
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """A complete HTTP/1.1 response for an :data:`HttpHandler` (connection closes after it)."""
+    data = body.encode() if isinstance(body, str) else body
+    reasons = {200: "OK", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
+               403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+               500: "Internal Server Error", 503: "Service Unavailable"}
+    all_headers = Headers()
+    all_headers["Content-Type"] = content_type
+    all_headers["Content-Length"] = str(len(data))
+    all_headers["Connection"] = "close"
+    all_headers["Cache-Control"] = "no-store"
+    for name, value in (headers or {}).items():
+        all_headers[name] = value
+    return Response(status, reasons.get(status, "Unknown"), all_headers, data)
 
 
 def _text_header(length: int) -> bytes:
@@ -211,7 +237,7 @@ class _Connection(asyncio.Protocol):
         proto = self.proto
         path = request.path.partition("?")[0]
         if path != self.server.path:
-            response = proto.reject(404, "Not Found\n")
+            response = self.server._http(request, path)
         else:
             response = proto.accept(request)
         proto.send_response(response)
@@ -271,6 +297,28 @@ class SignalingServer:
         self._idle: asyncio.Event | None = None
         self._counter = 0
         self._received = 0
+        self._routes: dict[str, HttpHandler] = {}
+
+    # ---------------------------------------------------------------- HTTP routes
+
+    def add_route(self, path: str, handler: HttpHandler) -> None:
+        """Serve plain HTTP on ``path`` beside the WebSocket (e.g. credentials, metrics, pages)."""
+        if path == self.path:
+            raise ValueError(f"{path} is the WebSocket path")
+        self._routes[path] = handler
+
+    def remove_route(self, path: str) -> None:
+        self._routes.pop(path, None)
+
+    def _http(self, request: Request, path: str) -> Response:
+        handler = self._routes.get(path)
+        if handler is None:
+            return http_response(404, "Not Found\n")
+        try:
+            return handler(request)
+        except Exception:
+            logger.exception("HTTP handler for %s failed", path)
+            return http_response(500, "internal server error\n")
 
     # ---------------------------------------------------------------- lifecycle
 
