@@ -8,8 +8,9 @@ extras=""
 apt_packages=()
 if [ "${1:-}" = "--test" ]; then
   extras="[test]"
-  # Debian packages the real-component tests use (later issues add coturn, chromium, ...).
-  apt_packages=(iproute2)
+  # Debian packages the real-component tests use: TURN server, headless browser (driven by
+  # Playwright with executable_path, never a downloaded browser), namespaces and NAT, Redis.
+  apt_packages=(coturn chromium iproute2 nftables redis-server)
 fi
 
 missing=()

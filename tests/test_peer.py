@@ -231,3 +231,24 @@ async def test_join_unreachable_server_says_so() -> None:
     with pytest.raises(ConnectionError, match="cannot reach the signaling server"):
         await peer.join()
     assert peer.state == "new"
+
+
+async def test_mute_sends_black_frames_and_unmute_restores(make_peer: MakePeer) -> None:
+    alice = await make_peer("alice", audio=False, data=False)
+    bob = await make_peer("bob", audio=False, data=False)
+    await bob.wait_connected(count=1)
+
+    def luma() -> float:
+        frame = alice.latest_frame("bob")
+        assert frame is not None
+        return float(frame.to_ndarray(format="gray").mean())
+
+    await _until(lambda: alice.latest_frame("bob") is not None)
+    assert luma() > 60  # colour bars
+    bob.set_muted("video", True)
+    await _until(lambda: luma() < 25)
+    frames = alice.connections["bob"].counters.frames_received["video"]
+    await asyncio.sleep(0.5)
+    assert alice.connections["bob"].counters.frames_received["video"] > frames  # still flowing
+    bob.set_muted("video", False)
+    await _until(lambda: luma() > 60)

@@ -209,3 +209,21 @@ class ToneTrack(_PacedTrack):
         frame.pts = start
         frame.time_base = fractions.Fraction(1, AUDIO_SAMPLE_RATE)
         return frame
+
+
+def blank_like(frame: av.VideoFrame | av.AudioFrame) -> av.VideoFrame | av.AudioFrame:
+    """A black video frame or a silent audio frame with ``frame``'s size and timing."""
+    blank: av.VideoFrame | av.AudioFrame
+    if isinstance(frame, av.VideoFrame):
+        w, h = frame.width, frame.height
+        data = np.full(h * w * 3 // 2, 128, dtype=np.uint8)
+        data[: h * w] = 16
+        blank = av.VideoFrame.from_ndarray(data.reshape(-1, w), format="yuv420p")
+    else:
+        blank = av.AudioFrame.from_ndarray(
+            np.zeros((1, frame.samples), dtype=np.int16), format="s16", layout="mono"
+        )
+        blank.sample_rate = frame.sample_rate
+    blank.pts = frame.pts
+    blank.time_base = frame.time_base
+    return blank

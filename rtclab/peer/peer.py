@@ -31,7 +31,7 @@ from ..ice.config import IceConfig, gathering_on
 from ..signaling.client import SignalingClient, SignalingError
 from .channels import CHAT, CURSORS, Channel, create_lab_channels
 from .counters import ConnectionCounters
-from .media import TestPatternTrack, ToneTrack
+from .media import TestPatternTrack, ToneTrack, blank_like
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +59,25 @@ class PeerEvent:
 
 
 class _CountingTrack(MediaStreamTrack):
-    """Forwards a source track's frames to one sender and counts them (frames_sent)."""
+    """Forwards a source track's frames to one sender and counts them (frames_sent).
 
-    def __init__(self, source: MediaStreamTrack, counters: ConnectionCounters) -> None:
+    While ``muted[kind]`` is set it sends black frames / silence instead, as a browser does
+    for a disabled track: the stream, its RTP timing and the stats keep going.
+    """
+
+    def __init__(
+        self, source: MediaStreamTrack, counters: ConnectionCounters, muted: dict[str, bool]
+    ) -> None:
         super().__init__()
         self.kind = source.kind
         self._source = source
         self._counters = counters
+        self._muted = muted
 
     async def recv(self) -> Any:
         frame = await self._source.recv()
+        if self._muted.get(self.kind) and isinstance(frame, (av.VideoFrame, av.AudioFrame)):
+            frame = blank_like(frame)
         sent = self._counters.frames_sent
         sent[self.kind] = sent.get(self.kind, 0) + 1
         return frame
@@ -201,6 +210,7 @@ class Peer:
         self._size = (width, height)
         self._fps = fps
         self._chat_seq = 0
+        self.muted: dict[str, bool] = {"audio": False, "video": False}
 
     # --- events ---------------------------------------------------------------------------
 
@@ -473,8 +483,12 @@ class Peer:
         for kind, track in (("audio", self._audio), ("video", self._current_video())):
             if track is None or kind in conn._senders:
                 continue
-            proxy = _CountingTrack(self._relay.subscribe(track, buffered=False), conn.counters)
-            conn._senders[kind] = conn.pc.addTrack(proxy)
+            conn._senders[kind] = conn.pc.addTrack(self._sender_track(conn, track))
+
+    def _sender_track(self, conn: RemoteConnection, source: MediaStreamTrack) -> _CountingTrack:
+        """This connection's own relayed copy of ``source``: one source feeds every remote."""
+        relayed = self._relay.subscribe(source, buffered=False)
+        return _CountingTrack(relayed, conn.counters, self.muted)
 
     def _current_video(self) -> MediaStreamTrack | None:
         if self.video_source == "screen":
@@ -609,7 +623,7 @@ class Peer:
             if sender is None:
                 continue
             old = sender.track
-            proxy = _CountingTrack(self._relay.subscribe(track, buffered=False), conn.counters)
+            proxy = self._sender_track(conn, track)
             if proxy.kind != "video":  # aiortc's replaceTrack does not check the kind
                 raise ValueError("replacement track must be video")
             sender.replaceTrack(proxy)
@@ -618,6 +632,13 @@ class Peer:
                 # aiortc's send loop for good: retire the old copy once it has moved on.
                 asyncio.get_running_loop().call_later(2.0, old.stop)
         self._emit(None, "video-source", source)
+
+    def set_muted(self, kind: Literal["audio", "video"], muted: bool = True) -> None:
+        """Mute or unmute what every remote receives (black frames / silence while muted)."""
+        if kind not in self.muted:
+            raise ValueError("kind must be 'audio' or 'video'")
+        self.muted[kind] = bool(muted)
+        self._emit(None, f"{kind}-muted", bool(muted))
 
     @property
     def local_video(self) -> MediaStreamTrack | None:
