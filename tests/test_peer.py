@@ -252,3 +252,20 @@ async def test_mute_sends_black_frames_and_unmute_restores(make_peer: MakePeer) 
     assert alice.connections["bob"].counters.frames_received["video"] > frames  # still flowing
     bob.set_muted("video", False)
     await _until(lambda: luma() > 60)
+
+
+async def test_record_received_media_plays_back(make_peer: MakePeer, tmp_path: Any) -> None:
+    import av
+
+    alice = await make_peer("alice", data=False, fps=15)
+    bob = await make_peer("bob", data=False, fps=15)
+    await bob.wait_connected(count=1)
+    await _until(lambda: {"audio", "video"} <= set(alice.connections["bob"].remote_tracks))
+    before = alice.connections["bob"].counters.frames_received.get("video", 0)
+    path = await alice.record("bob", tmp_path / "bob.mp4", 2.0)
+    # the recorder read a relayed copy: the frame counter kept counting meanwhile
+    assert alice.connections["bob"].counters.frames_received["video"] - before >= 20
+    with av.open(str(path)) as container:
+        video = [f for f in container.decode(video=0)]
+    assert 20 <= len(video) <= 40, len(video)
+    assert (video[0].width, video[0].height) == (320, 240)

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from pathlib import Path
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -133,6 +134,8 @@ class RemoteConnection:
         self._pending_candidates: list[dict[str, Any] | None] = []
         self._senders: dict[str, Any] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.remote_tracks: dict[str, MediaStreamTrack] = {}
+        self._relay_in = MediaRelay()
 
     @property
     def state(self) -> str:
@@ -154,6 +157,19 @@ class RemoteConnection:
     @property
     def cursors(self) -> Channel | None:
         return self.channels.get(CURSORS)
+
+    def subscribe(self, kind: str, *, buffered: bool = True) -> MediaStreamTrack:
+        """A copy of what the remote sends (``"audio"``/``"video"``), for a recorder or a preview.
+
+        The remote track itself has a single reader (our frame counter); everyone else gets
+        a relayed copy, so nobody steals frames from anybody. Stop the copy when done.
+        """
+        track = self.remote_tracks.get(kind)
+        if track is None:
+            raise LookupError(
+                f"{self.remote} sends no {kind} (tracks: {sorted(self.remote_tracks) or 'none'})"
+            )
+        return self._relay_in.subscribe(track, buffered=buffered)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)
@@ -467,8 +483,9 @@ class Peer:
             for transceiver in pc.getTransceivers():
                 if transceiver.receiver.track is track:
                     _count_rtp(transceiver.receiver, conn.counters, track.kind)
+            conn.remote_tracks[track.kind] = track
             self._emit(remote, "track", track.kind)
-            conn._spawn(self._consume(conn, track))
+            conn._spawn(self._consume(conn, conn.subscribe(track.kind)))
 
         @pc.on("datachannel")
         def _on_datachannel(channel: Any) -> None:
@@ -667,6 +684,26 @@ class Peer:
             if channel is not None and channel.try_send(message):
                 sent += 1
         return sent
+
+    async def record(
+        self,
+        remote: str,
+        path: str | Path,
+        duration: float,
+        *,
+        kinds: Iterable[str] = ("audio", "video"),
+    ) -> Path:
+        """Record what ``remote`` sends for ``duration`` seconds to ``path`` (.mp4, .webm, ...)."""
+        from .recorder import record_tracks
+
+        conn = self.connections.get(remote)
+        if conn is None:
+            raise LookupError(f"{self.name} has no connection to {remote!r}")
+        tracks = [conn.subscribe(k) for k in kinds if k in conn.remote_tracks]
+        if not tracks:
+            raise LookupError(f"{remote} sends none of {list(kinds)}")
+        self._emit(remote, "recording", str(path))
+        return await record_tracks(tracks, path, duration)
 
     def latest_frame(self, remote: str) -> av.VideoFrame | None:
         conn = self.connections.get(remote)
