@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
+import weakref
+from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 
@@ -14,6 +18,61 @@ from .signaling.server import SignalingServer
 from .stats.collector import StatsCollector
 from .stats.summary import pair_summary
 
+log = logging.getLogger(__name__)
+
+MESSAGE_COLUMNS = ["t", "direction", "who", "type", "from", "to", "room", "summary"]
+
+
+def _summarize(message: dict[str, Any]) -> str:
+    """A one-line gist of a signaling message for the log table (not the whole SDP)."""
+    kind = message.get("type")
+    if kind in ("offer", "answer"):
+        sdp = message.get("sdp")
+        text = sdp.get("sdp", "") if isinstance(sdp, dict) else ""
+        lines = text.splitlines() if isinstance(text, str) else []
+        media = [x.split()[0][2:] for x in lines if x.startswith("m=")]
+        candidates = sum(1 for x in lines if x.startswith("a=candidate:"))
+        return f"{len(text)} B SDP, m={'/'.join(media)}, {candidates} candidates"
+    if kind == "ice-candidate":
+        candidate = message.get("candidate")
+        if not isinstance(candidate, dict) or not candidate.get("candidate"):
+            return "end-of-candidates"
+        bits = str(candidate["candidate"]).split()
+        return " ".join(bits[4:8]) if len(bits) >= 8 else str(candidate["candidate"])[:60]
+    if kind == "room-joined":
+        return f"peers={message.get('peers')}"
+    if kind in ("peer-joined", "peer-left"):
+        return str(message.get("peerId"))
+    if kind == "error" or kind == "invalid":
+        return f"{message.get('code')}: {message.get('message', '')}"
+    return ""
+
+
+class _MessageLog:
+    """Keeps the last ``maxlen`` signaling messages the server saw, as rows."""
+
+    def __init__(self, maxlen: int) -> None:
+        self.rows: deque[dict[str, Any]] = deque(maxlen=maxlen)
+
+    def __call__(self, direction: str, who: str, message: dict[str, Any]) -> None:
+        self.rows.append(
+            {
+                "t": time.time(),
+                "direction": direction,
+                "who": who,
+                "type": message.get("type"),
+                "from": message.get("from") if direction == "out" else who,
+                "to": who if direction == "out" else message.get("to"),
+                "room": message.get("roomId"),
+                "summary": _summarize(message),
+            }
+        )
+
+    def frame(self) -> pd.DataFrame:
+        frame: pd.DataFrame = pd.DataFrame(list(self.rows), columns=MESSAGE_COLUMNS)
+        frame["t"] = pd.to_datetime(frame["t"], unit="s", utc=True)
+        return frame
+
 
 class Lab:
     """Starts an in-kernel signaling server and a stats collector; makes peers that report to it.
@@ -21,7 +80,12 @@ class Lab:
     Everything runs in the caller's event loop (a Jupyter kernel's included): ``await
     lab.start()`` returns at once, ``await lab.stop()`` closes every peer, the collector
     and the server, freeing the port. ``Lab`` is also an async context manager.
+
+    Re-running a notebook cell that makes a new ``Lab`` with the same ``name`` first stops
+    the previous one, so ports, tasks and peers never pile up.
     """
+
+    _running: ClassVar[weakref.WeakValueDictionary[str, Lab]] = weakref.WeakValueDictionary()
 
     def __init__(
         self,
@@ -31,18 +95,35 @@ class Lab:
         stats_interval: float = 1.0,
         stats_window: float | None = 600.0,
         ice: IceConfig | None = None,
+        name: str = "default",
+        keep_messages: int = 5_000,
     ) -> None:
+        self.name = name
         self.server = SignalingServer(host=host, port=port)
+        self._messages = _MessageLog(keep_messages)
         self.collector = StatsCollector(interval=stats_interval, window=stats_window)
         self.ice = ice or IceConfig()
         self.peers: dict[str, Peer] = {}
         self.url: str | None = None
 
     async def start(self) -> Lab:
-        if self.url is None:
-            self.url = await self.server.start()
-            await self.collector.start()
+        """Start the server and the collector in the running loop; returns the lab."""
+        if self.url is not None:
+            return self
+        previous = Lab._running.get(self.name)
+        if previous is not None and previous is not self and previous.url is not None:
+            log.warning("stopping the previous Lab %r (%s) first", self.name, previous.url)
+            await previous.stop()
+        self.url = await self.server.start()
+        self.server.add_listener(self._messages)
+        await self.collector.start()
+        Lab._running[self.name] = self
         return self
+
+    @property
+    def messages(self) -> pd.DataFrame:
+        """The signaling messages the server saw (in from clients, out to clients), oldest first."""
+        return self._messages.frame()
 
     async def peer(
         self,
@@ -93,6 +174,10 @@ class Lab:
     def events(self) -> pd.DataFrame:
         return self.collector.events
 
+    def __repr__(self) -> str:
+        state = f"running at {self.url}" if self.url else "stopped"
+        return f"<Lab {self.name!r} {state}, peers={list(self.peers)}>"
+
     def summary(self) -> pd.DataFrame:
         """One row per peer -> remote: connect time, path, RTT, loss, jitter, bitrate, fps."""
         return pair_summary(self.samples, self.events)
@@ -106,8 +191,11 @@ class Lab:
             self.collector.remove(peer)
         self.peers.clear()
         await self.collector.stop()
+        self.server.remove_listener(self._messages)
         await self.server.stop()
         self.url = None
+        if Lab._running.get(self.name) is self:
+            del Lab._running[self.name]
 
     async def __aenter__(self) -> Lab:
         return await self.start()

@@ -1,0 +1,87 @@
+"""Lab: the notebook facade — start/stop in one loop, re-run safety, message log, frames."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from rtclab import Lab
+from rtclab.lab import _summarize
+
+pytestmark = pytest.mark.slow
+
+
+def _port_free(port: int) -> bool:
+    """Nothing listens there any more, and a new server could bind it (as servers do)."""
+    with socket.socket() as s:
+        if s.connect_ex(("127.0.0.1", port)) == 0:
+            return False
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+async def test_lab_peers_messages_and_clean_stop() -> None:
+    lab = Lab(stats_interval=0.5)
+    await lab.start()
+    port = lab.server.port
+    try:
+        alice = await lab.peer("alice", room="r", video=False, audio=False)
+        await lab.peer("bob", room="r", video=False, audio=False)
+        await lab.wait_connected(timeout=10)
+        await asyncio.sleep(1.2)
+        messages = lab.messages
+        kinds = set(messages["type"])
+        assert {"join", "room-joined", "peer-joined", "offer", "answer"} <= kinds
+        offer = messages[(messages["type"] == "offer") & (messages["direction"] == "out")].iloc[0]
+        assert offer["from"] == "bob" and offer["to"] == "alice"
+        assert "candidates" in offer["summary"]
+        assert not lab.samples.empty and set(lab.samples["kind"]) >= {"data", "transport"}
+        assert (lab.events["event"] == "connected").sum() == 2
+        assert alice.connections["bob"].state == "connected"
+        with pytest.raises(ValueError, match="already exists"):
+            await lab.peer("alice")
+    finally:
+        await lab.stop()
+    assert _port_free(port)
+    assert lab.peers == {}
+    assert not lab.collector.running
+
+
+async def test_rerunning_the_cell_stops_the_previous_lab() -> None:
+    first = Lab()
+    await first.start()
+    await first.peer("alice", video=False, audio=False)
+    port = first.server.port
+    second = Lab()  # same default name: as when a notebook cell runs again
+    await second.start()
+    try:
+        assert first.url is None and first.peers == {}
+        assert _port_free(port)
+        await second.peer("alice", video=False, audio=False)  # the name is free again
+    finally:
+        await second.stop()
+
+
+async def test_peer_before_start_is_a_clear_error() -> None:
+    with pytest.raises(RuntimeError, match=r"lab\.start"):
+        await Lab().peer("alice")
+
+
+def test_summaries() -> None:
+    sdp = {
+        "type": "offer",
+        "sdp": "v=0\r\nm=audio 9\r\na=candidate:1 1 udp 1 127.0.0.1 5 typ host\r\n",
+    }
+    assert "m=audio" in _summarize({"type": "offer", "sdp": sdp})
+    assert "1 candidates" in _summarize({"type": "offer", "sdp": sdp})
+    cand = {"candidate": "candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host", "sdpMid": "0"}
+    assert _summarize({"type": "ice-candidate", "candidate": cand}) == "127.0.0.1 5000 typ host"
+    assert _summarize({"type": "ice-candidate", "candidate": None}) == "end-of-candidates"
+    assert _summarize({"type": "error", "code": "not-joined", "message": "x"}) == "not-joined: x"
