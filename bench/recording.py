@@ -31,7 +31,7 @@ async def main() -> None:
         await alice.join()
         await bob.join()
         await bob.wait_connected(count=1)
-        while {"audio", "video"} - set(alice.connections["bob"].remote_tracks):
+        while {"audio", "video"} - set(alice.connections["bob"].remote_tracks):  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         await asyncio.sleep(1.0)
         conn = alice.connections["bob"]
