@@ -44,7 +44,9 @@ async def one_run(url: str, index: int, fps: float) -> tuple[float, float, float
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--fps", type=float, default=30.0)
     args = parser.parse_args()
@@ -58,8 +60,10 @@ async def main() -> None:
     ):
         values = sorted(r[column] for r in results)
         p90 = values[int(0.9 * (len(values) - 1))]
-        print(f"{label:34s} median {statistics.median(values):6.1f} ms   p90 {p90:6.1f} ms"
-              f"   min {values[0]:6.1f} ms")
+        print(
+            f"{label:34s} median {statistics.median(values):6.1f} ms   p90 {p90:6.1f} ms"
+            f"   min {values[0]:6.1f} ms"
+        )
 
 
 if __name__ == "__main__":

@@ -38,8 +38,10 @@ async def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             async with LoopLagMonitor() as idle:
                 await asyncio.sleep(args.seconds)
-            print(f"{'no recording':28s} loop lag p50 {idle.median_ms:5.1f}  p99 {idle.p99_ms:6.1f}"
-                  f"  max {idle.max_ms:6.1f} ms")
+            print(
+                f"{'no recording':28s} loop lag p50 {idle.median_ms:5.1f}  p99 {idle.p99_ms:6.1f}"
+                f"  max {idle.max_ms:6.1f} ms"
+            )
             for name in ("aiortc MediaRecorder", "rtclab Recorder"):
                 path = Path(tmp) / f"{name.split()[0]}.mp4"
                 recorder: MediaRecorder | Recorder
@@ -57,9 +59,11 @@ async def main() -> None:
                     t0 = time.perf_counter()
                     await recorder.stop()
                     stop_ms = (time.perf_counter() - t0) * 1000
-                print(f"{name:28s} loop lag p50 {lag.median_ms:5.1f}  p99 {lag.p99_ms:6.1f}"
-                      f"  max {lag.max_ms:6.1f} ms   stop() {stop_ms:5.0f} ms"
-                      f"   {path.stat().st_size // 1024} KiB")
+                print(
+                    f"{name:28s} loop lag p50 {lag.median_ms:5.1f}  p99 {lag.p99_ms:6.1f}"
+                    f"  max {lag.max_ms:6.1f} ms   stop() {stop_ms:5.0f} ms"
+                    f"   {path.stat().st_size // 1024} KiB"
+                )
         await asyncio.gather(alice.close(), bob.close())
 
 
