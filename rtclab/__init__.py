@@ -14,6 +14,8 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "ChatMessage": "rtclab.peer",
+    "Coturn": "rtclab.ice.coturn",
+    "compare_ice_paths": "rtclab.experiments",
     "IceConfig": "rtclab.ice.config",
     "IceServer": "rtclab.ice.config",
     "Lab": "rtclab.lab",
@@ -29,6 +31,7 @@ _EXPORTS = {
 
 __all__ = [
     "ChatMessage",
+    "Coturn",
     "IceConfig",
     "IceServer",
     "Lab",
@@ -39,12 +42,15 @@ __all__ = [
     "SignalingServer",
     "StatsCollector",
     "__version__",
+    "compare_ice_paths",
     "read_events_csv",
     "read_samples_csv",
 ]
 
 if TYPE_CHECKING:
+    from .experiments import compare_ice_paths
     from .ice.config import IceConfig, IceServer
+    from .ice.coturn import Coturn
     from .lab import Lab
     from .peer import ChatMessage, Peer, RemoteConnection
     from .signaling import SignalingClient, SignalingError, SignalingServer

@@ -1,4 +1,4 @@
-"""The ``rtclab`` command: ``demo`` and ``serve`` (more subcommands arrive with their issues)."""
+"""The ``rtclab`` command: ``demo``, ``serve``, ``turn-credentials`` (more arrive with issues)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,100 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    if getattr(args, "turn_secret_file", None):
+        return _serve_with_turn(args)
     from .signaling.server import serve_main
 
     return serve_main(args.host, args.port, path=args.path, compression=args.deflate)
+
+
+def _read_turn_secret(path: str | None) -> str:
+    """The TURN secret from a file (``-`` = stdin) or ``$RTCLAB_TURN_SECRET``: never from
+    the command line, where ``ps`` and shell history would show it."""
+    import os
+
+    if path == "-":
+        value = sys.stdin.readline()
+    elif path:
+        with open(path, encoding="utf-8") as fh:
+            value = fh.readline()
+    else:
+        value = os.environ.get("RTCLAB_TURN_SECRET", "")
+    value = value.strip()
+    if not value:
+        raise SystemExit(
+            "rtclab: no TURN secret: pass --secret-file FILE (or -) or set RTCLAB_TURN_SECRET"
+        )
+    return value
+
+
+def _turn_credentials(args: argparse.Namespace) -> int:
+    import json
+
+    from .ice.credentials import turn_credentials
+
+    secret = _read_turn_secret(args.secret_file)
+    try:
+        creds = turn_credentials(secret, args.user, args.url or [_DEFAULT_TURN_URL], ttl=args.ttl)
+    except ValueError as exc:
+        print(f"rtclab turn-credentials: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(creds.to_dict(), indent=2))
+    return 0
+
+
+def _serve_with_turn(args: argparse.Namespace) -> int:
+    """``serve`` plus ``GET /api/turn-credentials`` (bearer token), via the server's public
+    route API; the other serve options are those of :func:`serve_main`."""
+    import os
+    import secrets
+    import signal
+
+    from .ice.credentials import TURN_CREDENTIALS_PATH, make_credentials_handler
+    from .signaling.server import SignalingServer
+
+    secret = _read_turn_secret(args.turn_secret_file)
+    token = os.environ.get("RTCLAB_TURN_TOKEN") or secrets.token_urlsafe(24)
+    urls = args.turn_url or [_DEFAULT_TURN_URL]
+
+    async def run() -> None:
+        server = SignalingServer(
+            args.host, args.port, args.path, "deflate" if args.deflate else None
+        )
+        server.add_route(TURN_CREDENTIALS_PATH, make_credentials_handler(secret, urls, token))
+        url = await server.start()
+        print(f"rtclab signaling server listening on {url}", flush=True)
+        print(
+            f"TURN credentials: GET http://{args.host}:{server.port}{TURN_CREDENTIALS_PATH} "
+            + (
+                "with the bearer token from $RTCLAB_TURN_TOKEN"
+                if os.environ.get("RTCLAB_TURN_TOKEN")
+                else f"with 'Authorization: Bearer {token}'"
+            ),
+            flush=True,
+        )
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stopping.set)
+            except (NotImplementedError, RuntimeError):
+                pass
+        try:
+            await stopping.wait()
+        finally:
+            await server.stop()
+
+    try:
+        asyncio.run(run())
+    except OSError as exc:
+        print(f"rtclab signaling server: cannot listen on {args.host}:{args.port}: {exc}",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
+
+
+_DEFAULT_TURN_URL = "turn:127.0.0.1:3478?transport=udp"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,7 +147,39 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--deflate", action="store_true", help="accept permessage-deflate (off: costs CPU)"
     )
+    turn_opts = serve.add_argument_group(
+        "TURN credentials endpoint",
+        "serve GET /api/turn-credentials beside the WebSocket; requests need "
+        "'Authorization: Bearer <token>' (token from $RTCLAB_TURN_TOKEN, else printed)",
+    )
+    turn_opts.add_argument(
+        "--turn-secret-file", metavar="FILE",
+        help="file holding coturn's static-auth-secret (- = stdin); enables the endpoint",
+    )  # fmt: skip
+    turn_opts.add_argument(
+        "--turn-url", action="append", metavar="URL",
+        help=f"TURN URL handed out (repeatable; default {_DEFAULT_TURN_URL})",
+    )  # fmt: skip
     serve.set_defaults(func=_serve)
+
+    creds = sub.add_parser(
+        "turn-credentials",
+        help="print time-limited TURN REST credentials (coturn use-auth-secret) as JSON",
+        description="Mint username = '<expiry>:<user>', credential = "
+        "base64(HMAC-SHA1(secret, username)) and print the iceServers JSON a browser hands "
+        "to RTCPeerConnection. The secret comes from --secret-file or $RTCLAB_TURN_SECRET, "
+        "never from the command line.",
+    )
+    creds.add_argument("--secret-file", metavar="FILE", help="file with the secret (- = stdin)")
+    creds.add_argument("--user", default="lab", help="user name (default: %(default)s)")
+    creds.add_argument(
+        "--ttl", type=int, default=24 * 3600, help="lifetime in seconds (default: %(default)s)"
+    )
+    creds.add_argument(
+        "--url", action="append", metavar="URL",
+        help=f"TURN URL (repeatable; default {_DEFAULT_TURN_URL})",
+    )  # fmt: skip
+    creds.set_defaults(func=_turn_credentials)
     return parser
 
 

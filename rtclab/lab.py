@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 import weakref
 from collections import deque
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pandas as pd
 
@@ -17,6 +18,10 @@ from .peer.peer import Peer
 from .signaling.server import SignalingServer
 from .stats.collector import StatsCollector
 from .stats.summary import pair_summary
+
+if TYPE_CHECKING:
+    from .ice.coturn import Coturn
+    from .widgets.dashboard import Dashboard
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +110,8 @@ class Lab:
         self.ice = ice or IceConfig()
         self.peers: dict[str, Peer] = {}
         self.url: str | None = None
+        self.coturn: Coturn | None = None
+        self.turn_token: str | None = None
 
     async def start(self) -> Lab:
         """Start the server and the collector in the running loop; returns the lab."""
@@ -182,14 +189,92 @@ class Lab:
         """One row per peer -> remote: connect time, path, RTT, loss, jitter, bitrate, fps."""
         return pair_summary(self.samples, self.events)
 
+    def dashboard(self, **options: Any) -> Dashboard:
+        """A live plotly dashboard of this lab's stats (see :class:`~rtclab.widgets.Dashboard`).
+
+        Re-running the cell closes the dashboard the previous call made, so hidden ones never
+        keep updating; build ``Dashboard(lab.collector)`` directly to keep several.
+        """
+        from .widgets.dashboard import Dashboard
+
+        previous: Dashboard | None = getattr(self, "_dashboard", None)
+        if previous is not None:
+            previous.close()
+        self._dashboard: Dashboard | None = Dashboard(self.collector, **options)
+        return self._dashboard
+
     def to_csv(self, directory: str | Path) -> dict[str, Path]:
         return self.collector.to_csv(directory)
+
+    # --- TURN and ICE paths (issue 4) ---------------------------------------------------------
+
+    async def turn(self, *, token: str | None = None, **options: Any) -> Coturn:
+        """Start a real coturn on loopback for this lab (see :class:`~rtclab.ice.coturn.Coturn`
+        for ``options``) and return it; :meth:`stop` stops it.
+
+        Its log lines go into the events frame (peer ``"coturn"``, event ``coturn-log``,
+        secret redacted), and the signaling server answers ``GET /api/turn-credentials``
+        for requests bearing ``Authorization: Bearer <lab.turn_token>`` (401 otherwise).
+        Peers use it through ``ice=turn.ice_config(...)``.
+        """
+        from .ice.coturn import Coturn
+        from .ice.credentials import TURN_CREDENTIALS_PATH, make_credentials_handler
+
+        if self.url is None:
+            raise RuntimeError("call `await lab.start()` first")
+        if self.coturn is not None and self.coturn.running:
+            raise RuntimeError("this lab already runs coturn (lab.coturn); stop it first")
+
+        def on_log(line: str) -> None:
+            self.collector.record_event("coturn", None, "coturn-log", line)
+
+        coturn = Coturn(on_log=on_log, **options)
+        await coturn.start()
+        self.coturn = coturn
+        self.turn_token = token or secrets.token_urlsafe(24)
+        self.server.add_route(
+            TURN_CREDENTIALS_PATH,
+            make_credentials_handler(coturn.secret, coturn.urls, self.turn_token),
+        )
+        return coturn
+
+    @property
+    def turn_credentials_url(self) -> str | None:
+        """``http://…/api/turn-credentials`` when :meth:`turn` runs, else ``None``."""
+        from .ice.credentials import TURN_CREDENTIALS_PATH
+
+        if self.url is None or self.coturn is None:
+            return None
+        return f"http://{self.server.host}:{self.server.port}{TURN_CREDENTIALS_PATH}"
+
+    @property
+    def candidates(self) -> pd.DataFrame:
+        """Every local and remote ICE candidate of every peer's live connections."""
+        from .ice.inspect import candidates_frame
+
+        rows: list[dict[str, Any]] = []
+        for peer in self.peers.values():
+            records = peer.candidates().to_dict("records")
+            rows += [{str(k): v for k, v in r.items()} for r in records]
+        return candidates_frame(rows)
+
+    def selected_pairs(self, changes_only: bool = True) -> pd.DataFrame:
+        """The selected candidate pair over time (from the samples; changes only by default)."""
+        from .ice.inspect import selected_pairs_frame
+
+        return selected_pairs_frame(self.samples, changes_only=changes_only)
 
     async def stop(self) -> None:
         await asyncio.gather(*(p.close() for p in self.peers.values()), return_exceptions=True)
         for peer in self.peers.values():
             self.collector.remove(peer)
         self.peers.clear()
+        if self.coturn is not None:
+            from .ice.credentials import TURN_CREDENTIALS_PATH
+
+            self.server.remove_route(TURN_CREDENTIALS_PATH)
+            await self.coturn.stop()
+            self.coturn = None
         await self.collector.stop()
         self.server.remove_listener(self._messages)
         await self.server.stop()

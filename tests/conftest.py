@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 
+from rtclab.ice.coturn import Coturn
 from rtclab.peer import Peer
 from rtclab.signaling.server import SignalingServer
 
@@ -38,3 +40,17 @@ async def make_peer(server: SignalingServer) -> AsyncIterator[Callable[..., Awai
         yield factory
     finally:
         await asyncio.gather(*(p.close() for p in peers), return_exceptions=True)
+
+
+@pytest.fixture
+async def coturn() -> AsyncIterator[Coturn]:
+    """A real coturn on free loopback ports (UDP, TCP, TLS with a generated CA), always
+    stopped; skipped when the Debian package ``coturn`` is not installed."""
+    if shutil.which("turnserver") is None:
+        pytest.skip("turnserver not installed (Debian package coturn; scripts/setup.sh --test)")
+    turn = Coturn()
+    await turn.start()
+    try:
+        yield turn
+    finally:
+        await turn.stop()

@@ -12,10 +12,10 @@ import contextlib
 import logging
 import time
 from collections import deque
-from pathlib import Path
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import av
 from aiortc import (
@@ -28,11 +28,16 @@ from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import candidate_from_sdp
 
-from ..ice.config import IceConfig, gathering_on
+from ..ice.config import GatheringLog, IceConfig, gathering_on
 from ..signaling.client import SignalingClient, SignalingError
 from .channels import CHAT, CURSORS, Channel, create_lab_channels
 from .counters import ConnectionCounters
 from .media import TestPatternTrack, ToneTrack, blank_like
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..widgets.peer_widget import PeerWidget
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +136,7 @@ class RemoteConnection:
         self.connected = asyncio.Event()
         self.finished = asyncio.Event()  # connected, failed or closed: no longer pending
         self.trickled_candidates = 0
+        self.gathering = GatheringLog()  # candidate times, TURN/STUN failures (ice.gathering)
         self._pending_candidates: list[dict[str, Any] | None] = []
         self._senders: dict[str, Any] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -373,7 +379,9 @@ class Peer:
             conn = self.connections.get(str(message["from"]))
             if conn is not None:
                 sdp = message["sdp"]
-                with gathering_on(self.ice.interfaces):
+                if conn.failure_reason is not None:
+                    return  # failed while gathering; its pc is closing
+                with self._gathering_on(conn):
                     await conn.pc.setRemoteDescription(
                         RTCSessionDescription(sdp=sdp["sdp"], type=sdp["type"])
                     )
@@ -401,6 +409,7 @@ class Peer:
                 candidate.sdpMLineIndex = 0
             conn.trickled_candidates += 1
             await conn.pc.addIceCandidate(candidate)
+        self._stamp_remote(conn)
 
     async def _guard(self, conn: RemoteConnection, what: str, step: Awaitable[None]) -> None:
         """Run a negotiation step; an exception fails the connection with a reason."""
@@ -419,29 +428,55 @@ class Peer:
             for channel in create_lab_channels(conn.pc):
                 self._attach_channel(conn, channel)
         started = time.monotonic()
+        conn.gathering.begin()
         offer = await conn.pc.createOffer()
-        with gathering_on(self.ice.interfaces):
+        with self._gathering_on(conn):
             await conn.pc.setLocalDescription(offer)
         self._gathered(conn, started)
         if self._client is not None:
             await self._client.offer(conn.remote, _description(conn.pc))
+        self._fail_if_nothing_gathered(conn)
 
     async def _answer(self, conn: RemoteConnection, sdp: dict[str, Any]) -> None:
-        with gathering_on(self.ice.interfaces):
+        with self._gathering_on(conn):
             await conn.pc.setRemoteDescription(
                 RTCSessionDescription(sdp=sdp["sdp"], type=sdp["type"])
             )
+        self._stamp_remote(conn)
         self._add_media(conn)
         started = time.monotonic()
+        conn.gathering.begin()
         answer = await conn.pc.createAnswer()
-        with gathering_on(self.ice.interfaces):
+        with self._gathering_on(conn):
             await conn.pc.setLocalDescription(answer)
         self._gathered(conn, started)
         if self._client is not None:
             await self._client.answer(conn.remote, _description(conn.pc))
+        self._fail_if_nothing_gathered(conn)
         await self._flush_candidates(conn)
 
+    def _gathering_on(self, conn: RemoteConnection) -> contextlib.AbstractContextManager[None]:
+        """Gather on our interfaces and servers (TURN fallback, CA), reporting to conn."""
+        return gathering_on(self.ice.interfaces, config=self.ice, log=conn.gathering)
+
+    def _stamp_remote(self, conn: RemoteConnection) -> None:
+        from ..ice.inspect import remote_candidates
+
+        conn.gathering.stamp_remote(remote_candidates(conn.pc))
+
+    def _fail_if_nothing_gathered(self, conn: RemoteConnection) -> None:
+        """No local candidate can never connect: say why now, not at the timeout.
+
+        Called after our description went out, so the remote learns of us and fails with
+        its own reason instead of waiting for an offer that never comes.
+        """
+        if conn.failure_reason is None and _sdp_candidate_count(conn.pc.localDescription) == 0:
+            self._fail(conn, self._diagnose(conn, "gathering finished"))
+
     def _gathered(self, conn: RemoteConnection, started: float) -> None:
+        from ..ice.inspect import local_candidates
+
+        conn.gathering.end(local_candidates(conn.pc))
         count = _sdp_candidate_count(conn.pc.localDescription)
         self._emit(conn.remote, "candidates-gathered", count)
         self._emit(conn.remote, "gathering-ms", round((time.monotonic() - started) * 1000, 1))
@@ -451,6 +486,7 @@ class Peer:
     def _new_connection(self, remote: str, role: Role) -> RemoteConnection:
         pc = RTCPeerConnection(configuration=self.ice.rtc_configuration())
         conn = RemoteConnection(remote, pc, role)
+        conn.gathering.on_event = lambda event, value: self._emit(remote, event, value)
         self.connections[remote] = conn
 
         @pc.on("connectionstatechange")
@@ -561,16 +597,22 @@ class Peer:
         """Name the first missing step, so a failure says what to fix."""
         pc = conn.pc
         policy = self.ice.ice_transport_policy
-        has_turn = any(
-            (s.urls if isinstance(s.urls, str) else " ".join(s.urls)).startswith("turn")
-            for s in self.ice.ice_servers
-        )
+        has_turn = self.ice.has_turn
+        turn_failure = conn.gathering.first_failure("turn")
         local = _sdp_candidate_count(pc.localDescription)
         remote = _sdp_candidate_count(pc.remoteDescription) + conn.trickled_candidates
         if pc.localDescription is None and pc.remoteDescription is None:
             peer = "offer" if conn.role == "answerer" else "local description"
             return f"{what}: no {peer} exchanged with {conn.remote} (signaling did not complete)"
         if pc.localDescription is not None and local == 0:
+            if turn_failure is not None:
+                return f"{what}: no local ICE candidates were gathered: {turn_failure.message}"
+            if conn.role == "answerer" and pc.remoteDescription is not None and remote == 0:
+                # aioice drops a component the remote ended without candidates: no gathering
+                return (
+                    f"{what}: {conn.remote} offered no ICE candidates, so none were gathered "
+                    "here either (see its own failure reason)"
+                )
             hint = (
                 "ice_transport_policy='relay' needs a TURN server in ice_servers"
                 if policy == "relay" and not has_turn
@@ -581,9 +623,10 @@ class Peer:
             return f"{what}: no answer from {conn.remote} (signaling did not complete)"
         if remote == 0:
             return f"{what}: {conn.remote} sent no ICE candidates"
+        also = f"; {turn_failure.message}" if turn_failure is not None else ""
         return (
             f"{what}: ICE connectivity checks failed ({local} local x {remote} remote "
-            "candidates, no pair succeeded)"
+            f"candidates, no pair succeeded){also}"
         )
 
     def _fail(self, conn: RemoteConnection, reason: str) -> None:
@@ -709,6 +752,18 @@ class Peer:
         conn = self.connections.get(remote)
         return None if conn is None else conn.latest_frame
 
+    # --- ICE inspection ---------------------------------------------------------------------
+
+    def candidates(self) -> pd.DataFrame:
+        """Every local and remote candidate of every connection, with timing and the
+        selected pair marked (columns: :data:`rtclab.ice.inspect.CANDIDATE_COLUMNS`)."""
+        from ..ice.inspect import candidate_rows, candidates_frame
+
+        rows: list[dict[str, Any]] = []
+        for remote, conn in list(self.connections.items()):
+            rows += candidate_rows(conn.pc, peer=self.name, remote=remote, log=conn.gathering)
+        return candidates_frame(rows)
+
     # --- stats source -----------------------------------------------------------------------
 
     def stats_targets(self) -> Iterable[tuple[str, RTCPeerConnection, ConnectionCounters]]:
@@ -723,6 +778,42 @@ class Peer:
     def __repr__(self) -> str:
         states = ", ".join(f"{r}:{c.state}" for r, c in self.connections.items())
         return f"<Peer {self.name!r} room={self.room!r} {self.state} [{states}]>"
+
+    # --- Jupyter ------------------------------------------------------------------------------
+
+    def preview_track(self) -> MediaStreamTrack | None:
+        """A relayed copy of the video source being sent, for a local preview; ``stop()`` it.
+
+        Relayed like every connection's copy, so a preview never takes frames from a sender.
+        """
+        source = self._current_video()
+        return None if source is None else self._relay.subscribe(source, buffered=False)
+
+    def widget(self, **options: Any) -> PeerWidget:
+        """This peer's live :class:`~rtclab.widgets.PeerWidget` (``options`` go to it).
+
+        One per peer: displaying the peer again shows the same widget, so re-running a cell
+        adds no task. New options replace (and close) the previous widget.
+        """
+        from ..widgets.peer_widget import PeerWidget
+
+        current: PeerWidget | None = getattr(self, "_widget", None)
+        try:
+            asyncio.get_running_loop()
+            in_loop = True
+        except RuntimeError:
+            in_loop = False
+        if current is None or current.closed or options or (in_loop and not current.live):
+            if current is not None:
+                current.close()
+            current = PeerWidget(self, **options)
+            self._widget: PeerWidget | None = current
+        return current
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any] | None:
+        """Jupyter shows a Peer as its :class:`~rtclab.widgets.PeerWidget`."""
+        bundle: dict[str, Any] | None = self.widget()._repr_mimebundle_(**kwargs)
+        return bundle
 
 
 def _description(pc: RTCPeerConnection) -> dict[str, Any]:

@@ -1,0 +1,475 @@
+"""Compare ICE paths: the same pair of peers under several ICE configurations, N times each.
+
+Each scenario is an ICE transport policy (``all``/``relay``), a set of TURN transports
+(udp/tcp/tls) and whether a STUN server is offered. One run = two fresh peers in a fresh room
+on a shared signaling server (and one real coturn on loopback when a scenario needs it),
+``media_seconds`` of synthetic media, then one row: did it connect, how fast, which pair
+was selected, RTT and bitrate. Runs are sequential so they do not compete for the CPU.
+
+The result holds a DataFrame (:data:`RESULT_COLUMNS`), a plotly figure and CSV export.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from ..ice.config import LOOPBACK, IceConfig, IceTransportPolicy
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+    from ..ice.coturn import Coturn, TurnTransport
+    from ..peer.peer import Peer
+
+__all__ = [
+    "DEFAULT_SCENARIOS",
+    "RESULT_COLUMNS",
+    "IcePathComparison",
+    "Scenario",
+    "compare_ice_paths",
+    "ice_paths_figure",
+]
+
+RESULT_COLUMNS = [
+    "scenario",
+    "repetition",
+    "connected",
+    "connect_ms",
+    "local_candidate_type",
+    "remote_candidate_type",
+    "protocol",
+    "relay_protocol",
+    "rtt_ms",
+    "bitrate_kbps",
+    "gathering_ms",
+    "local_candidates",
+    "turn_url",
+    "error",
+]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One ICE configuration to try. ``turn`` lists TURN transports in the order offered."""
+
+    name: str
+    policy: IceTransportPolicy = "all"
+    turn: tuple[TurnTransport, ...] = ()
+    stun: bool = False
+    description: str = ""
+
+    @property
+    def needs_coturn(self) -> bool:
+        return bool(self.turn) or self.stun
+
+    def ice_config(
+        self,
+        coturn: Coturn | None,
+        *,
+        connect_timeout: float,
+        interfaces: tuple[str, ...] | None = LOOPBACK,
+    ) -> IceConfig:
+        """The :class:`IceConfig` for this scenario on ``coturn`` (none needed without servers)."""
+        if not self.needs_coturn:
+            return IceConfig(
+                ice_transport_policy=self.policy,
+                interfaces=interfaces,
+                connect_timeout=connect_timeout,
+            )
+        if coturn is None:
+            raise ValueError(f"scenario {self.name!r} needs a coturn server")
+        servers = coturn.ice_servers(self.turn, stun=self.stun) if self.turn else ()
+        if not self.turn and self.stun:
+            from ..ice.config import IceServer
+
+            servers = (IceServer(coturn.stun_url),)
+        return IceConfig(
+            ice_servers=servers,
+            ice_transport_policy=self.policy,
+            interfaces=interfaces,
+            connect_timeout=connect_timeout,
+            tls_ca_file=str(coturn.ca_file) if coturn.ca_file else None,
+        )
+
+
+#: Policy all vs relay; TURN over udp/tcp/tls; with and without STUN.
+DEFAULT_SCENARIOS: tuple[Scenario, ...] = (
+    Scenario("host", "all", (), False, "policy all, no servers: host candidates only"),
+    Scenario("all+stun", "all", (), True, "policy all with STUN: srflx (= host on loopback)"),
+    Scenario("all+turn/udp", "all", ("udp",), True, "policy all with STUN and TURN/UDP"),
+    Scenario("relay/udp", "relay", ("udp",), False, "relay only, TURN over UDP"),
+    Scenario("relay/tcp", "relay", ("tcp",), False, "relay only, TURN over TCP"),
+    Scenario("relay/tls", "relay", ("tls",), False, "relay only, TURN over TLS"),
+)
+
+
+@dataclass
+class IcePathComparison:
+    """What :func:`compare_ice_paths` returns: ``frame``, ``figure``, CSV export.
+
+    Unpacks as ``frame, figure = await compare_ice_paths(...)``.
+    """
+
+    frame: pd.DataFrame
+    scenarios: tuple[Scenario, ...]
+    elapsed_s: float = 0.0
+    _figure: go.Figure | None = field(default=None, repr=False)
+
+    @property
+    def figure(self) -> go.Figure:
+        if self._figure is None:
+            self._figure = ice_paths_figure(self.frame, [s.name for s in self.scenarios])
+        return self._figure
+
+    def summary(self) -> pd.DataFrame:
+        """Per scenario: runs, success rate, median connect/RTT/bitrate, the usual path."""
+        return summarize(self.frame, [s.name for s in self.scenarios])
+
+    def to_csv(self, path: str | Path) -> Path:
+        """Write the runs (one row per scenario x repetition) to ``path``; returns it."""
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        self.frame.to_csv(out, index=False)
+        return out
+
+    def __iter__(self) -> Iterator[Any]:
+        yield self.frame
+        yield self.figure
+
+
+# --- progress ------------------------------------------------------------------------------
+
+
+class _Progress:
+    """tqdm when installed; else an ipywidgets bar inside a kernel; else lines on stderr.
+
+    None of them is a dependency: the plain-text fallback always works.
+    """
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total = total
+        self.done = 0
+        self._tqdm: Any = None
+        self._bar: Any = None
+        self._label: Any = None
+        if not enabled:
+            return
+        # imported by name: optional, and neither ships type information
+        try:
+            tqdm = importlib.import_module("tqdm.auto").tqdm
+            self._tqdm = tqdm(total=total, desc="ICE paths", unit="run")
+            return
+        except ImportError:
+            pass
+        if _in_kernel():
+            try:
+                widgets = importlib.import_module("ipywidgets")
+                display = importlib.import_module("IPython.display").display
+                self._bar = widgets.IntProgress(min=0, max=total, description="ICE paths")
+                self._label = widgets.Label()
+                display(widgets.HBox([self._bar, self._label]))
+                return
+            except ImportError:
+                pass
+        self._text = True
+
+    def update(self, label: str) -> None:
+        self.done += 1
+        if self._tqdm is not None:
+            self._tqdm.set_postfix_str(label)
+            self._tqdm.update(1)
+        elif self._bar is not None:
+            self._bar.value = self.done
+            self._label.value = f"{self.done}/{self.total} {label}"
+        elif getattr(self, "_text", False):
+            print(f"[{self.done}/{self.total}] {label}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._tqdm is not None:
+            self._tqdm.close()
+
+
+def _in_kernel() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and hasattr(shell, "kernel")
+
+
+# --- runs ----------------------------------------------------------------------------------
+
+
+async def compare_ice_paths(
+    scenarios: Sequence[Scenario] | None = None,
+    repetitions: int = 3,
+    *,
+    media_seconds: float = 2.0,
+    connect_timeout: float = 10.0,
+    coturn: Coturn | None = None,
+    signaling_url: str | None = None,
+    interfaces: tuple[str, ...] | None = LOOPBACK,
+    video: bool = True,
+    audio: bool = False,
+    width: int = 160,
+    height: int = 120,
+    stats_interval: float = 0.5,
+    progress: bool = True,
+    csv: str | Path | None = None,
+    on_run: Callable[[dict[str, Any]], object] | None = None,
+) -> IcePathComparison:
+    """Run every scenario ``repetitions`` times; one result row per run.
+
+    ``coturn`` is reused when given (e.g. ``lab.coturn``), else one is started on loopback
+    if a scenario needs STUN/TURN and stopped at the end. ``signaling_url`` likewise reuses
+    a running server (``lab.url``). A failed run is a row with ``connected=False`` and the
+    peer's named ``error``, never an exception: comparing failures is part of the point.
+    """
+    from ..signaling.server import SignalingServer
+    from ..stats.collector import StatsCollector
+
+    chosen = tuple(scenarios) if scenarios is not None else DEFAULT_SCENARIOS
+    if not chosen:
+        raise ValueError("give at least one scenario")
+    if len({s.name for s in chosen}) != len(chosen):
+        raise ValueError("scenario names must be unique")
+    if repetitions < 1:
+        raise ValueError("repetitions must be >= 1")
+    began = time.monotonic()
+    rows: list[dict[str, Any]] = []
+    async with contextlib.AsyncExitStack() as stack:
+        if coturn is None and any(s.needs_coturn for s in chosen):
+            from ..ice.coturn import Coturn
+
+            coturn = await stack.enter_async_context(Coturn())
+        if signaling_url is None:
+            server = await stack.enter_async_context(SignalingServer(port=0))
+            signaling_url = server.url
+        collector = StatsCollector(interval=stats_interval, window=None)
+        await collector.start()
+        stack.push_async_callback(collector.stop)
+        bar = _Progress(len(chosen) * repetitions, progress)
+        stack.callback(bar.close)
+        run = 0
+        for repetition in range(repetitions):
+            for scenario in chosen:  # interleaved: drift affects every scenario alike
+                run += 1
+                row = await _one_run(
+                    scenario,
+                    repetition,
+                    run,
+                    coturn=coturn,
+                    signaling_url=signaling_url,
+                    collector=collector,
+                    connect_timeout=connect_timeout,
+                    media_seconds=media_seconds,
+                    interfaces=interfaces,
+                    peer_options={"video": video, "audio": audio, "width": width,
+                                  "height": height},
+                )  # fmt: skip
+                rows.append(row)
+                if on_run is not None:
+                    on_run(row)
+                ok = "ok" if row["connected"] else "FAILED"
+                bar.update(f"{scenario.name} #{repetition + 1} {ok}")
+    frame = _frame(rows, [s.name for s in chosen])
+    result = IcePathComparison(frame, chosen, elapsed_s=time.monotonic() - began)
+    if csv is not None:
+        result.to_csv(csv)
+    return result
+
+
+async def _one_run(
+    scenario: Scenario,
+    repetition: int,
+    run: int,
+    *,
+    coturn: Coturn | None,
+    signaling_url: str,
+    collector: Any,
+    connect_timeout: float,
+    media_seconds: float,
+    interfaces: tuple[str, ...] | None,
+    peer_options: dict[str, Any],
+) -> dict[str, Any]:
+    from ..ice.inspect import local_candidates
+    from ..peer.peer import Peer
+
+    ice = scenario.ice_config(coturn, connect_timeout=connect_timeout, interfaces=interfaces)
+    room = f"ice-paths-{run}-{time.monotonic_ns()}"
+    answerer = Peer(f"answerer-{run}", signaling_url, room=room, ice=ice, **peer_options)
+    offerer = Peer(f"offerer-{run}", signaling_url, room=room, ice=ice, **peer_options)
+    row: dict[str, Any] = {"scenario": scenario.name, "repetition": repetition + 1}
+    peers: list[Peer] = [answerer, offerer]
+    for peer in peers:
+        peer.add_listener(collector.record_event)
+    try:
+        await answerer.join()
+        await offerer.join()  # the joiner offers
+        try:
+            await offerer.wait_connected(count=1, timeout=connect_timeout + 1.0)
+            await answerer.wait_connected(count=1, timeout=connect_timeout + 1.0)
+        except (ConnectionError, TimeoutError) as exc:
+            row["error"] = str(exc)
+        conn = offerer.connections.get(answerer.name)
+        if conn is not None:
+            row["connected"] = conn.connected_at is not None and conn.failure_reason is None
+            row["connect_ms"] = conn.connect_ms
+            row["gathering_ms"] = conn.gathering.elapsed_ms(conn.gathering.finished)
+            row["local_candidates"] = len(local_candidates(conn.pc))
+            row["turn_url"] = conn.gathering.turn_url
+            if conn.failure_reason:
+                row["error"] = conn.failure_reason
+        if row.get("connected"):
+            collector.add(offerer)
+            await asyncio.sleep(media_seconds)
+            await collector.poll()
+            collector.remove(offerer)
+            row.update(_path_and_rates(collector.samples, offerer.name, answerer.name))
+            if conn is not None and row.get("local_candidate_type") is None:
+                from ..ice.inspect import selected_candidate_pair
+
+                pair = selected_candidate_pair(conn.pc)
+                if pair is not None:
+                    row["local_candidate_type"] = pair.local_candidate_type
+                    row["remote_candidate_type"] = pair.remote_candidate_type
+                    row["protocol"] = pair.protocol
+                    row["relay_protocol"] = pair.relay_protocol
+    finally:
+        for peer in peers:
+            collector.remove(peer)
+        await asyncio.gather(*(p.close() for p in peers), return_exceptions=True)
+        collector.clear()
+    row.setdefault("connected", False)
+    return row
+
+
+def _path_and_rates(samples: pd.DataFrame, peer: str, remote: str) -> dict[str, Any]:
+    """Selected path (last sample), median RTT and median sent media bitrate of one run."""
+    if samples.empty:
+        return {}
+    mine = samples[(samples["peer"] == peer) & (samples["remote"] == remote)]
+    if mine.empty:
+        return {}
+    out: dict[str, Any] = {}
+    for column in ("local_candidate_type", "remote_candidate_type", "protocol", "relay_protocol"):
+        values = mine[column].dropna()
+        out[column] = values.iloc[-1] if len(values) else None
+    rtt = pd.to_numeric(mine["rtt_ms"], errors="coerce").dropna()
+    out["rtt_ms"] = float(rtt.median()) if len(rtt) else math.nan
+    sent = mine[(mine["direction"] == "outbound") & mine["kind"].isin(["audio", "video", "data"])]
+    per_kind = [
+        float(pd.to_numeric(group["bitrate_kbps"], errors="coerce").dropna().median())
+        for _, group in sent.groupby("kind")
+        if pd.to_numeric(group["bitrate_kbps"], errors="coerce").notna().any()
+    ]
+    out["bitrate_kbps"] = float(sum(per_kind)) if per_kind else math.nan
+    return out
+
+
+def _frame(rows: list[dict[str, Any]], order: Sequence[str]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows).reindex(columns=RESULT_COLUMNS)
+    frame["scenario"] = pd.Categorical(frame["scenario"], categories=list(order), ordered=True)
+    frame["repetition"] = frame["repetition"].astype("int64")
+    frame["connected"] = frame["connected"].fillna(False).astype(bool)
+    for column in ("connect_ms", "rtt_ms", "bitrate_kbps", "gathering_ms"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    frame["local_candidates"] = pd.to_numeric(frame["local_candidates"]).astype("Int64")
+    return frame  # type: ignore[no-any-return]
+
+
+def summarize(frame: pd.DataFrame, order: Sequence[str] | None = None) -> pd.DataFrame:
+    """Per scenario: runs, connected share, medians, and the most common selected path."""
+    rows = []
+    names = list(order) if order is not None else list(dict.fromkeys(frame["scenario"]))
+    for name in names:
+        runs = frame[frame["scenario"] == name]
+        if runs.empty:
+            continue
+        ok = runs[runs["connected"]]
+        paths = _path_labels(ok)
+        rows.append(
+            {
+                "scenario": name,
+                "runs": len(runs),
+                "connected_pct": 100.0 * len(ok) / len(runs),
+                "connect_ms": float(ok["connect_ms"].median()) if len(ok) else math.nan,
+                "rtt_ms": float(ok["rtt_ms"].median()) if len(ok) else math.nan,
+                "bitrate_kbps": float(ok["bitrate_kbps"].median()) if len(ok) else math.nan,
+                "path": paths.mode().iloc[0] if len(paths) else None,
+            }
+        )
+    summary: pd.DataFrame = pd.DataFrame(rows)
+    return summary
+
+
+def _path_labels(runs: pd.DataFrame) -> pd.Series:
+    """``relay/relay udp via tls``: the selected pair of each run, as one readable string."""
+    via = runs["relay_protocol"].map(lambda v: f" via {v}" if isinstance(v, str) else "")
+    return (
+        runs["local_candidate_type"].fillna("?").astype(str)
+        + "/"
+        + runs["remote_candidate_type"].fillna("?").astype(str)
+        + " "
+        + runs["protocol"].fillna("?").astype(str)
+        + via
+    )
+
+
+def ice_paths_figure(frame: pd.DataFrame, order: Sequence[str] | None = None) -> go.Figure:
+    """Connect time, RTT and bitrate per scenario (one point per run, failures marked)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    names = list(order) if order is not None else list(dict.fromkeys(frame["scenario"]))
+    panels = [("connect_ms", "Connect time (ms)"), ("rtt_ms", "RTT (ms)"),
+              ("bitrate_kbps", "Bitrate sent (kbps)")]  # fmt: skip
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[title for _, title in panels])
+    for col, (column, _) in enumerate(panels, start=1):
+        ok = frame[frame["connected"]]
+        fig.add_trace(
+            go.Box(
+                x=ok["scenario"].astype(str),
+                y=ok[column],
+                boxpoints="all",
+                jitter=0.3,
+                pointpos=0,
+                name=column,
+                marker={"color": "#1f77b4"},
+                showlegend=False,
+                hovertext=_path_labels(ok),
+            ),
+            row=1,
+            col=col,
+        )
+        failed = frame[~frame["connected"]]
+        if col == 1 and not failed.empty:
+            fig.add_trace(
+                go.Scatter(
+                    x=failed["scenario"].astype(str),
+                    y=[0.0] * len(failed),
+                    mode="markers",
+                    marker={"symbol": "x", "color": "#d62728", "size": 10},
+                    name="failed",
+                    hovertext=failed["error"].astype(str),
+                ),
+                row=1,
+                col=1,
+            )
+        fig.update_xaxes(categoryorder="array", categoryarray=names, row=1, col=col)
+    fig.update_layout(
+        title="ICE paths compared (one point per run)", height=420, margin={"t": 70}
+    )
+    return fig
