@@ -113,6 +113,23 @@ def _serve_with_turn(args: argparse.Namespace) -> int:
 _DEFAULT_TURN_URL = "turn:127.0.0.1:3478?transport=udp"
 
 
+def _peer(args: argparse.Namespace) -> int:
+    from .peer.run import run_peer
+
+    return run_peer(
+        args.signal,
+        args.name,
+        room=args.room,
+        video=not args.no_video,
+        audio=not args.no_audio,
+        data=not args.no_data,
+        width=args.width,
+        height=args.height,
+        fps=args.fps,
+        duration=args.duration,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rtclab", description="A WebRTC lab: signaling, aiortc peers, stats."
@@ -180,6 +197,24 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"TURN URL (repeatable; default {_DEFAULT_TURN_URL})",
     )  # fmt: skip
     creds.set_defaults(func=_turn_credentials)
+
+    peer = sub.add_parser(
+        "peer",
+        help="run one aiortc peer in a room until Ctrl-C (a remote for a lab)",
+        description="Join ROOM on a signaling server as NAME and mesh with everyone there, "
+        "sending the synthetic test pattern and tone; prints one line per event.",
+    )
+    peer.add_argument("--signal", required=True, help="signaling URL, ws://HOST:PORT/signal")
+    peer.add_argument("--name", required=True, help="user id in the room")
+    peer.add_argument("--room", default="lab", help="room (default: %(default)s)")
+    peer.add_argument("--no-video", action="store_true", help="send no video")
+    peer.add_argument("--no-audio", action="store_true", help="send no audio")
+    peer.add_argument("--no-data", action="store_true", help="open no data channels")
+    peer.add_argument("--width", type=int, default=320, help="video width (default: %(default)s)")
+    peer.add_argument("--height", type=int, default=240, help="video height (default: %(default)s)")
+    peer.add_argument("--fps", type=float, default=15.0, help="frames/s (default: %(default)s)")
+    peer.add_argument("--duration", type=float, default=None, help="leave after S seconds")
+    peer.set_defaults(func=_peer)
     return parser
 
 

@@ -167,6 +167,7 @@ async def test_leave_gives_peer_left_and_closes(make_peer: MakePeer) -> None:
     # bob can come back, and meshes again
     await bob.join()
     await bob.wait_connected(count=1)
+    await alice.wait_connected(count=1)
     assert alice.connections["bob"].state == "connected"
 
 
@@ -218,7 +219,8 @@ async def test_accepts_trickled_candidates_like_a_browser(make_peer: MakePeer, s
         await client.ice_candidate("alice", None)
         answer = await client.recv(timeout=10)
         assert answer["type"] == "answer" and answer["from"] == "alice"
-        await pc.setRemoteDescription(RTCSessionDescription(**answer["sdp"]))
+        sdp = answer["sdp"]  # a browser ignores the extra "rtclab" key; a dataclass does not
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp["sdp"], type=sdp["type"]))
         await alice.wait_connected(count=1, timeout=10)
         assert alice.connections["browser"].trickled_candidates == len(candidates)
     finally:
@@ -269,3 +271,13 @@ async def test_record_received_media_plays_back(make_peer: MakePeer, tmp_path: A
         video = [f for f in container.decode(video=0)]
     assert 20 <= len(video) <= 40, len(video)
     assert (video[0].width, video[0].height) == (320, 240)
+
+
+async def test_answerer_sends_only_what_the_offer_has_room_for(make_peer: MakePeer) -> None:
+    """A video-only joiner offers one m-line: the audio+video answerer must still answer."""
+    alice = await make_peer("alice")  # audio and video
+    bob = await make_peer("bob", audio=False)  # the joiner offers video (+ data) only
+    await bob.wait_connected(count=1)
+    assert any(e.event == "media-not-offered" and e.value == "audio" for e in alice.events)
+    await _until(lambda: bob.latest_frame("alice") is not None)
+    await _until(lambda: alice.latest_frame("bob") is not None)

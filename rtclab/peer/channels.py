@@ -18,6 +18,9 @@ from .counters import ChannelCounters
 
 CHAT = "chat"
 CURSORS = "cursors"
+#: Sent on ``cursors`` once a second so that silence on a link really means loss; not
+#: counted as a message on either side (like SCTP's own heartbeats).
+HEARTBEAT = '{"type":"heartbeat"}'
 #: The write-up's threshold: stop feeding a channel once 64 KiB wait in its buffer.
 DEFAULT_THRESHOLD = 65_536
 
@@ -62,6 +65,8 @@ class Channel:
         return bool(self.channel.readyState == "open")
 
     def _handle_message(self, data: str | bytes) -> None:
+        if data == HEARTBEAT:
+            return  # link upkeep, not a message
         self.counters.messages_received += 1
         self.counters.bytes_received += len(data.encode() if isinstance(data, str) else data)
         if self._on_message is None:
@@ -83,6 +88,11 @@ class Channel:
         while self.channel.bufferedAmount > self.threshold:
             self._low.clear()
             await self._low.wait()
+
+    def send_heartbeat(self) -> None:
+        """Send a heartbeat unless the buffer is busy anyway (then data is flowing)."""
+        if self.is_open and self.channel.bufferedAmount == 0:
+            self.channel.send(HEARTBEAT)
 
     def try_send(self, message: dict[str, Any]) -> bool:
         """Send unless over the threshold or not open; a refused message is counted as dropped."""

@@ -33,10 +33,12 @@ from ..signaling.client import SignalingClient, SignalingError
 from .channels import CHAT, CURSORS, Channel, create_lab_channels
 from .counters import ConnectionCounters
 from .media import TestPatternTrack, ToneTrack, blank_like
+from .resilience import LivenessTracker, Resilience, is_restarter
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from ..net.base import NetworkAttachment
     from ..widgets.peer_widget import PeerWidget
 
 log = logging.getLogger(__name__)
@@ -142,13 +144,19 @@ class RemoteConnection:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.remote_tracks: dict[str, MediaStreamTrack] = {}
         self._relay_in = MediaRelay()
+        self.attempt = 0  # negotiation number: answers to older offers are ignored
+        self.lost = False  # no bytes arrived for Resilience.loss_timeout
 
     @property
     def state(self) -> str:
-        """``pc.connectionState``, or ``failed`` once we gave up (with :attr:`failure_reason`)."""
+        """``pc.connectionState``; ``failed`` once we gave up (see :attr:`failure_reason`);
+        ``disconnected`` while nothing arrives (aiortc itself has no such state)."""
         if self.failure_reason is not None:
             return "failed"
-        return str(self.pc.connectionState)
+        state = str(self.pc.connectionState)
+        if state == "connected" and self.lost:
+            return "disconnected"
+        return state
 
     @property
     def connect_ms(self) -> float | None:
@@ -208,11 +216,18 @@ class Peer:
         fps: float = 15.0,
         ice: IceConfig | None = None,
         keep_events: int = 10_000,
+        resilience: Resilience | None = None,
+        network: NetworkAttachment | None = None,
     ) -> None:
         self.name = name
         self.room = room
         self.signaling_url = signaling_url
         self.ice = ice or IceConfig()
+        # an emulated host (rtclab.net) to gather and open sockets on; None: this machine
+        self.network = network
+        self.resilience = resilience or Resilience()
+        self._present: set[str] = set()  # remotes the server says are in the room
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.data = data
         self.connections: dict[str, RemoteConnection] = {}
         self.chat_log: list[ChatMessage] = []
@@ -279,6 +294,7 @@ class Peer:
         self.state = "joined"
         self._emit(None, "joined", self.room)
         self._loop_task = asyncio.ensure_future(self._signaling_loop(self._client))
+        self._present = set(peers)
         for remote in peers:
             conn = self._new_connection(remote, "offerer")
             conn._spawn(self._guard(conn, "sending the offer", self._offer(conn)))
@@ -299,6 +315,10 @@ class Peer:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._loop_task
             self._loop_task = None
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._present.clear()
         await asyncio.gather(*(self._close_connection(r) for r in list(self.connections)))
         self._emit(None, "left", self.room)
 
@@ -363,17 +383,29 @@ class Peer:
         if kind == "peer-joined":
             remote = str(message["peerId"])
             self._emit(remote, "peer-joined", remote)
+            self._present.add(remote)
             if remote not in self.connections:
                 self._new_connection(remote, "answerer")
         elif kind == "peer-left":
             remote = str(message["peerId"])
             self._emit(remote, "peer-left", remote)
+            self._present.discard(remote)
             await self._close_connection(remote)
         elif kind == "offer":
             remote = str(message["from"])
             conn = self.connections.get(remote)
-            if conn is None or conn.pc.connectionState == "closed":
+            if conn is not None and (
+                conn.pc.remoteDescription is not None
+                or conn.failure_reason is not None
+                or conn.pc.connectionState == "closed"
+            ):
+                # a new negotiation for a link we had: the remote is rebuilding it
+                self._emit(remote, "renegotiation", "fresh connection")
+                await self._close_connection(remote, wait=False)
+                conn = None
+            if conn is None:
                 conn = self._new_connection(remote, "answerer")
+            conn.attempt = _attempt_of(message["sdp"])
             await self._guard(conn, "answering the offer", self._answer(conn, message["sdp"]))
         elif kind == "answer":
             conn = self.connections.get(str(message["from"]))
@@ -381,6 +413,9 @@ class Peer:
                 sdp = message["sdp"]
                 if conn.failure_reason is not None:
                     return  # failed while gathering; its pc is closing
+                if _attempt_of(sdp, conn.attempt) != conn.attempt or conn.pc.remoteDescription:
+                    self._emit(conn.remote, "stale-answer", _attempt_of(sdp))
+                    return  # answers an offer of a connection we have since replaced
                 with self._gathering_on(conn):
                     await conn.pc.setRemoteDescription(
                         RTCSessionDescription(sdp=sdp["sdp"], type=sdp["type"])
@@ -434,7 +469,7 @@ class Peer:
             await conn.pc.setLocalDescription(offer)
         self._gathered(conn, started)
         if self._client is not None:
-            await self._client.offer(conn.remote, _description(conn.pc))
+            await self._client.offer(conn.remote, _description(conn))
         self._fail_if_nothing_gathered(conn)
 
     async def _answer(self, conn: RemoteConnection, sdp: dict[str, Any]) -> None:
@@ -443,7 +478,7 @@ class Peer:
                 RTCSessionDescription(sdp=sdp["sdp"], type=sdp["type"])
             )
         self._stamp_remote(conn)
-        self._add_media(conn)
+        self._add_media(conn, answering=True)
         started = time.monotonic()
         conn.gathering.begin()
         answer = await conn.pc.createAnswer()
@@ -451,13 +486,20 @@ class Peer:
             await conn.pc.setLocalDescription(answer)
         self._gathered(conn, started)
         if self._client is not None:
-            await self._client.answer(conn.remote, _description(conn.pc))
+            await self._client.answer(conn.remote, _description(conn))
         self._fail_if_nothing_gathered(conn)
         await self._flush_candidates(conn)
 
     def _gathering_on(self, conn: RemoteConnection) -> contextlib.AbstractContextManager[None]:
         """Gather on our interfaces and servers (TURN fallback, CA), reporting to conn."""
-        return gathering_on(self.ice.interfaces, config=self.ice, log=conn.gathering)
+        if self.network is None:
+            return gathering_on(self.ice.interfaces, config=self.ice, log=conn.gathering)
+        stack = contextlib.ExitStack()
+        stack.enter_context(
+            gathering_on(self.network.interfaces, config=self.ice, log=conn.gathering)
+        )
+        stack.enter_context(self.network.attach())
+        return stack
 
     def _stamp_remote(self, conn: RemoteConnection) -> None:
         from ..ice.inspect import remote_candidates
@@ -499,6 +541,10 @@ class Peer:
                 conn.finished.set()
                 self._emit(remote, "connected", round(conn.connect_ms or 0.0, 1))
                 self._report_pair(conn)
+                if conn.attempt > 0:
+                    self._emit(remote, "recovered", f"new connection (attempt {conn.attempt})")
+                if self.resilience.enabled:
+                    conn._spawn(self._monitor(conn))
             elif state == "failed" and conn.failure_reason is None:
                 self._fail(conn, self._diagnose(conn, "ICE reported failure"))
 
@@ -531,10 +577,19 @@ class Peer:
         self._emit(remote, "connection-created", role)
         return conn
 
-    def _add_media(self, conn: RemoteConnection) -> None:
-        """Give this connection its own relayed copy of each local source (and count frames)."""
+    def _add_media(self, conn: RemoteConnection, *, answering: bool = False) -> None:
+        """Give this connection its own relayed copy of each local source (and count frames).
+
+        When answering, only kinds the offer has an m-line for: an answer cannot add media
+        (aiortc crashes in setLocalDescription if we try) — e.g. a video-only offerer gets
+        no audio from us until it offers audio.
+        """
+        offered = {t.kind for t in conn.pc.getTransceivers()} if answering else None
         for kind, track in (("audio", self._audio), ("video", self._current_video())):
             if track is None or kind in conn._senders:
+                continue
+            if offered is not None and kind not in offered:
+                self._emit(conn.remote, "media-not-offered", kind)
                 continue
             conn._senders[kind] = conn.pc.addTrack(self._sender_track(conn, track))
 
@@ -647,7 +702,79 @@ class Peer:
                 f"{pair.protocol} {pair.local_address} -> {pair.remote_address}",
             )
 
-    async def _close_connection(self, remote: str) -> None:
+    async def _monitor(self, conn: RemoteConnection) -> None:
+        """Watch bytes arriving; say ``lost`` fast, and rebuild the link if it stays lost."""
+        from ..ice.inspect import dtls_transports
+
+        policy = self.resilience
+        loop = asyncio.get_running_loop()
+
+        def rx_bytes() -> int:
+            total = 0
+            for transport in dtls_transports(conn.pc):
+                with contextlib.suppress(Exception):
+                    for stats in transport._get_stats().values():
+                        total += int(getattr(stats, "bytesReceived", 0) or 0)
+            return total
+
+        tracker = LivenessTracker(policy, loop.time(), rx_bytes())
+        next_beat = loop.time()
+        while conn.pc.connectionState != "closed":
+            await asyncio.sleep(policy.check_interval)
+            now = loop.time()
+            if now >= next_beat:
+                next_beat = now + policy.heartbeat_interval
+                channel = conn.cursors
+                if channel is not None and channel.is_open:
+                    channel.send_heartbeat()
+            verdict = tracker.observe(now, rx_bytes())
+            if verdict == "lost":
+                conn.lost = True
+                self._emit(conn.remote, "lost", f"nothing received for {policy.loss_timeout:g}s")
+            elif verdict == "recovered":
+                conn.lost = False
+                self._emit(conn.remote, "recovered", "traffic resumed")
+            elif verdict == "restart":
+                restarter = is_restarter(self.name, conn.remote)
+                self._emit(
+                    conn.remote,
+                    "recovering",
+                    "rebuilding the connection" if restarter else f"waiting for {conn.remote}",
+                )
+                if restarter and conn.remote in self._present:
+                    self._spawn(self._restart(conn.remote, conn.attempt + 1))
+                    return
+
+    async def _restart(self, remote: str, attempt: int) -> None:
+        """Replace the connection to ``remote`` with a fresh one until it connects (backoff)."""
+        retry = 0
+        while self.state == "joined" and remote in self._present:
+            await self._close_connection(remote, wait=False)
+            conn = self._new_connection(remote, "offerer")
+            conn.attempt = attempt
+            self._emit(remote, "restart", attempt)
+            await self._guard(conn, "sending the offer", self._offer(conn))
+            await conn.finished.wait()
+            if conn.connected_at is not None or self.connections.get(remote) is not conn:
+                return
+            delay = self.resilience.delay(retry)
+            retry += 1
+            attempt += 1
+            self._emit(remote, "recovering", f"attempt failed; retrying in {delay:g}s")
+            await asyncio.sleep(delay)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _close_connection(self, remote: str, *, wait: bool = True) -> None:
+        """Forget the connection to ``remote`` and close it.
+
+        ``wait=False`` (replacing a lost link) closes in the background: a pc whose remote
+        vanished can take seconds to close, and the new one must not wait for it.
+        """
         conn = self.connections.pop(remote, None)
         if conn is None:
             return
@@ -655,11 +782,20 @@ class Peer:
         for sender in conn._senders.values():
             if sender.track is not None:
                 sender.track.stop()
+        if wait:
+            await self._dispose(conn)
+        else:
+            self._spawn(self._dispose(conn))
+
+    async def _dispose(self, conn: RemoteConnection) -> None:
         await _close_pc(conn.pc)
         for task in list(conn._tasks):
-            task.cancel()
-        await asyncio.gather(*conn._tasks, return_exceptions=True)
-        self._emit(remote, "closed", None)
+            if task is not asyncio.current_task():
+                task.cancel()
+        await asyncio.gather(
+            *(t for t in conn._tasks if t is not asyncio.current_task()), return_exceptions=True
+        )
+        self._emit(conn.remote, "closed", None)
 
     # --- media and data -------------------------------------------------------------------
 
@@ -816,9 +952,17 @@ class Peer:
         return bundle
 
 
-def _description(pc: RTCPeerConnection) -> dict[str, Any]:
-    desc = pc.localDescription
-    return {"type": desc.type, "sdp": desc.sdp}
+def _description(conn: RemoteConnection) -> dict[str, Any]:
+    """The local description as RTCSessionDescriptionInit, tagged with the attempt number
+    (browsers ignore the extra key; our peers use it to drop answers to replaced offers)."""
+    desc = conn.pc.localDescription
+    return {"type": desc.type, "sdp": desc.sdp, "rtclab": {"attempt": conn.attempt}}
+
+
+def _attempt_of(sdp: Any, default: int = 0) -> int:
+    tag = sdp.get("rtclab") if isinstance(sdp, dict) else None
+    attempt = tag.get("attempt") if isinstance(tag, dict) else None
+    return attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else default
 
 
 async def _close_pc(pc: RTCPeerConnection) -> None:
