@@ -227,3 +227,49 @@ def blank_like(frame: av.VideoFrame | av.AudioFrame) -> av.VideoFrame | av.Audio
     blank.pts = frame.pts
     blank.time_base = frame.time_base
     return blank
+
+
+class FileTrack(MediaStreamTrack):
+    """Video from a media file, played in a loop.
+
+    aiortc's ``MediaPlayer(loop=True)`` can still end a track at end of file (seen here with
+    short H.264 clips), and an ended track stops the sender for good; this re-opens the file
+    instead. Timestamps restart each loop: the peer re-stamps frames at send time anyway.
+    """
+
+    kind = "video"
+
+    def __init__(self, path: str, *, loop: bool = True) -> None:
+        super().__init__()
+        from aiortc.contrib.media import MediaPlayer
+
+        self.path = path
+        self.loop = loop
+        self._open = lambda: MediaPlayer(path)
+        player = self._open()  # fail now, with the file's name, if it cannot be read
+        if player.video is None:
+            raise ValueError(f"{path} has no video stream")
+        self._track: MediaStreamTrack | None = player.video
+
+    async def recv(self) -> av.VideoFrame:
+        while self.readyState == "live":
+            track = self._track
+            if track is None:
+                track = self._track = self._open().video
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                track.stop()
+                self._track = None
+                if not self.loop:
+                    break
+                continue
+            assert isinstance(frame, av.VideoFrame)
+            return frame
+        self.stop()
+        raise MediaStreamError
+
+    def stop(self) -> None:
+        super().stop()
+        if self._track is not None:
+            self._track.stop()

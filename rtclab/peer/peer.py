@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fractions
 import logging
 import time
 from collections import deque
@@ -32,7 +33,7 @@ from ..ice.config import GatheringLog, IceConfig, gathering_on
 from ..signaling.client import SignalingClient, SignalingError
 from .channels import CHAT, CURSORS, Channel, create_lab_channels
 from .counters import ConnectionCounters
-from .media import TestPatternTrack, ToneTrack, blank_like
+from .media import VIDEO_CLOCK_RATE, TestPatternTrack, ToneTrack, blank_like
 from .resilience import LivenessTracker, Resilience, is_restarter
 
 if TYPE_CHECKING:
@@ -74,18 +75,39 @@ class _CountingTrack(MediaStreamTrack):
     """
 
     def __init__(
-        self, source: MediaStreamTrack, counters: ConnectionCounters, muted: dict[str, bool]
+        self,
+        source: MediaStreamTrack,
+        counters: ConnectionCounters,
+        muted: dict[str, bool],
+        caps: dict[str, int | None],
     ) -> None:
         super().__init__()
         self.kind = source.kind
         self._source = source
         self._counters = counters
         self._muted = muted
+        self._caps = caps
+        self._applied_cap: int | None = None
+        self._last_pts = -1
+        self.sender: Any = None  # set once added: where the bitrate cap goes
 
     async def recv(self) -> Any:
         frame = await self._source.recv()
+        cap = self._caps.get(self.kind)
+        if cap != self._applied_cap and self.sender is not None:
+            if _cap_encoder(self.sender, cap):
+                self._applied_cap = cap
         if self._muted.get(self.kind) and isinstance(frame, (av.VideoFrame, av.AudioFrame)):
             frame = blank_like(frame)
+        if isinstance(frame, av.VideoFrame):
+            # Capture-time timestamps, as a browser does: sources swapped in by replaceTrack
+            # (a file restarting at pts 0, a new pattern) never make RTP time run backwards,
+            # which receivers' jitter buffers would drop. One clock for every connection,
+            # so the frame object the relay shares gets the same value from each of us.
+            pts = int((time.monotonic() - _CLOCK0) * VIDEO_CLOCK_RATE)
+            frame.pts = max(pts, self._last_pts + 1)
+            frame.time_base = _VIDEO_TIME_BASE
+            self._last_pts = frame.pts
         sent = self._counters.frames_sent
         sent[self.kind] = sent.get(self.kind, 0) + 1
         return frame
@@ -93,6 +115,43 @@ class _CountingTrack(MediaStreamTrack):
     def stop(self) -> None:
         super().stop()
         self._source.stop()
+
+
+_CLOCK0 = time.monotonic()
+_VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK_RATE)
+
+
+def _cap_encoder(sender: Any, cap_bps: int | None) -> bool:
+    """Cap the target bitrate of ``sender``'s encoder; False until the encoder exists.
+
+    aiortc sets the target from the receiver's REMB and clamps it to 250 kbps-1.5 Mbps;
+    a lab wants to go lower, so the encoder's class gets a subclass whose
+    ``target_bitrate`` never exceeds the cap (aiortc re-creates the codec when the target
+    moves by more than 10 %).
+    """
+    encoder = getattr(sender, "_RTCRtpSender__encoder", None)
+    if encoder is None or not hasattr(type(encoder), "target_bitrate"):
+        return False
+    cls = type(encoder)
+    if not getattr(cls, "_rtclab_capped", False):
+        base = cls.target_bitrate
+
+        def get(self: Any) -> int:
+            value = int(base.fget(self))
+            cap = getattr(self, "_rtclab_cap", None)
+            return value if cap is None else min(value, cap)
+
+        def set_(self: Any, value: int) -> None:
+            base.fset(self, value)
+
+        cls = type(
+            f"Capped{cls.__name__}",
+            (cls,),
+            {"_rtclab_capped": True, "target_bitrate": property(get, set_)},
+        )
+        encoder.__class__ = cls
+    encoder._rtclab_cap = cap_bps
+    return True
 
 
 def _count_rtp(receiver: RTCRtpReceiver, counters: ConnectionCounters, kind: str) -> None:
@@ -248,6 +307,7 @@ class Peer:
         self._fps = fps
         self._chat_seq = 0
         self.muted: dict[str, bool] = {"audio": False, "video": False}
+        self.max_bitrate: dict[str, int | None] = {"video": None}
 
     # --- events ---------------------------------------------------------------------------
 
@@ -591,12 +651,13 @@ class Peer:
             if offered is not None and kind not in offered:
                 self._emit(conn.remote, "media-not-offered", kind)
                 continue
-            conn._senders[kind] = conn.pc.addTrack(self._sender_track(conn, track))
+            proxy = self._sender_track(conn, track)
+            conn._senders[kind] = proxy.sender = conn.pc.addTrack(proxy)
 
     def _sender_track(self, conn: RemoteConnection, source: MediaStreamTrack) -> _CountingTrack:
         """This connection's own relayed copy of ``source``: one source feeds every remote."""
         relayed = self._relay.subscribe(source, buffered=False)
-        return _CountingTrack(relayed, conn.counters, self.muted)
+        return _CountingTrack(relayed, conn.counters, self.muted, self.max_bitrate)
 
     def _current_video(self) -> MediaStreamTrack | None:
         if self.video_source == "screen":
@@ -823,11 +884,53 @@ class Peer:
             if proxy.kind != "video":  # aiortc's replaceTrack does not check the kind
                 raise ValueError("replacement track must be video")
             sender.replaceTrack(proxy)
+            proxy.sender = sender
             if old is not None:
                 # The sender may be awaiting old.recv() right now, and a stopped track ends
                 # aiortc's send loop for good: retire the old copy once it has moved on.
                 asyncio.get_running_loop().call_later(2.0, old.stop)
         self._emit(None, "video-source", source)
+
+    def set_max_bitrate(self, kbps: float | None) -> None:
+        """Cap the video bitrate every remote gets (``None``: aiortc's own REMB-driven rate).
+
+        Takes effect at the next frame; shows up in the stats' ``bitrate_kbps``.
+        """
+        if kbps is not None and kbps <= 0:
+            raise ValueError("kbps must be positive, or None to remove the cap")
+        self.max_bitrate["video"] = None if kbps is None else int(kbps * 1000)
+        self._emit(None, "max-bitrate-kbps", kbps)
+
+    def set_video_format(
+        self, width: int | None = None, height: int | None = None, fps: float | None = None
+    ) -> None:
+        """Change the camera's resolution and frame rate live (a new source, replaceTrack)."""
+        if self._camera is None:
+            raise RuntimeError(f"peer {self.name!r} has no video (created with video=False)")
+        w, h = width or self._size[0], height or self._size[1]
+        self._size, self._fps = (w, h), fps or self._fps
+        self.set_video_source(TestPatternTrack(w, h, self._fps))
+
+    def set_video_source(self, source: MediaStreamTrack | str | Path) -> None:
+        """Send another camera: a video track, or a media file played in a loop (MediaPlayer).
+
+        The track's kind is checked (aiortc's replaceTrack does not), then every remote
+        switches to it without renegotiation.
+        """
+        if isinstance(source, (str, Path)):
+            from .media import FileTrack
+
+            track: MediaStreamTrack = FileTrack(str(source))
+        else:
+            track = source
+        if track.kind != "video":
+            raise ValueError(f"a video source must be a video track, not {track.kind!r}")
+        if self._camera is None:
+            raise RuntimeError(f"peer {self.name!r} has no video (created with video=False)")
+        old, self._camera = self._camera, track
+        self.switch_video("camera")
+        if old is not track:
+            asyncio.get_running_loop().call_later(2.0, old.stop)
 
     def set_muted(self, kind: Literal["audio", "video"], muted: bool = True) -> None:
         """Mute or unmute what every remote receives (black frames / silence while muted)."""

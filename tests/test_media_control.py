@@ -1,0 +1,101 @@
+"""Media control on live links: bitrate cap, resolution/frame rate, file source — seen in stats."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from rtclab.peer import Peer
+from rtclab.stats import StatsCollector
+
+MakePeer = Callable[..., Awaitable[Peer]]
+pytestmark = pytest.mark.slow
+
+
+def _video_kbps(collector: StatsCollector, peer: str, since: float) -> float:
+    s = collector.samples
+    rows = s[(s["peer"] == peer) & (s["kind"] == "video") & (s["direction"] == "outbound")]
+    rows = rows[rows["elapsed_s"] >= since]["bitrate_kbps"].dropna()
+    assert len(rows) >= 3, rows
+    return float(statistics.median(rows))
+
+
+async def test_bitrate_cap_lowers_bitrate_kbps_within_seconds(make_peer: MakePeer) -> None:
+    alice = await make_peer("alice", audio=False, data=False, width=640, height=480, fps=30)
+    bob = await make_peer("bob", audio=False, data=False, width=640, height=480, fps=30)
+    await bob.wait_connected(count=1)
+    collector = StatsCollector(interval=0.5)
+    collector.add(bob)
+    await collector.start()
+    try:
+        await asyncio.sleep(3.5)
+        before = _video_kbps(collector, "bob", since=1.0)
+        bob.set_max_bitrate(150)  # VP8 at q=56 bottoms out near 140 kbps at 640x480@30
+        capped_at = float(collector.samples["elapsed_s"].max())
+        await asyncio.sleep(4.0)
+        after = _video_kbps(collector, "bob", since=capped_at + 1.5)
+        assert before > 200, before
+        assert 150 * 0.7 <= after <= 150 * 1.3 and after < before / 2, (before, after)
+        bob.set_max_bitrate(None)
+        lifted_at = float(collector.samples["elapsed_s"].max())
+        await asyncio.sleep(3.5)
+        assert _video_kbps(collector, "bob", since=lifted_at + 1.5) > after * 2
+    finally:
+        await collector.stop()
+    del alice
+
+
+async def test_resolution_and_frame_rate_change_live(make_peer: MakePeer) -> None:
+    alice = await make_peer("alice", audio=False, data=False, fps=15)
+    bob = await make_peer("bob", audio=False, data=False, fps=15)
+    await bob.wait_connected(count=1)
+    bob.set_video_format(width=480, height=360, fps=8)
+    link = alice.connections["bob"]
+    for _ in range(100):
+        frame = alice.latest_frame("bob")
+        if frame is not None and frame.width == 480:
+            break
+        await asyncio.sleep(0.05)
+    assert (frame.width, frame.height) == (480, 360)  # type: ignore[union-attr]
+    n0 = link.counters.frames_received["video"]
+    await asyncio.sleep(3.0)
+    rate = (link.counters.frames_received["video"] - n0) / 3.0
+    assert 8 * 0.75 <= rate <= 8 * 1.25, rate
+
+
+async def test_file_source_plays_and_kind_is_checked(make_peer: MakePeer, tmp_path: Path) -> None:
+    path = tmp_path / "clip.mp4"
+    with av.open(str(path), "w") as container:  # a small clip: solid green 200x150
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 200, 150, "yuv420p"
+        for i in range(20):
+            image = np.zeros((150, 200, 3), dtype=np.uint8)
+            image[:, :, 1] = 200
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    alice = await make_peer("alice", audio=False, data=False)
+    bob = await make_peer("bob", audio=False, data=False)
+    await bob.wait_connected(count=1)
+    with pytest.raises(ValueError, match="must be a video track"):
+        from rtclab.peer.media import ToneTrack
+
+        bob.set_video_source(ToneTrack())
+    bob.set_video_source(path)
+    for _ in range(100):
+        frame = alice.latest_frame("bob")
+        if frame is not None and frame.width == 200:
+            break
+        await asyncio.sleep(0.05)
+    rgb = alice.latest_frame("bob").to_ndarray(format="rgb24")  # type: ignore[union-attr]
+    assert rgb.shape[:2] == (150, 200)
+    assert rgb[:, :, 1].mean() > 150 and rgb[:, :, 0].mean() < 60  # green, from the file
