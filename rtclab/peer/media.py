@@ -255,7 +255,10 @@ class FileTrack(MediaStreamTrack):
         while self.readyState == "live":
             track = self._track
             if track is None:
-                track = self._track = self._open().video
+                track = self._open().video
+                if track is None:
+                    break
+                self._track = track
             try:
                 frame = await track.recv()
             except MediaStreamError:
