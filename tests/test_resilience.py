@@ -11,12 +11,14 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from rtclab.ice.config import IceConfig
 from rtclab.peer import Peer
 from rtclab.peer.resilience import LivenessTracker, Resilience, is_restarter
 from rtclab.signaling.server import SignalingServer
+from rtclab.stats import StatsCollector
 
 MakePeer = Callable[..., Awaitable[Peer]]
 RTCLAB = str(Path(sys.executable).with_name("rtclab"))
@@ -102,6 +104,9 @@ async def test_frozen_remote_is_lost_fast_then_recovers_by_itself(
     server: SignalingServer, remotes: list[asyncio.subprocess.Process]
 ) -> None:
     alice = Peer("alice", server.url, room="r", audio=False, ice=IceConfig(connect_timeout=3.0))
+    collector = StatsCollector(interval=0.5)
+    collector.add(alice)
+    await collector.start()
     await alice.join()
     try:
         remotes.append(bob := await _start_remote(server.url, "bob", "r"))
@@ -124,9 +129,19 @@ async def test_frozen_remote_is_lost_fast_then_recovers_by_itself(
         order = [events.index(e) for e in ("lost", "recovering", "connected")]
         assert order == sorted(order), events
         assert alice.connections["bob"].attempt > 0
+        # stats carry on in the same frame: a gap while lost, video bytes again after
+        await asyncio.sleep(1.5)
+        samples = collector.samples
+        video_in = samples[(samples["kind"] == "video") & (samples["direction"] == "inbound")]
+        at = pd.Timestamp(resumed, unit="s", tz="UTC")
+        during = video_in[video_in["t"] < at]
+        after = video_in[video_in["t"] > at + pd.Timedelta(seconds=took + 0.5)]
+        assert (during["bitrate_kbps"].fillna(0) < 1).any()  # the visible gap
+        assert (after["bitrate_kbps"] > 20).any(), video_in[["t", "bitrate_kbps"]].tail(12)
         print(f"loss detected after {detected:.1f}s, media back {took:.1f}s after resume"
               f" ({time.time() - resumed:.1f}s)")
     finally:
+        await collector.stop()
         await alice.close()
 
 
