@@ -19,6 +19,8 @@ _EXPORTS = {
     "IceConfig": "rtclab.ice.config",
     "IceServer": "rtclab.ice.config",
     "Lab": "rtclab.lab",
+    "Link": "rtclab.net",
+    "Network": "rtclab.net",
     "Peer": "rtclab.peer",
     "RemoteConnection": "rtclab.peer",
     "SignalingClient": "rtclab.signaling",
@@ -35,6 +37,8 @@ __all__ = [
     "IceConfig",
     "IceServer",
     "Lab",
+    "Link",
+    "Network",
     "Peer",
     "RemoteConnection",
     "SignalingClient",
@@ -52,6 +56,7 @@ if TYPE_CHECKING:
     from .ice.config import IceConfig, IceServer
     from .ice.coturn import Coturn
     from .lab import Lab
+    from .net import Link, Network
     from .peer import ChatMessage, Peer, RemoteConnection
     from .signaling import SignalingClient, SignalingError, SignalingServer
     from .stats import StatsCollector, read_events_csv, read_samples_csv

@@ -8,12 +8,21 @@ from .ice_paths import (
     compare_ice_paths,
     ice_paths_figure,
 )
+from .impairment import ImpairmentSweep, impairment_figure, impairment_sweep
+from .nat_matrix import NatMatrix, NatScenario, nat_matrix, nat_matrix_figure
 
 __all__ = [
     "DEFAULT_SCENARIOS",
     "RESULT_COLUMNS",
     "IcePathComparison",
+    "ImpairmentSweep",
+    "NatMatrix",
+    "NatScenario",
     "Scenario",
     "compare_ice_paths",
     "ice_paths_figure",
+    "impairment_figure",
+    "impairment_sweep",
+    "nat_matrix",
+    "nat_matrix_figure",
 ]

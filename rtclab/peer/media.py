@@ -10,7 +10,7 @@ import asyncio
 import fractions
 import math
 import time
-from typing import Literal
+from typing import Any, Literal
 
 import av
 import numpy as np
@@ -245,7 +245,10 @@ class FileTrack(MediaStreamTrack):
 
         self.path = path
         self.loop = loop
-        self._open = lambda: MediaPlayer(path)
+        def open_player() -> Any:
+            return MediaPlayer(path)
+
+        self._open = open_player
         player = self._open()  # fail now, with the file's name, if it cannot be read
         if player.video is None:
             raise ValueError(f"{path} has no video stream")

@@ -550,16 +550,18 @@ class Peer:
         self._fail_if_nothing_gathered(conn)
         await self._flush_candidates(conn)
 
-    def _gathering_on(self, conn: RemoteConnection) -> contextlib.AbstractContextManager[None]:
-        """Gather on our interfaces and servers (TURN fallback, CA), reporting to conn."""
-        if self.network is None:
-            return gathering_on(self.ice.interfaces, config=self.ice, log=conn.gathering)
-        stack = contextlib.ExitStack()
-        stack.enter_context(
-            gathering_on(self.network.interfaces, config=self.ice, log=conn.gathering)
-        )
-        stack.enter_context(self.network.attach())
-        return stack
+    @contextlib.contextmanager
+    def _gathering_on(self, conn: RemoteConnection) -> Iterator[None]:
+        """Gather on our interfaces and servers (TURN fallback, CA), reporting to conn;
+        on an emulated network, also open the sockets on our host (``self.network``)."""
+        network = self.network
+        interfaces = self.ice.interfaces if network is None else network.interfaces
+        with gathering_on(interfaces, config=self.ice, log=conn.gathering):
+            if network is None:
+                yield
+            else:
+                with network.attach():
+                    yield
 
     def _stamp_remote(self, conn: RemoteConnection) -> None:
         from ..ice.inspect import remote_candidates

@@ -1,0 +1,282 @@
+"""How a stream degrades: a grid of link settings (delay, jitter, loss, rate) -> stats.
+
+Each setting gets a fresh emulated network where the sender's access link carries the
+impairment in both directions (so a one-way ``delay_ms`` of 50 shows up as ~100 ms RTT)
+and the receiver's link is clean. One video stream (synthetic, VP8) runs for ``duration``
+seconds while a :class:`~rtclab.stats.StatsCollector` samples both peers. Everything runs
+in the caller's loop (a Jupyter kernel's included), one setting after the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from ..net.link import Link
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+__all__ = ["SUMMARY_COLUMNS", "ImpairmentSweep", "impairment_figure", "impairment_sweep"]
+
+SUMMARY_COLUMNS = [
+    "setting",
+    "link_delay_ms",
+    "link_jitter_ms",
+    "link_loss",
+    "link_burst",
+    "link_rate_kbps",
+    "connected",
+    "rtt_ms",
+    "jitter_ms",
+    "loss_fraction",
+    "link_loss_fraction",
+    "bitrate_kbps",
+    "frames_per_second",
+    "packets_sent",
+    "error",
+]
+
+
+def _label(link: Link) -> str:
+    parts = []
+    if link.delay_ms:
+        parts.append(f"{link.delay_ms:g}ms")
+    if link.jitter_ms:
+        parts.append(f"±{link.jitter_ms:g}ms")
+    if link.loss:
+        parts.append(f"{link.loss * 100:g}%" + (f"x{link.burst:g}" if link.burst > 1 else ""))
+    if link.rate_kbps:
+        parts.append(f"{link.rate_kbps:g}kbps/q{link.queue_bytes / 1000:g}kB")
+    return " ".join(parts) or "clean"
+
+
+@dataclass
+class ImpairmentSweep:
+    """What :func:`impairment_sweep` returns: a summary row per setting, every stats sample
+    (with its ``setting``), and a figure. Unpacks as ``frame, samples, figure``."""
+
+    frame: pd.DataFrame
+    samples: pd.DataFrame
+    elapsed_s: float = 0.0
+    _figure: go.Figure | None = field(default=None, repr=False)
+
+    @property
+    def figure(self) -> go.Figure:
+        if self._figure is None:
+            self._figure = impairment_figure(self.frame)
+        return self._figure
+
+    def __iter__(self) -> Iterator[Any]:
+        yield self.frame
+        yield self.samples
+        yield self.figure
+
+
+def _grid(
+    delay_ms: Sequence[float],
+    jitter_ms: Sequence[float],
+    loss: Sequence[float],
+    rate_kbps: Sequence[float | None],
+    burst: float,
+    queue_bytes: int,
+) -> list[Link]:
+    return [
+        Link(
+            delay_ms=d,
+            jitter_ms=j,
+            loss=p,
+            burst=burst if p else 1.0,
+            rate_kbps=r,
+            queue_bytes=queue_bytes,
+        )
+        for d, j, p, r in itertools.product(delay_ms, jitter_ms, loss, rate_kbps)
+    ]
+
+
+async def impairment_sweep(
+    delay_ms: Sequence[float] = (0.0,),
+    jitter_ms: Sequence[float] = (0.0,),
+    loss: Sequence[float] = (0.0,),
+    rate_kbps: Sequence[float | None] = (None,),
+    *,
+    links: Sequence[Link] | None = None,
+    burst: float = 1.0,
+    queue_bytes: int = 64_000,
+    duration: float = 5.0,
+    width: int = 320,
+    height: int = 240,
+    fps: float = 30.0,
+    stats_interval: float = 0.5,
+    seed: int = 0,
+    signaling_url: str | None = None,
+    progress: bool = True,
+) -> ImpairmentSweep:
+    """Every combination of the given values (or the explicit ``links``) -> one run each.
+
+    ``loss`` is a fraction (0.05 = 5 %), ``burst`` its mean burst length in packets.
+    Summary columns (:data:`SUMMARY_COLUMNS`): configured ``link_*`` values; measured
+    ``rtt_ms`` (median, from RTCP), ``jitter_ms`` (receiver's RTP jitter, median),
+    ``loss_fraction`` (of the video packets, as the receiver reports them), the link's own
+    ``link_loss_fraction``, ``bitrate_kbps`` and ``frames_per_second`` received (medians).
+    """
+    from ..signaling.server import SignalingServer
+    from ..stats.collector import StatsCollector
+    from .nat_matrix import _Progress
+
+    settings = (
+        list(links)
+        if links is not None
+        else _grid(delay_ms, jitter_ms, loss, rate_kbps, burst, queue_bytes)
+    )
+    if not settings:
+        raise ValueError("the grid is empty")
+    if duration <= 0:
+        raise ValueError("duration must be positive (seconds)")
+    began = time.monotonic()
+    rows: list[dict[str, Any]] = []
+    samples: list[pd.DataFrame] = []
+    bar = _Progress(len(settings), progress)
+    async with contextlib.AsyncExitStack() as stack:
+        if signaling_url is None:
+            server = await stack.enter_async_context(SignalingServer(port=0))
+            signaling_url = server.url
+        assert signaling_url is not None
+        stack.callback(bar.close)
+        for index, link in enumerate(settings):
+            collector = StatsCollector(interval=stats_interval, window=None)
+            row, frame = await _one_setting(
+                index,
+                link,
+                signaling_url,
+                collector,
+                duration=duration,
+                seed=seed,
+                peer_options={"width": width, "height": height, "fps": fps},
+            )
+            rows.append(row)
+            samples.append(frame)
+            bar.update(f"{row['setting']}: rtt {row.get('rtt_ms', math.nan):.0f} ms")
+    summary = pd.DataFrame(rows).reindex(columns=SUMMARY_COLUMNS)
+    for column in SUMMARY_COLUMNS[1:]:
+        if column not in ("setting", "connected", "error"):
+            summary[column] = pd.to_numeric(summary[column], errors="coerce").astype("float64")
+    summary["connected"] = summary["connected"].fillna(False).astype(bool)
+    nonempty = [s for s in samples if not s.empty]
+    all_samples = pd.concat(nonempty, ignore_index=True) if nonempty else pd.DataFrame()
+    return ImpairmentSweep(summary, all_samples, elapsed_s=time.monotonic() - began)
+
+
+async def _one_setting(
+    index: int,
+    link: Link,
+    signaling_url: str,
+    collector: Any,
+    *,
+    duration: float,
+    seed: int,
+    peer_options: dict[str, Any],
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    from ..net.emulated import Network
+    from ..peer.peer import Peer
+
+    row: dict[str, Any] = {
+        "setting": _label(link),
+        "link_delay_ms": link.delay_ms,
+        "link_jitter_ms": link.jitter_ms,
+        "link_loss": link.loss,
+        "link_burst": link.burst,
+        "link_rate_kbps": link.rate_kbps,
+        "connected": False,
+    }
+    room = f"impairment-{index}-{time.monotonic_ns()}"
+    frame = pd.DataFrame()
+    with Network(seed=seed + index) as net:
+        sender_host = net.host("sender", link=link)
+        ice = net.ice_config(stun=False, connect_timeout=10.0)
+        common: dict[str, Any] = {"room": room, "ice": ice, "audio": False, "data": False}
+        sender = Peer("sender", signaling_url, network=sender_host, **common, **peer_options)
+        receiver = Peer(
+            "receiver", signaling_url, network=net.host("receiver"), video=False, **common
+        )
+        try:
+            await receiver.join()
+            await sender.join()
+            try:
+                await sender.wait_connected(count=1)
+                row["connected"] = True
+            except (ConnectionError, TimeoutError) as exc:
+                row["error"] = str(exc)
+            if row["connected"]:
+                collector.add(sender)
+                collector.add(receiver)
+                await collector.start()
+                await asyncio.sleep(duration)
+                await collector.poll()
+                await collector.stop()
+                frame = collector.samples.assign(setting=row["setting"])
+                row.update(_measure(frame))
+                up = sender_host.up
+                row["link_loss_fraction"] = up.lost / up.sent if up.sent else math.nan
+        finally:
+            await asyncio.gather(sender.close(), receiver.close(), return_exceptions=True)
+    return row, frame
+
+
+def _measure(samples: pd.DataFrame) -> dict[str, Any]:
+    """The summary numbers of one run, read from the sender's and receiver's video rows."""
+    video = samples[samples["kind"] == "video"]
+    sent = video[(video["peer"] == "sender") & (video["direction"] == "outbound")]
+    got = video[(video["peer"] == "receiver") & (video["direction"] == "inbound")]
+
+    def median(frame: pd.DataFrame, column: str) -> float:
+        values = pd.to_numeric(frame[column], errors="coerce").dropna()
+        return float(values.median()) if len(values) else math.nan
+
+    out: dict[str, Any] = {
+        "rtt_ms": median(sent, "rtt_ms"),
+        "jitter_ms": median(got, "jitter_ms"),
+        "bitrate_kbps": median(got, "bitrate_kbps"),
+        "frames_per_second": median(got, "frames_per_second"),
+    }
+    # the receiver's cumulative counts, as the sender learns them from RTCP receiver reports
+    lost = pd.to_numeric(sent["packets_lost"], errors="coerce").dropna()
+    received = pd.to_numeric(sent["packets_received"], errors="coerce").dropna()
+    packets = pd.to_numeric(sent["packets_sent"], errors="coerce").dropna()
+    if len(lost) and len(received) and lost.iloc[-1] + received.iloc[-1] > 0:
+        out["loss_fraction"] = float(lost.iloc[-1] / (lost.iloc[-1] + received.iloc[-1]))
+    out["packets_sent"] = float(packets.iloc[-1]) if len(packets) else math.nan
+    return out
+
+
+def impairment_figure(frame: pd.DataFrame) -> go.Figure:
+    """Measured RTT, jitter, loss and received bitrate/fps per setting."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    panels = [
+        ("rtt_ms", "RTT (ms)"),
+        ("jitter_ms", "Jitter at the receiver (ms)"),
+        ("loss_fraction", "Video packets lost (fraction)"),
+        ("bitrate_kbps", "Bitrate received (kbps)"),
+    ]
+    fig = make_subplots(rows=2, cols=2, subplot_titles=[t for _, t in panels])
+    x = frame["setting"].astype(str)
+    for i, (column, _) in enumerate(panels):
+        fig.add_trace(
+            go.Bar(
+                x=x, y=frame[column], name=column, showlegend=False, marker={"color": "#1f77b4"}
+            ),
+            row=i // 2 + 1,
+            col=i % 2 + 1,
+        )
+    fig.update_layout(title="Impairment sweep (one run per link setting)", height=600)
+    return fig

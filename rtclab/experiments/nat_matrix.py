@@ -1,0 +1,426 @@
+"""Which NAT pairs connect, and how: every pair of presets x {STUN only, STUN + TURN}.
+
+One scenario = two hosts behind the given NAT presets on a fresh emulated network, two data
+channel peers, a short wait for the SCTP round-trip time. Failures are detected by the
+peers' ``connect_timeout`` (a few seconds) instead of aioice's ~63 s. Scenarios run
+concurrently inside a process, in parallel across local processes, or on a Dask cluster when
+given a ``client``: each batch is a plain picklable function call returning rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import pandas as pd
+
+from ..net.nat import PRESETS, predict_direct
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+__all__ = [
+    "MATRIX_COLUMNS",
+    "NatMatrix",
+    "NatScenario",
+    "nat_matrix",
+    "nat_matrix_figure",
+    "run_nat_scenario",
+]
+
+Backend = Literal["emulated", "netns"]
+SERVERS = {False: "stun", True: "stun+turn"}
+
+MATRIX_COLUMNS = [
+    "a",
+    "b",
+    "servers",
+    "backend",
+    "connected",
+    "expected",
+    "path",
+    "local_candidate_type",
+    "remote_candidate_type",
+    "connect_ms",
+    "rtt_ms",
+    "error",
+]
+
+
+@dataclass(frozen=True)
+class NatScenario:
+    """Peer ``a`` (the offerer) behind preset ``a``, peer ``b`` behind ``b``."""
+
+    a: str
+    b: str
+    turn: bool
+    backend: Backend = "emulated"
+    seed: int = 0
+
+    @property
+    def expected(self) -> bool:
+        """RFC 4787's prediction: TURN always works, else only what hole punching allows."""
+        return self.turn or predict_direct(self.a, self.b)
+
+
+def _path(local: Any, remote: Any) -> str | None:
+    if not isinstance(local, str) or not isinstance(remote, str):
+        return None
+    return "relay" if "relay" in (local, remote) else "direct"
+
+
+async def run_nat_scenario(
+    scenario: NatScenario,
+    *,
+    signaling_url: str,
+    connect_timeout: float = 3.0,
+    settle_seconds: float = 0.3,
+) -> dict[str, Any]:
+    """One scenario on the emulated network -> one row (never raises for a failed connect)."""
+    from ..ice.inspect import selected_candidate_pair
+    from ..net.emulated import Network
+    from ..peer.peer import Peer
+    from ..stats.collector import _sctp_rtt_ms
+
+    if scenario.backend != "emulated":
+        from ..net.netns import run_netns_scenario
+
+        netns_row: dict[str, Any] = await run_netns_scenario(
+            scenario, connect_timeout=connect_timeout, settle_seconds=settle_seconds
+        )
+        return netns_row
+    row: dict[str, Any] = {**_keys(scenario), "connected": False}
+    room = f"nat-{scenario.a}-{scenario.b}-{scenario.turn}-{time.monotonic_ns()}"
+    with Network(seed=scenario.seed) as net:
+        ice = net.ice_config(turn=scenario.turn, connect_timeout=connect_timeout)
+        options: dict[str, Any] = {"room": room, "ice": ice, "video": False, "audio": False}
+        offerer = Peer("a", signaling_url, network=net.host("a", scenario.a), **options)
+        answerer = Peer("b", signaling_url, network=net.host("b", scenario.b), **options)
+        try:
+            await answerer.join()
+            began = time.monotonic()
+            await offerer.join()
+            try:
+                await offerer.wait_connected(count=1, timeout=connect_timeout + 1.0)
+                row["connected"] = True
+            except (ConnectionError, TimeoutError) as exc:
+                row["error"] = str(exc)
+            conn = offerer.connections.get("b")
+            if row["connected"] and conn is not None:
+                row["connect_ms"] = (
+                    conn.connect_ms
+                    if conn.connect_ms is not None
+                    else (time.monotonic() - began) * 1000
+                )
+                pair = selected_candidate_pair(conn.pc)
+                if pair is not None:
+                    row["local_candidate_type"] = pair.local_candidate_type
+                    row["remote_candidate_type"] = pair.remote_candidate_type
+                # the data channels' open handshake gives SCTP its first RTT sample
+                deadline = time.monotonic() + settle_seconds + 1.0
+                rtt = None
+                while time.monotonic() < deadline:
+                    rtt = _sctp_rtt_ms(conn.pc)
+                    if rtt is not None and time.monotonic() - began > settle_seconds:
+                        break
+                    await asyncio.sleep(0.05)
+                row["rtt_ms"] = rtt
+        finally:
+            await asyncio.gather(offerer.close(), answerer.close(), return_exceptions=True)
+    row["path"] = _path(row.get("local_candidate_type"), row.get("remote_candidate_type"))
+    return row
+
+
+def _keys(scenario: NatScenario) -> dict[str, Any]:
+    return {
+        "a": scenario.a,
+        "b": scenario.b,
+        "servers": SERVERS[scenario.turn],
+        "backend": scenario.backend,
+        "expected": scenario.expected,
+    }
+
+
+async def _run_many(
+    scenarios: Sequence[NatScenario],
+    options: dict[str, Any],
+    on_row: Callable[[dict[str, Any]], object] | None = None,
+) -> list[dict[str, Any]]:
+    """Scenarios of one batch, ``concurrency`` at a time, on one signaling server."""
+    from ..signaling.server import SignalingServer
+
+    limit = asyncio.Semaphore(int(options.get("concurrency", 4)))
+    async with SignalingServer(port=0) as server:
+        assert server.url is not None
+
+        async def one(scenario: NatScenario) -> dict[str, Any]:
+            async with limit:
+                try:
+                    row = await run_nat_scenario(
+                        scenario,
+                        signaling_url=server.url,
+                        connect_timeout=float(options.get("connect_timeout", 3.0)),
+                        settle_seconds=float(options.get("settle_seconds", 0.3)),
+                    )
+                except Exception as exc:  # a broken scenario is a row, not a lost sweep
+                    row = {
+                        **_keys(scenario),
+                        "connected": False,
+                        "error": f"{type(exc).__name__}: {exc}",
+                    }
+            if on_row is not None:
+                on_row(row)
+            return row
+
+        return list(await asyncio.gather(*(one(s) for s in scenarios)))
+
+
+def run_batch(scenarios: Sequence[dict[str, Any]], options: dict[str, Any]) -> list[dict[str, Any]]:
+    """Run a batch in a fresh event loop (what a worker process or a Dask task calls).
+
+    Plain dicts in and out, so it pickles anywhere (process pools, Dask, ...).
+    """
+    return asyncio.run(_run_many([NatScenario(**s) for s in scenarios], options))
+
+
+@dataclass
+class NatMatrix:
+    """What :func:`nat_matrix` returns; unpacks as ``frame, figure``."""
+
+    frame: pd.DataFrame
+    presets: tuple[str, ...]
+    elapsed_s: float = 0.0
+    _figure: go.Figure | None = field(default=None, repr=False)
+
+    @property
+    def figure(self) -> go.Figure:
+        if self._figure is None:
+            self._figure = nat_matrix_figure(self.frame, self.presets)
+        return self._figure
+
+    @property
+    def mismatches(self) -> pd.DataFrame:
+        """Rows whose outcome differs from the RFC 4787 prediction."""
+        rows: pd.DataFrame = self.frame[self.frame["connected"] != self.frame["expected"]]
+        return rows
+
+    def pivot(self, servers: str = "stun", backend: str | None = None) -> pd.DataFrame:
+        """a x b table of the selected path (``direct``/``relay``/``-`` for failed)."""
+        rows = self.frame[self.frame["servers"] == servers]
+        if backend is not None:
+            rows = rows[rows["backend"] == backend]
+        cells = rows.assign(cell=rows["path"].where(rows["connected"], "-").fillna("?"))
+        table = cells.pivot_table(index="a", columns="b", values="cell", aggfunc="first")
+        out: pd.DataFrame = table.reindex(index=list(self.presets), columns=list(self.presets))
+        return out
+
+    def __iter__(self) -> Iterator[Any]:
+        yield self.frame
+        yield self.figure
+
+
+def _batches(items: list[NatScenario], size: int) -> list[list[dict[str, Any]]]:
+    return [[asdict(s) for s in items[i : i + size]] for i in range(0, len(items), size)]
+
+
+async def nat_matrix(
+    presets: Sequence[str] | None = None,
+    *,
+    turn: Sequence[bool] = (False, True),
+    backends: Sequence[Backend] = ("emulated",),
+    connect_timeout: float = 3.0,
+    settle_seconds: float = 0.3,
+    workers: int | None = None,
+    concurrency: int = 4,
+    client: Any = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> NatMatrix:
+    """Every ordered pair of ``presets`` x ``turn`` x ``backends`` -> rows and a heatmap.
+
+    ``workers`` local processes share the scenarios (default: one per CPU; ``0`` runs them
+    in this event loop, e.g. on Binder); each runs ``concurrency`` scenarios at a time. With
+    a Dask ``client`` the batches go to its cluster instead. A failed connection is a row
+    with ``connected=False`` and the reason in ``error``, detected after ``connect_timeout``.
+    """
+    chosen = tuple(presets) if presets is not None else tuple(PRESETS)
+    for name in chosen:
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+    if "netns" in backends:
+        from ..net.netns import require_netns
+
+        require_netns()
+    scenarios = [
+        NatScenario(a, b, t, backend, seed)
+        for backend in backends
+        for t in turn
+        for a in chosen
+        for b in chosen
+    ]
+    options = {
+        "connect_timeout": connect_timeout,
+        "settle_seconds": settle_seconds,
+        "concurrency": concurrency,
+    }
+    began = time.monotonic()
+    bar = _Progress(len(scenarios), progress)
+    rows: list[dict[str, Any]] = []
+    # namespace scenarios run their peers as processes already: they stay in this loop
+    local = [s for s in scenarios if s.backend == "netns"]
+    scenarios = [s for s in scenarios if s.backend != "netns"]
+
+    def done(batch_rows: list[dict[str, Any]]) -> None:
+        rows.extend(batch_rows)
+        for row in batch_rows:
+            bar.update(
+                f"{row['a']}<->{row['b']} {row['servers']}: "
+                f"{'ok' if row['connected'] else 'failed'}"
+            )
+
+    try:
+        if local:
+            try:
+                await _run_many(local, options, on_row=lambda r: done([r]))
+            finally:
+                from ..net.netns import close_shared
+
+                close_shared()
+        if not scenarios:
+            pass
+        elif client is not None:
+            futures = client.map(
+                run_batch, _batches(scenarios, concurrency), options=options, pure=False
+            )
+            for batch_rows in await asyncio.to_thread(client.gather, futures):
+                done(batch_rows)
+        elif workers == 0 or len(scenarios) <= concurrency:
+            # in this loop: netns scenarios need no process of their own either
+            await _run_many(scenarios, options, on_row=lambda r: done([r]))
+        else:
+            import concurrent.futures
+            import multiprocessing
+
+            count = workers or os.cpu_count() or 1
+            # spawn, not fork: the caller may be a Jupyter kernel with threads and a loop
+            context = multiprocessing.get_context("spawn")
+            loop = asyncio.get_running_loop()
+            with concurrent.futures.ProcessPoolExecutor(count, mp_context=context) as pool:
+                pending = [
+                    loop.run_in_executor(pool, run_batch, batch, options)
+                    for batch in _batches(scenarios, concurrency)
+                ]
+                for next_done in asyncio.as_completed(pending):
+                    done(await next_done)
+    finally:
+        bar.close()
+    return NatMatrix(_frame(rows, chosen), chosen, elapsed_s=time.monotonic() - began)
+
+
+def _frame(rows: list[dict[str, Any]], order: Sequence[str]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows).reindex(columns=MATRIX_COLUMNS)
+    for column in ("a", "b"):
+        frame[column] = pd.Categorical(frame[column], categories=list(order), ordered=True)
+    frame["connected"] = frame["connected"].fillna(False).astype(bool)
+    frame["expected"] = frame["expected"].astype(bool)
+    for column in ("connect_ms", "rtt_ms"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    out: pd.DataFrame = frame.sort_values(["backend", "servers", "a", "b"]).reset_index(drop=True)
+    return out
+
+
+def nat_matrix_figure(frame: pd.DataFrame, order: Sequence[str] | None = None) -> go.Figure:
+    """Heatmaps a x b, one per (servers, backend): direct / relay / failed, connect time."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    names = list(order) if order is not None else list(dict.fromkeys(frame["a"].astype(str)))
+    panels = list(dict.fromkeys(zip(frame["servers"], frame["backend"], strict=True)))
+    fig = make_subplots(
+        rows=1,
+        cols=max(1, len(panels)),
+        subplot_titles=[f"{s} ({b})" for s, b in panels],
+        horizontal_spacing=0.12,
+    )
+    code = {"failed": 0, "relay": 1, "direct": 2}
+    for col, (servers, backend) in enumerate(panels, start=1):
+        rows = frame[(frame["servers"] == servers) & (frame["backend"] == backend)]
+        z: list[list[float]] = []
+        text: list[list[str]] = []
+        for a in names:
+            zr, tr = [], []
+            for b in names:
+                cell = rows[(rows["a"].astype(str) == a) & (rows["b"].astype(str) == b)]
+                if cell.empty:
+                    zr.append(math.nan)
+                    tr.append("")
+                    continue
+                r = cell.iloc[0]
+                kind = str(r["path"]) if r["connected"] else "failed"
+                zr.append(code.get(kind, 1))
+                label = "✗" if not r["connected"] else f"{kind}<br>{r['connect_ms']:.0f} ms"
+                if bool(r["connected"]) != bool(r["expected"]):
+                    label += "<br>(unexpected)"
+                tr.append(label)
+            z.append(zr)
+            text.append(tr)
+        fig.add_trace(
+            go.Heatmap(
+                z=z,
+                x=names,
+                y=names,
+                text=text,
+                texttemplate="%{text}",
+                zmin=0,
+                zmax=2,
+                showscale=False,
+                colorscale=[[0, "#d62728"], [0.5, "#ff7f0e"], [1, "#2ca02c"]],
+                hovertemplate="a=%{y}<br>b=%{x}<br>%{text}<extra></extra>",
+            ),
+            row=1,
+            col=col,
+        )
+        fig.update_xaxes(title_text="b (answerer)", row=1, col=col)
+        fig.update_yaxes(
+            title_text="a (offerer)" if col == 1 else None, autorange="reversed", row=1, col=col
+        )
+    fig.update_layout(
+        title="NAT matrix: green direct, orange relay (TURN), red failed",
+        height=480,
+        width=max(520, 460 * len(panels)),
+        margin={"t": 80},
+    )
+    return fig
+
+
+class _Progress:
+    """tqdm when installed, else a line per scenario on stderr (none is a dependency)."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.done, self.enabled = total, 0, enabled
+        self._tqdm: Any = None
+        if enabled:
+            with contextlib.suppress(ImportError):
+                import importlib
+
+                tqdm = importlib.import_module("tqdm.auto").tqdm
+                self._tqdm = tqdm(total=total, desc="NAT matrix", unit="scenario")
+
+    def update(self, label: str) -> None:
+        self.done += 1
+        if self._tqdm is not None:
+            self._tqdm.set_postfix_str(label)
+            self._tqdm.update(1)
+        elif self.enabled:
+            print(f"[{self.done}/{self.total}] {label}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._tqdm is not None:
+            self._tqdm.close()

@@ -1,0 +1,49 @@
+"""impairment_sweep: configured impairment shows up in the stats the lab collects."""
+
+from __future__ import annotations
+
+import pytest
+
+from rtclab.experiments.impairment import SUMMARY_COLUMNS, impairment_sweep
+from rtclab.net import Link
+
+pytestmark = pytest.mark.slow
+
+
+async def test_delay_and_jitter_show_up_in_the_stats() -> None:
+    result = await impairment_sweep(
+        links=[Link(), Link(delay_ms=50), Link(jitter_ms=30)],
+        duration=4.0,
+        width=160,
+        height=120,
+        progress=False,
+    )
+    frame = result.frame
+    assert list(frame.columns) == SUMMARY_COLUMNS
+    assert frame["connected"].all()
+    clean, delayed, jittery = (frame.iloc[i] for i in range(3))
+    assert delayed["rtt_ms"] == pytest.approx(100.0, rel=0.15)  # 50 ms each way
+    assert clean["rtt_ms"] < 10
+    assert jittery["jitter_ms"] > clean["jitter_ms"] + 3
+    assert set(result.samples["setting"]) == {"clean", "50ms", "±30ms"}
+    assert len(result.figure.data) == 4
+
+
+async def test_random_loss_shows_up_as_loss_fraction() -> None:
+    result = await impairment_sweep(
+        loss=[0.05], duration=15.0, width=160, height=120, seed=3, progress=False
+    )
+    row = result.frame.iloc[0]
+    assert row["connected"]
+    assert row["loss_fraction"] == pytest.approx(0.05, abs=0.02)
+    assert row["link_loss_fraction"] == pytest.approx(0.05, abs=0.02)
+    assert row["packets_sent"] > 300
+
+
+def test_grid_validation() -> None:
+    import asyncio
+
+    with pytest.raises(ValueError):
+        asyncio.run(impairment_sweep(links=[], progress=False))
+    with pytest.raises(ValueError):
+        Link(loss=-0.1)

@@ -1,0 +1,180 @@
+"""The emulated network: RFC 5780 probes see each preset's definition, peers connect through
+it, and no emulated packet ever reaches a real socket."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+from typing import Any
+
+import pytest
+
+from rtclab.net import (
+    PRESETS,
+    EmulationLeakError,
+    Filtering,
+    Link,
+    Mapping,
+    Network,
+    blocked_leaks,
+    discover_nat,
+)
+from rtclab.signaling.server import SignalingServer
+
+FAST = {"timeout": 0.15, "tries": 2}
+
+
+@pytest.mark.parametrize("preset", [p for p in PRESETS if p != "open"])
+async def test_probes_see_each_preset(preset: str) -> None:
+    behavior = PRESETS[preset]
+    assert behavior is not None
+    with Network(seed=1) as net:
+        host = net.host("probe", preset)
+        with host.attach():
+            seen = await discover_nat(net.stun.address, **FAST)
+    assert seen.behind_nat and seen.mapped is not None
+    assert seen.mapped[0] == host.nat.public_ip  # type: ignore[union-attr]
+    assert seen.mapping is behavior.mapping
+    assert seen.filtering is behavior.filtering
+
+
+async def test_open_host_sees_no_nat() -> None:
+    with Network() as net:
+        host = net.host("server", "open")
+        with host.attach():
+            seen = await discover_nat(net.stun.address, **FAST)
+    assert not seen.behind_nat
+    assert seen.mapping is Mapping.ENDPOINT_INDEPENDENT
+    assert seen.filtering is Filtering.ENDPOINT_INDEPENDENT
+
+
+@pytest.mark.parametrize("hairpinning", [True, False])
+async def test_hairpinning_on_and_off(hairpinning: bool) -> None:
+    with Network() as net:
+        host = net.host("h", "port-restricted-cone", hairpinning=hairpinning)
+        with host.attach():
+            seen = await discover_nat(net.stun.address, **FAST)
+    assert seen.hairpinning is hairpinning
+
+
+async def test_mapping_lifetime() -> None:
+    """An idle mapping expires: the same socket then gets a new external port."""
+    from rtclab.net.discovery import _Probe
+
+    with Network() as net:
+        host = net.host("h", "full-cone", mapping_lifetime_s=0.2)
+        with host.attach():
+            loop = asyncio.get_running_loop()
+            transport, probe = await loop.create_datagram_endpoint(
+                _Probe, local_addr=(host.address, 0)
+            )
+        try:
+            assert isinstance(probe, _Probe)
+            first = await probe.request(net.stun.address, timeout=0.2)
+            again = await probe.request(net.stun.address, timeout=0.2)
+            await asyncio.sleep(0.3)
+            assert host.nat is not None and host.nat.mappings() == []
+            later = await probe.request(net.stun.address, timeout=0.2)
+        finally:
+            transport.close()
+    assert first and again and later
+    mapped = [m.attributes["XOR-MAPPED-ADDRESS"] for m, _ in (first, again, later)]
+    assert mapped[0] == mapped[1] != mapped[2]
+
+
+async def test_same_seed_same_translations() -> None:
+    async def mapped(seed: int) -> Any:
+        with Network(seed=seed) as net:
+            host = net.host("h", "symmetric")
+            with host.attach():
+                return (await discover_nat(net.stun.address, hairpin=False, **FAST)).mapped
+
+    assert await mapped(5) == await mapped(5)
+
+
+async def _connect(net: Network, a: str, b: str, *, turn: bool, link: Link | None = None) -> Any:
+    from rtclab.peer.peer import Peer
+
+    async with SignalingServer(port=0) as server:
+        assert server.url is not None
+        ice = net.ice_config(turn=turn, connect_timeout=3.0)
+        opts: dict[str, Any] = {"room": "r", "ice": ice, "video": False, "audio": False}
+        pa = Peer("a", server.url, network=net.host("a", a, link=link), **opts)
+        pb = Peer("b", server.url, network=net.host("b", b), **opts)
+        try:
+            await pb.join()
+            await pa.join()
+            try:
+                await pa.wait_connected(count=1, timeout=4.0)
+            except (ConnectionError, TimeoutError):
+                return None
+            from rtclab.ice.inspect import selected_candidate_pair
+
+            return selected_candidate_pair(pa.connections["b"].pc)
+        finally:
+            await asyncio.gather(pa.close(), pb.close())
+
+
+async def test_peers_connect_through_nats_and_turn() -> None:
+    with Network(seed=2) as net:
+        pair = await _connect(net, "symmetric", "full-cone", turn=False)
+        assert pair is not None and "relay" not in (
+            pair.local_candidate_type,
+            pair.remote_candidate_type,
+        )
+    with Network(seed=2) as net:
+        assert await _connect(net, "symmetric", "symmetric", turn=False) is None
+    with Network(seed=2) as net:
+        pair = await _connect(net, "symmetric", "symmetric", turn=True)
+        assert pair is not None
+        assert "relay" in (pair.local_candidate_type, pair.remote_candidate_type)
+        assert net.turn.relayed_packets > 0
+
+
+async def test_no_emulated_packet_reaches_a_real_socket() -> None:
+    """Every real socket operation during an emulated connection stays on loopback (the
+    signaling server), and a real socket aimed at an emulated address is refused."""
+    seen: list[tuple[str, Any]] = []
+    recording = True
+
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        if recording and event in ("socket.bind", "socket.connect", "socket.sendto"):
+            seen.append((event, args[1] if len(args) > 1 else None))
+
+    sys.addaudithook(hook)
+    try:
+        with Network(seed=3) as net:
+            assert await _connect(net, "port-restricted-cone", "open", turn=True) is not None
+            emulated = set(net._by_ip) | set(net._servers) | set(net._nat_by_ip)
+            # the guard: a real socket may not bind, connect or send to an emulated address
+            before = len(blocked_leaks())
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                with pytest.raises(EmulationLeakError):
+                    sock.sendto(b"x", (net.TURN_IP, 3478))
+                with pytest.raises(EmulationLeakError):
+                    sock.bind((net.hosts["a"].address, 0))
+            loop = asyncio.get_running_loop()
+            with pytest.raises(OSError):  # no host attached: a real socket, refused
+                await loop.create_datagram_endpoint(
+                    asyncio.DatagramProtocol, remote_addr=(net.STUN_IP, 3478)
+                )
+            assert len(blocked_leaks()) >= before + 3
+    finally:
+        recording = False
+    addresses = [a for _, a in seen if isinstance(a, tuple) and a]
+    assert addresses, "the audit hook saw nothing (the signaling connection at least)"
+    # the guard's audit hook runs first and refused the three attempts: none got this far
+    leaked = [(e, a) for e, a in seen if isinstance(a, tuple) and a and a[0] in emulated]
+    assert leaked == []
+    real = {a[0] for _, a in seen if isinstance(a, tuple) and a and a[0] not in emulated}
+    assert real <= {"127.0.0.1", "0.0.0.0", ""}, real
+
+
+async def test_network_close_stops_guarding() -> None:
+    net = Network()
+    ip = net.host("x").address
+    net.close()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)
+        sock.connect((ip, 9))  # UDP connect sends nothing; allowed once the network is gone
