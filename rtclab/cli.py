@@ -19,9 +19,11 @@ def _demo(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     if getattr(args, "turn_secret_file", None):
         return _serve_with_turn(args)
-    from .signaling.server import serve_main
+    from .signaling.server import serve_main, server_options
 
-    return serve_main(args.host, args.port, path=args.path, compression=args.deflate)
+    return serve_main(
+        args.host, args.port, path=args.path, compression=args.deflate, **server_options(args)
+    )
 
 
 def _read_turn_secret(path: str | None) -> str:
@@ -67,7 +69,7 @@ def _serve_with_turn(args: argparse.Namespace) -> int:
     import signal
 
     from .ice.credentials import TURN_CREDENTIALS_PATH, make_credentials_handler
-    from .signaling.server import SignalingServer
+    from .signaling.server import SignalingServer, server_options
 
     secret = _read_turn_secret(args.turn_secret_file)
     token = os.environ.get("RTCLAB_TURN_TOKEN") or secrets.token_urlsafe(24)
@@ -75,7 +77,8 @@ def _serve_with_turn(args: argparse.Namespace) -> int:
 
     async def run() -> None:
         server = SignalingServer(
-            args.host, args.port, args.path, "deflate" if args.deflate else None
+            args.host, args.port, args.path, "deflate" if args.deflate else None,
+            **server_options(args),
         )
         server.add_route(TURN_CREDENTIALS_PATH, make_credentials_handler(secret, urls, token))
         url = await server.start()
@@ -164,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--deflate", action="store_true", help="accept permessage-deflate (off: costs CPU)"
     )
+    from .signaling.server import add_server_arguments
+
+    add_server_arguments(serve.add_argument_group(
+        "signaling rules",
+        "auth, Origin, limits, liveness, metrics and Redis scale-out (see SignalingServer)",
+    ))  # fmt: skip
     turn_opts = serve.add_argument_group(
         "TURN credentials endpoint",
         "serve GET /api/turn-credentials beside the WebSocket; requests need "

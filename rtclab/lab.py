@@ -123,6 +123,7 @@ class Lab:
             await previous.stop()
         self.url = await self.server.start()
         self.server.add_listener(self._messages)
+        self._unhook_events = self.server.add_event_listener(self.collector.record_event)
         await self.collector.start()
         Lab._running[self.name] = self
         return self
@@ -277,6 +278,10 @@ class Lab:
             self.coturn = None
         await self.collector.stop()
         self.server.remove_listener(self._messages)
+        unhook = getattr(self, "_unhook_events", None)
+        if unhook is not None:
+            unhook()
+            self._unhook_events = None
         await self.server.stop()
         self.url = None
         if Lab._running.get(self.name) is self:

@@ -109,13 +109,13 @@ async def test_iteration_stops_when_server_stops() -> None:
 
     async def consume() -> None:
         async for msg in alice:
-            received.append(msg["type"])
+            received.append(msg.get("code", msg["type"]))
             if msg["type"] == "offer":
                 await srv.stop()
 
     await bob.offer("alice", {"type": "offer", "sdp": ""})
     await asyncio.wait_for(consume(), 5)
-    assert received == ["peer-joined", "offer"]
+    assert received == ["peer-joined", "offer", "server-shutdown"]  # told, then closed
     assert alice.closed
     with pytest.raises(SignalingError) as info:
         await alice.recv(timeout=1)

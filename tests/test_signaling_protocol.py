@@ -6,8 +6,11 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rtclab.signaling.protocol import (
+    ERROR_CODES,
     MAX_ID_LENGTH,
     ErrorMessage,
     Join,
@@ -198,3 +201,75 @@ def test_surrounding_whitespace_is_fine_trailing_garbage_is_not() -> None:
     assert error_code(b'{"type":"leave"}{"type":"leave"}') == "invalid-json"
     relay = parse(b'{"type":"offer","to":"b","sdp":{}}\n\n')
     assert isinstance(relay, Relay) and relay.head == b'{"type":"offer","to":"b","sdp":{}'
+
+
+# ----------------------------------------------------------------------------- tokens in join
+
+
+def test_join_token_is_parsed_but_never_shown() -> None:
+    msg = parse(j({"type": "join", "roomId": "r", "userId": "u", "token": "s3cret"}))
+    assert msg == Join("r", "u", "s3cret")
+    assert isinstance(msg, Join) and "s3cret" not in repr(msg) + repr(msg.to_dict())
+    assert error_code(j({"type": "join", "roomId": "r", "userId": "u", "token": 5})) == (
+        "invalid-message"
+    )
+    assert error_code(j({"type": "join", "roomId": "r", "userId": "u",
+                         "token": "t" * 1025})) == "invalid-message"
+
+
+# ----------------------------------------------------------------------------- fuzzing
+
+json_leaf = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+             | st.text(max_size=8))
+json_value = st.recursive(
+    json_leaf,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner,
+                                                                max_size=4),
+    max_leaves=10,
+)
+# objects that look like messages, so the fuzzer reaches the validation branches
+near_messages = st.fixed_dictionaries(
+    {"type": st.sampled_from(["join", "leave", "offer", "answer", "ice-candidate", "x"])},
+    optional={"roomId": json_value | st.text(max_size=130), "userId": json_value,
+              "to": json_value | st.text(max_size=3), "sdp": json_value,
+              "candidate": json_value, "from": json_value, "token": json_value},
+)
+
+
+def _check(result: object, data: bytes) -> None:
+    if isinstance(result, ProtocolError):
+        assert result.code in ERROR_CODES and result.message
+        return
+    assert isinstance(result, Join | Leave | Relay)
+    if isinstance(result, Relay):
+        # what goes out must be JSON with exactly one, server-set "from"
+        out = Relayed(result, "server-set", from_suffix("server-set")).encode()
+        assert out.count(b'"from":"server-set"') >= 1
+        decoded = json.loads(out)
+        assert decoded["from"] == "server-set" and decoded["to"] == result.to
+        assert {k: v for k, v in decoded.items() if k != "from"} == {
+            k: v for k, v in json.loads(data).items() if k != "from"
+        }
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_never_raise(data: bytes) -> None:
+    _check(parse(data), data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_value | near_messages)
+def test_arbitrary_json_never_raises_and_relays_are_well_formed(obj: Any) -> None:
+    data = json.dumps(obj).encode()
+    _check(parse(data), data)
+
+
+@settings(max_examples=200, deadline=None)
+@given(near_messages, st.text(max_size=6))
+def test_surrounding_whitespace_and_text_frames(obj: Any, pad: str) -> None:
+    ws = "".join(c for c in pad if c in " \t\r\n")
+    text = ws + json.dumps(obj, ensure_ascii=False) + ws
+    result = parse(text)
+    _check(result, text.encode())
+    assert type(result) is type(parse(text.encode()))

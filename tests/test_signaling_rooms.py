@@ -253,3 +253,105 @@ def test_arbitrary_input_keeps_every_invariant(script: list[tuple[int, bytes]]) 
         assert members == sorted(
             (rooms.room_of(c), rooms.user_of(c)) for c in live if rooms.user_of(c) is not None
         )
+
+
+# ----------------------------------------------------------------------------- caps and tokens
+
+
+def test_room_size_and_room_count_caps() -> None:
+    rooms: Rooms[int] = Rooms(max_room_size=2, max_rooms=1)
+    for conn in (1, 2, 3, 4):
+        rooms.connect(conn)
+    send(rooms, 1, {"type": "join", "roomId": "r", "userId": "a"})
+    send(rooms, 2, {"type": "join", "roomId": "r", "userId": "b"})
+    assert codes(send(rooms, 3, {"type": "join", "roomId": "r", "userId": "c"})) == [
+        (3, "room-full")
+    ]
+    assert codes(send(rooms, 3, {"type": "join", "roomId": "r2", "userId": "c"})) == [
+        (3, "too-many-rooms")
+    ]
+    send(rooms, 1, {"type": "leave"})
+    assert send(rooms, 3, {"type": "join", "roomId": "r", "userId": "c"})[0][1]["peers"] == [
+        "b"
+    ]
+    assert dict(rooms.errors) == {"room-full": 1, "too-many-rooms": 1}
+
+
+def test_tokens_from_join_or_handshake_and_refusals_close() -> None:
+    rooms: Rooms[int] = Rooms(token="s", room_tokens={"vip": "v"})
+    rooms.connect(1)
+    rooms.connect(2, credential="s")
+    rooms.connect(3, credential="v")
+    rooms.connect(4)
+    assert send(rooms, 1, {"type": "join", "roomId": "r", "userId": "a", "token": "s"})[0][1][
+        "type"] == "room-joined"
+    assert send(rooms, 2, {"type": "join", "roomId": "r", "userId": "b"})[0][1]["type"] == (
+        "room-joined"
+    )
+    assert send(rooms, 3, {"type": "join", "roomId": "vip", "userId": "c"})[0][1]["type"] == (
+        "room-joined"
+    )
+    assert rooms.closing == []
+    # the join field overrides the handshake credential, and a refusal marks the connection
+    assert codes(send(rooms, 4, {"type": "join", "roomId": "vip", "userId": "d",
+                                 "token": "s"})) == [(4, "unauthorized")]
+    assert rooms.closing == [4] and rooms.user_of(4) is None
+
+
+def test_remote_members_get_relays_but_no_notifications() -> None:
+    rooms = joined((1, "r", "alice"))
+    remote = 100  # any hashable stands for another process's member
+    assert rooms.add_remote(remote, "r", "bob") == [(1, PeerJoined("bob"))]
+    assert rooms.add_remote(remote, "r2", "carol") == []  # nobody local to tell
+    out = send(rooms, 1, {"type": "offer", "to": "bob", "sdp": {}})
+    assert out == [(remote, {"type": "offer", "to": "bob", "sdp": {}, "from": "alice"})]
+    rooms.connect(2)
+    out = send(rooms, 2, {"type": "join", "roomId": "r", "userId": "dave"})
+    assert out[0][1]["peers"] == ["alice", "bob"]
+    assert sorted(c for c, _ in out[1:]) == [1]  # bob's process tells bob itself
+    assert codes(send(rooms, 1, {"type": "join", "roomId": "x", "userId": "y"})) == [
+        (1, "already-joined")
+    ]
+    # a remote event never unseats a local member
+    assert rooms.add_remote(remote, "r", "alice") == [] and rooms.user_of(1) == "alice"
+    assert rooms.remove_remote("r", "alice") == []
+    assert sorted(rooms.remove_remote("r", "bob")) == [(1, PeerLeft("bob")), (2, PeerLeft("bob"))]
+    assert rooms.remove_remote("r2", "carol") == [] and "r2" not in rooms.rooms()
+    assert rooms.is_local(1) and not rooms.is_local(remote)
+
+
+caps = st.tuples(st.none() | st.integers(1, 3), st.none() | st.integers(1, 2))
+join_tokens = st.none() | st.sampled_from(["s", "v", "x"])
+capped_messages = st.one_of(
+    st.builds(lambda r, u, t: {"type": "join", "roomId": r, "userId": u, "token": t},
+              room_ids, ids, join_tokens),
+    messages,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(caps, st.lists(st.tuples(st.integers(0, 5), capped_messages), max_size=50))
+def test_caps_and_tokens_always_hold(
+    limits: tuple[int | None, int | None], script: list[tuple[int, Any]]
+) -> None:
+    max_room_size, max_rooms = limits
+    rooms: Rooms[int] = Rooms(max_room_size=max_room_size, max_rooms=max_rooms, token="s",
+                              room_tokens={"r3": "v"})
+    for conn in range(6):
+        rooms.connect(conn)
+    tokens: dict[int, Any] = {}
+    for conn, message in script:
+        before = rooms.user_of(conn)
+        rooms.receive_data(conn, json.dumps(message).encode())
+        if before is None and rooms.user_of(conn) is not None:
+            tokens[conn] = message.get("token")
+        table = rooms.rooms()
+        if max_room_size is not None:
+            assert all(len(users) <= max_room_size for users in table.values())
+        if max_rooms is not None:
+            assert len(table) <= max_rooms
+        for c in range(6):  # everyone seated presented the right token for their room
+            room = rooms.room_of(c)
+            if room is not None:
+                assert tokens[c] == ("v" if room == "r3" else "s")
+        assert set(rooms.closing) <= set(range(6))

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import itertools
 import json
 import socket
+import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from rtclab.signaling import SignalingServer
-from rtclab.signaling.server import serve_main
+from rtclab.signaling.server import _Connection, serve_main
 
 TIMEOUT = 2.0
 
@@ -75,10 +80,15 @@ async def test_stop_closes_clients_with_1001_and_frees_port_for_restart() -> Non
     url = await srv.start()
     port = srv.port
     ws = await client(url, "r", "alice")
+    unjoined = await client(url)
     await srv.stop()
-    with pytest.raises(ConnectionClosed) as info:
-        await asyncio.wait_for(ws.recv(), TIMEOUT)
-    assert info.value.rcvd is not None and info.value.rcvd.code == 1001
+    for conn in (ws, unjoined):  # everyone is told, then closed with 1001
+        assert await recv(conn) == {"type": "error", "code": "server-shutdown",
+                                    "message": "the server is shutting down"}
+        with pytest.raises(ConnectionClosed) as info:
+            await asyncio.wait_for(conn.recv(), TIMEOUT)
+        assert info.value.rcvd is not None and info.value.rcvd.code == 1001
+    assert srv.metrics()["disconnects_total"] == {"shutdown": 2}
     with pytest.raises(OSError):  # nobody listens any more ...
         await connect(url, open_timeout=TIMEOUT)
     with socket.socket() as s:  # ... and the port can be bound again (as servers do)
@@ -226,7 +236,6 @@ async def test_bad_input_gets_errors_and_connection_stays_usable(server: Signali
         ('{"type":"teleport"}', "unknown-type"),
         ('{"type":"offer","to":"alice","sdp":{}}', "not-joined"),
         ('{"type":"leave"}', "not-joined"),
-        ('{"type":"offer","to":"x","sdp":{"s":"' + "x" * 70_000 + '"}}', "message-too-large"),
     ]
     for frame, code in cases:
         await outsider.send(frame)
@@ -246,15 +255,30 @@ async def test_bad_input_gets_errors_and_connection_stays_usable(server: Signali
     assert errors["invalid-json"] == 2 and errors["already-joined"] == 1
 
 
-async def test_oversized_frame_closes_with_1009(server: SignalingServer) -> None:
+@pytest.mark.parametrize("fragmented", [False, True])
+async def test_oversized_frame_gets_error_then_1009(
+    server: SignalingServer, fragmented: bool
+) -> None:
     a, b = await pair(server.url)
     big = await client(server.url)
-    await big.send("x" * (2**20 + 10))
+    limit = server.max_message_size
+    frame = '{"type":"offer","to":"bob","sdp":{"s":"' + "x" * limit + '"}}'
+    # fragments count together: the message limit, not the frame limit, applies
+    await big.send(iter([frame[:limit // 2], frame[limit // 2:]]) if fragmented else frame)
+    reply = await recv(big)
+    assert (reply["type"], reply["code"]) == ("error", "message-too-large")
     with pytest.raises(ConnectionClosed) as info:
         await asyncio.wait_for(big.recv(), TIMEOUT)
     assert info.value.rcvd is not None and info.value.rcvd.code == 1009
     await send(a, {"type": "offer", "to": "bob", "sdp": {}})
     assert (await recv(b))["from"] == "alice"
+    # exactly at the limit is fine
+    exact = '{"type":"offer","to":"bob","sdp":{"s":"'
+    exact += "y" * (limit - len(exact) - 3) + '"}}'
+    assert len(exact) == limit
+    await a.send(exact)
+    assert len((await recv(b))["sdp"]["s"]) == limit - 42
+    assert server.metrics()["messages_refused_total"]["message-too-large"] == 1
 
 
 async def test_fragmented_and_binary_messages(server: SignalingServer) -> None:
@@ -338,6 +362,7 @@ async def test_module_cli_serves_until_sigterm() -> None:
         assert url.startswith("ws://127.0.0.1:") and url.endswith("/signal")
         ws = await client(url, "r", "alice")
         proc.terminate()
+        assert (await recv(ws, 5))["code"] == "server-shutdown"
         with pytest.raises(ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 5)
         assert await asyncio.wait_for(proc.wait(), 5) == 0
@@ -368,3 +393,187 @@ async def test_http_routes_beside_the_websocket() -> None:
         # the WebSocket keeps working beside the routes
         ws = await client(server.url, "r", "alice")
         await ws.close()
+
+
+# ----------------------------------------------------------------------------- frame splitting
+
+
+class FakeTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.data = bytearray()
+        self.closing = False
+
+    def write(self, data: Any) -> None:
+        self.data += data
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.closing = True
+
+    def close(self) -> None:
+        self.closing = True
+
+    def abort(self) -> None:
+        self.closing = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+
+def client_frame(payload: bytes, opcode: int = 1, fin: bool = True, mask: bytes = b"k3y!") -> bytes:
+    n = len(payload)
+    b0 = (0x80 if fin else 0) | opcode
+    if n < 126:
+        head = struct.pack("!BB", b0, 0x80 | n)
+    elif n < 65536:
+        head = struct.pack("!BBH", b0, 0xFE, n)
+    else:
+        head = struct.pack("!BBQ", b0, 0xFF, n)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+_UPGRADE = (
+    "GET /signal HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    f"Sec-WebSocket-Key: {base64.b64encode(b'0123456789abcdef').decode()}\r\n"
+    "Sec-WebSocket-Version: 13\r\n\r\n"
+).encode()
+
+# one message: (kind, payload size); a ping between messages; fragments of one message
+stream_items = st.lists(
+    st.tuples(st.sampled_from(["text", "binary", "fragmented", "ping"]),
+              st.sampled_from([0, 5, 125, 126, 300, 65535, 65536, 70_000])),
+    min_size=1, max_size=8,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stream_items, st.lists(st.integers(1, 70_000), max_size=12), st.booleans())
+async def test_frames_survive_any_split_into_reads(
+    items: list[tuple[str, int]], cuts: list[int], pipelined: bool
+) -> None:
+    """Messages arrive whole and in order however TCP cuts the stream; pings get pongs."""
+    srv = SignalingServer(max_message_size=100_000)
+    srv._loop = asyncio.get_running_loop()
+    got: list[bytes] = []
+    srv._on_message = lambda conn, data, now: got.append(bytes(data))  # type: ignore[method-assign]
+    conn = _Connection(srv, 1)
+    transport = FakeTransport()
+    conn.connection_made(transport)
+    stream = bytearray()
+    expected: list[bytes] = []
+    pings = 0
+    for i, (kind, size) in enumerate(items):
+        body = (b'{"n":%d,"p":"' % i) + b"x" * size + b'"}'
+        if kind == "ping":
+            stream += client_frame(b"p%d" % i, opcode=9)
+            pings += 1
+        elif kind == "fragmented":
+            stream += client_frame(body[:3], fin=False) + client_frame(body[3:], opcode=0)
+            expected.append(body)
+        else:
+            stream += client_frame(body, opcode=1 if kind == "text" else 2)
+            expected.append(body)
+    data = bytes(_UPGRADE + stream) if pipelined else bytes(stream)
+    if not pipelined:
+        conn.data_received(_UPGRADE)
+        assert conn.split
+    points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+    for a, b in itertools.pairwise(points):
+        conn.data_received(data[a:b])
+    assert got == expected
+    srv._flush()
+    assert transport.data.count(b"\x8a") >= pings  # a pong (0x8A) per ping
+    conn.connection_lost(None)
+
+
+async def test_frame_errors_still_close_in_split_mode() -> None:
+    srv = SignalingServer()
+    srv._loop = asyncio.get_running_loop()
+    for bad, code in ((b"\x81\x05hello", 1002),  # unmasked client frame
+                      (client_frame(b"x", opcode=3), 1002),  # reserved opcode
+                      (bytes((0xC1, 0x81)) + b"k3y!" + b"x", 1002)):  # RSV1 without deflate
+        conn = _Connection(srv, 1)
+        transport = FakeTransport()
+        conn.connection_made(transport)
+        conn.data_received(_UPGRADE)
+        srv._flush()
+        start = len(transport.data)
+        conn.data_received(bad + client_frame(b'{"type":"leave"}'))
+        srv._flush()
+        out = bytes(transport.data[start:])
+        assert out[:1] == b"\x88" and struct.unpack("!H", out[2:4])[0] == code, out
+        conn.connection_lost(None)
+
+
+def test_rule_options_on_both_command_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rtclab.cli import build_parser
+    from rtclab.signaling.__main__ import main  # noqa: F401  (the module parses the same set)
+    from rtclab.signaling.server import server_options
+
+    monkeypatch.setenv("RTCLAB_SIGNALING_TOKEN", "from-env")
+    args = build_parser().parse_args([
+        "serve", "--room-token", "vip=v", "--origin", "https://lab.example",
+        "--origin", "null-origin", "--rate", "0", "--max-room-size", "4", "--ping-interval",
+        "0", "--no-metrics", "--redis", "redis://127.0.0.1:1/0",
+    ])
+    options = server_options(args)
+    assert options["token"] == "from-env" and options["room_tokens"] == {"vip": "v"}
+    assert options["origins"] == ["https://lab.example", None]
+    assert options["rate"] is None and options["ping_interval"] is None
+    assert options["max_room_size"] == 4 and options["metrics_path"] is None
+    SignalingServer(**options)  # every option is a constructor argument
+    with pytest.raises(SystemExit):
+        server_options(build_parser().parse_args(["serve", "--room-token", "novalue"]))
+
+
+hostile_messages = st.fixed_dictionaries(
+    {"type": st.sampled_from(["join", "leave", "offer", "answer", "ice-candidate", "x"])},
+    optional={"roomId": st.sampled_from(["r2", "r3"]), "userId": st.sampled_from(["a", "b", "c"]),
+              "to": st.sampled_from(["a", "b", "c", ""]), "from": st.sampled_from(["a", "b"]),
+              "sdp": st.just({}), "candidate": st.none()},
+)
+hostile_chunks = st.lists(
+    st.one_of(hostile_messages.map(lambda m: client_frame(json.dumps(m).encode())),
+              st.binary(max_size=24),
+              st.sampled_from([client_frame(b"", opcode=9), client_frame(b"{", fin=False),
+                               client_frame(b"}", opcode=0), client_frame(b"\x03\xe8", opcode=8)])),
+    max_size=20,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hostile_chunks)
+async def test_hostile_bytes_never_raise_or_reach_another_room(chunks: list[bytes]) -> None:
+    """Whatever one connection sends, the adapter never raises, and a pair in another room
+    neither hears from it nor changes identity."""
+    srv = SignalingServer()
+    srv._loop = asyncio.get_running_loop()
+    conns = []
+    for number, (room, user) in enumerate((("r", "a"), ("r", "b"), ("r2", "c")), 1):
+        conn = _Connection(srv, number)
+        transport = FakeTransport()
+        conn.connection_made(transport)
+        conn.data_received(_UPGRADE)
+        conn.data_received(client_frame(json.dumps(
+            {"type": "join", "roomId": room, "userId": user}).encode()))
+        conns.append((conn, transport))
+    srv._flush()
+    (a, ta), (b, tb), (c, _) = conns
+    seen = len(ta.data), len(tb.data)
+    for chunk in chunks:
+        c.data_received(chunk)
+    srv._flush()
+    assert (len(ta.data), len(tb.data)) == seen
+    assert (srv._rooms.user_of(a), srv._rooms.user_of(b)) == ("a", "b")
+    assert srv.rooms()["r"] == ["a", "b"]
+    for conn, _ in conns:
+        conn.connection_lost(None)

@@ -1,12 +1,15 @@
 """WebRTC signaling for rtclab: a server to run inside the kernel and a client for peers.
 
 The protocol (:mod:`.protocol`) and room rules (:mod:`.rooms`) are pure and transport-free;
-:mod:`.server` and :mod:`.client` are thin asyncio adapters around them.
+:mod:`.rules` (rate limit, liveness, Origin, tokens) and :mod:`.metrics` are pure too;
+:mod:`.server` and :mod:`.client` are thin asyncio adapters around them, and
+:mod:`.cluster` shares rooms between server processes through Redis.
 """
 
 from __future__ import annotations
 
 from .client import SignalingClient, SignalingError
+from .metrics import render_prometheus
 from .protocol import (
     ERROR_CODES,
     MAX_ID_LENGTH,
@@ -26,7 +29,8 @@ from .protocol import (
     parse,
 )
 from .rooms import Rooms
-from .server import Listener, SignalingServer, serve_main
+from .rules import TokenBucket
+from .server import EventListener, Listener, SignalingServer, http_response, serve_main
 
 __all__ = [
     "ERROR_CODES",
@@ -35,6 +39,7 @@ __all__ = [
     "ClientMessage",
     "ErrorCode",
     "ErrorMessage",
+    "EventListener",
     "Join",
     "Leave",
     "Listener",
@@ -49,6 +54,9 @@ __all__ = [
     "SignalingClient",
     "SignalingError",
     "SignalingServer",
+    "TokenBucket",
+    "http_response",
     "parse",
+    "render_prometheus",
     "serve_main",
 ]

@@ -12,6 +12,7 @@ disagree on duplicate keys), so such messages are re-serialised instead.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ __all__ = [
     "ERROR_CODES",
     "MAX_ID_LENGTH",
     "MAX_MESSAGE_SIZE",
+    "MAX_TOKEN_LENGTH",
     "RELAY_TYPES",
     "ClientMessage",
     "ErrorCode",
@@ -43,6 +45,9 @@ __all__ = [
 MAX_ID_LENGTH: Final = 128
 """Longest accepted ``roomId`` / ``userId`` / ``to`` (characters)."""
 
+MAX_TOKEN_LENGTH: Final = 1024
+"""Longest accepted ``token`` in a ``join`` (characters)."""
+
 MAX_MESSAGE_SIZE: Final = 64 * 1024
 """Largest accepted message (bytes). A big SDP is ~10-30 KB; anything larger is abuse."""
 
@@ -58,6 +63,14 @@ ErrorCode: TypeAlias = Literal[
     "duplicate-user",
     "unknown-peer",
     "message-too-large",
+    "unauthorized",
+    "forbidden-origin",
+    "rate-limited",
+    "room-full",
+    "too-many-rooms",
+    "server-full",
+    "server-shutdown",
+    "unavailable",
     "internal-error",
 ]
 ERROR_CODES: Final[tuple[ErrorCode, ...]] = (
@@ -69,8 +82,20 @@ ERROR_CODES: Final[tuple[ErrorCode, ...]] = (
     "duplicate-user",
     "unknown-peer",
     "message-too-large",
+    "unauthorized",
+    "forbidden-origin",
+    "rate-limited",
+    "room-full",
+    "too-many-rooms",
+    "server-full",
+    "server-shutdown",
+    "unavailable",
     "internal-error",
 )
+"""Every ``code`` an ``error`` message can carry. Refusals of a frame keep the connection
+open unless noted: ``message-too-large`` is followed by close 1009, ``unauthorized`` by close
+1008, ``server-full`` by close 1013 and ``server-shutdown`` by close 1001.
+``forbidden-origin`` is the JSON body of an HTTP 403 (no WebSocket is opened for it)."""
 
 # Payload field carried by each relayed type; the value is opaque and relayed untouched.
 _PAYLOAD_FIELD: Final[dict[str, str]] = {
@@ -99,10 +124,16 @@ _compact: Final = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 @dataclass(frozen=True, slots=True)
 class Join:
-    """``{"type": "join", "roomId", "userId"}``."""
+    """``{"type": "join", "roomId", "userId", "token"?}``.
+
+    ``token`` is the optional credential for servers or rooms that require one: the field a
+    browser can always set (its WebSocket API cannot send headers). It is never echoed by
+    :meth:`to_dict`, so observers and event logs do not collect secrets.
+    """
 
     room_id: str
     user_id: str
+    token: str | None = dataclasses.field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": "join", "roomId": self.room_id, "userId": self.user_id}
@@ -329,7 +360,12 @@ def parse(data: str | bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> ClientMessa
         if type(user_id) is ProtocolError:
             return user_id
         assert isinstance(room_id, str) and isinstance(user_id, str)
-        return Join(room_id, user_id)
+        token = obj.get("token")
+        if token is not None and (type(token) is not str or len(token) > MAX_TOKEN_LENGTH):
+            return ProtocolError(
+                "invalid-message", f"'token' must be a string of at most {MAX_TOKEN_LENGTH}"
+            )
+        return Join(room_id, user_id, token)
 
     if kind == "leave":
         if obj.get("roomId") is None:
