@@ -8,6 +8,7 @@ import secrets
 import time
 import weakref
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -123,7 +124,9 @@ class Lab:
             await previous.stop()
         self.url = await self.server.start()
         self.server.add_listener(self._messages)
-        self._unhook_events = self.server.add_event_listener(self.collector.record_event)
+        self._unhook_events: Callable[[], None] | None = self.server.add_event_listener(
+            self.collector.record_event
+        )
         await self.collector.start()
         Lab._running[self.name] = self
         return self
