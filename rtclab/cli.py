@@ -22,8 +22,9 @@ def _serve(args: argparse.Namespace) -> int:
     from .signaling.server import serve_main, server_options
 
     return serve_main(
-        args.host, args.port, path=args.path, compression=args.deflate, **server_options(args)
-    )
+        args.host, args.port, path=args.path, compression=args.deflate,
+        client=not args.no_client, **server_options(args),
+    )  # fmt: skip
 
 
 def _read_turn_secret(path: str | None) -> str:
@@ -81,8 +82,15 @@ def _serve_with_turn(args: argparse.Namespace) -> int:
             **server_options(args),
         )
         server.add_route(TURN_CREDENTIALS_PATH, make_credentials_handler(secret, urls, token))
+        if not args.no_client:
+            from .web import serve_client
+
+            serve_client(server)
         url = await server.start()
         print(f"rtclab signaling server listening on {url}", flush=True)
+        if not args.no_client:
+            print(f"browser client: http://{args.host}:{server.port}/?room=lab&user=NAME"
+                  "&turnToken=<token>", flush=True)  # fmt: skip
         print(
             f"TURN credentials: GET http://{args.host}:{server.port}{TURN_CREDENTIALS_PATH} "
             + (
@@ -167,6 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--deflate", action="store_true", help="accept permessage-deflate (off: costs CPU)"
     )
+    serve.add_argument(
+        "--no-client", action="store_true",
+        help="do not serve the browser client at / (served by default: "
+        "http://HOST:PORT/?room=R&user=U)",
+    )  # fmt: skip
     from .signaling.server import add_server_arguments
 
     add_server_arguments(serve.add_argument_group(

@@ -49,6 +49,9 @@ def _summarize(message: dict[str, Any]) -> str:
         return f"peers={message.get('peers')}"
     if kind in ("peer-joined", "peer-left"):
         return str(message.get("peerId"))
+    if kind == "stats":
+        rows = message.get("rows")
+        return f"{len(rows) if isinstance(rows, list) else 0} rows"
     if kind == "error" or kind == "invalid":
         return f"{message.get('code')}: {message.get('message', '')}"
     return ""
@@ -89,6 +92,10 @@ class Lab:
 
     Re-running a notebook cell that makes a new ``Lab`` with the same ``name`` first stops
     the previous one, so ports, tasks and peers never pile up.
+
+    With ``client=True`` (default) the server also serves the browser client
+    (:mod:`rtclab.web`, see :meth:`browser_url`), and browsers' ``stats`` reports land in
+    :attr:`samples` beside the kernel peers' rows (``peer`` = the browser's userId).
     """
 
     _running: ClassVar[weakref.WeakValueDictionary[str, Lab]] = weakref.WeakValueDictionary()
@@ -103,6 +110,7 @@ class Lab:
         ice: IceConfig | None = None,
         name: str = "default",
         keep_messages: int = 5_000,
+        client: bool = True,
     ) -> None:
         self.name = name
         self.server = SignalingServer(host=host, port=port)
@@ -113,6 +121,11 @@ class Lab:
         self.url: str | None = None
         self.coturn: Coturn | None = None
         self.turn_token: str | None = None
+        self.browser_peers: list[Any] = []
+        if client:
+            from .web import serve_client
+
+            serve_client(self.server)
 
     async def start(self) -> Lab:
         """Start the server and the collector in the running loop; returns the lab."""
@@ -127,9 +140,42 @@ class Lab:
         self._unhook_events: Callable[[], None] | None = self.server.add_event_listener(
             self.collector.record_event
         )
+        self._unhook_stats: Callable[[], None] | None = self.server.add_stats_listener(
+            self._on_browser_stats
+        )
         await self.collector.start()
         Lab._running[self.name] = self
         return self
+
+    def _on_browser_stats(self, user: str, room: str, rows: tuple[dict[str, Any], ...]) -> None:
+        self.collector.add_rows(rows, peer=user)
+
+    def browser_url(
+        self, room: str = "lab", user: str = "browser", **params: str | int | None
+    ) -> str:
+        """The served browser client's address for ``room`` as ``user``: open it in a browser
+        (or several tabs, one ``user`` each) to join the lab's peers. ``params`` add query
+        options (see ``rtclab/web/client.js``); with :meth:`turn` running, the TURN bearer
+        token is passed as ``turnToken`` so the page fetches relay credentials."""
+        if self.url is None:
+            raise RuntimeError("call `await lab.start()` first")
+        from .web import client_url
+
+        if self.turn_token is not None:
+            params.setdefault("turnToken", self.turn_token)
+        return client_url(self.server.host, self.server.port, room, user, **params)
+
+    def browser_peer(self, room: str = "lab", user: str = "notebook", **options: Any) -> Any:
+        """This notebook's own browser tab as a peer in ``room`` (a
+        :class:`~rtclab.widgets.BrowserPeer`; display it). Signaling rides the widget comm,
+        so it works where only the Jupyter port is reachable (Binder)."""
+        from .widgets.browser_peer import BrowserPeer
+
+        if self.url is None:
+            raise RuntimeError("call `await lab.start()` first")
+        widget = BrowserPeer(self.url, room=room, user=user, **options)
+        self.browser_peers.append(widget)
+        return widget
 
     @property
     def messages(self) -> pd.DataFrame:
@@ -279,8 +325,15 @@ class Lab:
             self.server.remove_route(TURN_CREDENTIALS_PATH)
             await self.coturn.stop()
             self.coturn = None
+        for widget in self.browser_peers:
+            await widget.aclose()
+        self.browser_peers.clear()
         await self.collector.stop()
         self.server.remove_listener(self._messages)
+        unhook_stats = getattr(self, "_unhook_stats", None)
+        if unhook_stats is not None:
+            unhook_stats()
+            self._unhook_stats = None
         unhook = getattr(self, "_unhook_events", None)
         if unhook is not None:
             unhook()

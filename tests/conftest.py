@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import os
+import secrets
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -54,3 +59,79 @@ async def coturn() -> AsyncIterator[Coturn]:
         yield turn
     finally:
         await turn.stop()
+
+
+# --------------------------------------------------------------------------- real Chromium
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    # WebRTC on a loopback-only network: Chromium offers no 127.0.0.1 candidates without
+    # this; the fake devices stand in for a camera, and camera permission (granted by the
+    # fake UI) makes Chromium gather plain IP host candidates instead of mDNS .local names.
+    "--allow-loopback-in-peer-connection",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+]
+_CLONE_NEWNET = 0x40000000
+
+
+def _setns(fd: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, _CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+@pytest.fixture
+def loopback_netns() -> Iterator[str]:
+    """Run the test inside a fresh network namespace that has only ``lo`` (root only).
+
+    Chromium gathers candidates on every interface, this machine's outside address
+    included; in here there is nothing but 127.0.0.1. The test's own thread (the event loop:
+    server, aiortc peers) enters the namespace with ``setns``, and every process it starts
+    from then on (Playwright's driver, Chromium, JupyterLab and its kernel) inherits it.
+    The namespace is left and deleted afterwards, whatever happened.
+    """
+    if not CHROMIUM.exists():
+        pytest.skip(f"needs Debian's chromium at {CHROMIUM}")
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a loopback-only network namespace (ip netns)")
+    name = f"rtclab-br-{secrets.token_hex(4)}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    original = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True)
+        target = os.open(f"/run/netns/{name}", os.O_RDONLY)
+        try:
+            _setns(target)
+        finally:
+            os.close(target)
+        try:
+            yield name
+        finally:
+            _setns(original)
+    finally:
+        os.close(original)
+        subprocess.run(["ip", "netns", "delete", name], check=False)
+
+
+@pytest.fixture
+async def chromium(loopback_netns: str) -> AsyncIterator[Any]:
+    """Headless Debian Chromium (never a downloaded one) inside :func:`loopback_netns`."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()

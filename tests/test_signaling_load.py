@@ -323,7 +323,8 @@ async def test_abuse_run_server_survives_pair_keeps_talking_rss_returns(
     text = await srv.metrics()
     assert await srv.metric("clients") == 0
     assert await srv.metric('messages_refused_total{code="rate-limited"}') > 0
-    assert await srv.metric('messages_refused_total{code="message-too-large"}') == 20
+    # each oversized client got its own refusal (above); random garbage frames can add more
+    assert await srv.metric('messages_refused_total{code="message-too-large"}') >= 20
     assert await srv.metric('disconnects_total{reason="slow-consumer"}') >= 10, text
     assert await srv.metric("connections_total") >= 3300
     # RSS: back near the baseline (allocator arenas may keep a few MB)

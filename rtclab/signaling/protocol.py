@@ -1,7 +1,8 @@
 """Signaling wire protocol: message types, parsing, validation and serialisation (pure, no I/O).
 
 JSON text frames, compatible with the reference Node server: the client sends ``join``,
-``offer``/``answer``/``ice-candidate`` and ``leave``; the server sends ``room-joined``,
+``offer``/``answer``/``ice-candidate`` and ``leave`` (and, rtclab's own addition, ``stats``:
+a browser reporting its getStats rows; never relayed); the server sends ``room-joined``,
 ``peer-joined``, relayed messages with a server-set ``from``, ``peer-left`` and ``error``.
 
 Relayed messages are the hot path. To avoid re-serialising them, :func:`parse` keeps the
@@ -22,6 +23,7 @@ __all__ = [
     "ERROR_CODES",
     "MAX_ID_LENGTH",
     "MAX_MESSAGE_SIZE",
+    "MAX_STATS_ROWS",
     "MAX_TOKEN_LENGTH",
     "RELAY_TYPES",
     "ClientMessage",
@@ -37,6 +39,7 @@ __all__ = [
     "Relayed",
     "RoomJoined",
     "ServerMessage",
+    "Stats",
     "encode",
     "from_suffix",
     "parse",
@@ -50,6 +53,15 @@ MAX_TOKEN_LENGTH: Final = 1024
 
 MAX_MESSAGE_SIZE: Final = 64 * 1024
 """Largest accepted message (bytes). A big SDP is ~10-30 KB; anything larger is abuse."""
+
+MAX_STATS_ROWS: Final = 64
+"""Most rows in one ``stats`` message (a mesh of 15 remotes x 4 rows fits)."""
+
+MAX_STATS_FIELDS: Final = 40
+"""Most fields in one stats row (the samples frame has 27 columns)."""
+
+MAX_STATS_STRING: Final = 256
+"""Longest string value in a stats row (an IPv6 address with port fits easily)."""
 
 RelayType: TypeAlias = Literal["offer", "answer", "ice-candidate"]
 RELAY_TYPES: Final[frozenset[str]] = frozenset(("offer", "answer", "ice-candidate"))
@@ -175,7 +187,23 @@ class Relay:
         return dict(self.body)
 
 
-ClientMessage: TypeAlias = Join | Relay | Leave
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """``{"type": "stats", "rows": [{...}, ...]}``: a browser's own getStats, as sample rows.
+
+    Not part of the reference protocol: rtclab's browser client reports what only it can
+    measure, so browser rows land in the lab's samples frame. It is never relayed; the
+    server hands it to its stats listeners. Validation here is structural only (flat rows
+    of scalars, bounded counts and lengths); which columns count is the collector's call.
+    """
+
+    rows: tuple[dict[str, Any], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "stats", "rows": [dict(r) for r in self.rows]}
+
+
+ClientMessage: TypeAlias = Join | Relay | Leave | Stats
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,6 +395,9 @@ def parse(data: str | bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> ClientMessa
             )
         return Join(room_id, user_id, token)
 
+    if kind == "stats":
+        return _parse_stats(obj)
+
     if kind == "leave":
         if obj.get("roomId") is None:
             return Leave(None)
@@ -377,3 +408,28 @@ def parse(data: str | bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> ClientMessa
         return Leave(room_id)
 
     return ProtocolError("unknown-type", f"unknown message type {kind[:64]!r}")
+
+
+def _parse_stats(obj: dict[str, Any]) -> Stats | ProtocolError:
+    rows = obj.get("rows")
+    if type(rows) is not list:
+        return ProtocolError("invalid-message", "'rows' must be a list")
+    if len(rows) > MAX_STATS_ROWS:
+        return ProtocolError("invalid-message", f"at most {MAX_STATS_ROWS} rows per message")
+    for row in rows:
+        if type(row) is not dict or len(row) > MAX_STATS_FIELDS:
+            return ProtocolError(
+                "invalid-message", f"a row must be an object of at most {MAX_STATS_FIELDS} fields"
+            )
+        for key, value in row.items():
+            if len(key) > MAX_ID_LENGTH:
+                return ProtocolError("invalid-message", "stats field name too long")
+            if value is None or type(value) in (int, float, bool):
+                continue
+            if type(value) is not str or len(value) > MAX_STATS_STRING:
+                return ProtocolError(
+                    "invalid-message",
+                    f"stats values must be numbers, booleans, null or strings of at most "
+                    f"{MAX_STATS_STRING} characters",
+                )
+    return Stats(tuple(rows))

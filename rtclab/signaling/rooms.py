@@ -9,7 +9,10 @@ Rules the reference server lacks, enforced here so every transport gets them:
   room (``unknown-peer``), nothing but ``join`` works before joining (``not-joined``);
 - optional tokens, per server and per room (``unauthorized``; the connection is then listed
   in :attr:`Rooms.closing` for the adapter to close: no guessing tokens on one socket);
-- caps on room size (``room-full``) and on the number of rooms (``too-many-rooms``).
+- caps on room size (``room-full``) and on the number of rooms (``too-many-rooms``);
+- ``stats`` reports are accepted only from joined members and never relayed: they go to
+  :attr:`Rooms.on_stats` with the identity bound at ``join`` (a client cannot report for
+  someone else).
 
 Members may also be *remote* (another server process, see :mod:`.cluster`): they are added
 with :meth:`Rooms.add_remote`, receive relays like anyone, but never room notifications
@@ -19,9 +22,9 @@ from here — their own process tells them.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from .protocol import (
     MAX_MESSAGE_SIZE,
@@ -37,6 +40,7 @@ from .protocol import (
     Relayed,
     RoomJoined,
     ServerMessage,
+    Stats,
     from_suffix,
     parse,
 )
@@ -91,6 +95,11 @@ class Rooms(Generic[C]):
         """Connections refused in a way that ends them (``unauthorized``): the adapter
         closes them and clears the list. A side list rather than a new return type keeps
         the relay path free of per-message checks."""
+        self.on_stats: Callable[[str, str, tuple[dict[str, Any], ...]], None] | None = None
+        """``on_stats(user, room, rows)`` for each ``stats`` report of a joined member. A
+        callback (not a returned message) because nothing is delivered to any client."""
+        self.stats_reports = 0
+        """``stats`` reports accepted."""
 
     # ------------------------------------------------------------------ queries
 
@@ -173,6 +182,13 @@ class Rooms(Generic[C]):
             return self._remove(member)
         if isinstance(message, ProtocolError):
             return self._error(conn, message.code, message.message)
+        if isinstance(message, Stats):
+            if member is None:
+                return self._error(conn, "not-joined", "join a room first")
+            self.stats_reports += 1
+            if self.on_stats is not None:
+                self.on_stats(member.user_id, member.room_id, message.rows)
+            return []
         raise TypeError(f"not a client message: {message!r}")
 
     # ------------------------------------------------------------------ internals

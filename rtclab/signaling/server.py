@@ -70,6 +70,7 @@ __all__ = [
     "HttpHandler",
     "Listener",
     "SignalingServer",
+    "StatsListener",
     "http_response",
     "serve_main",
 ]
@@ -90,6 +91,10 @@ EventListener = Callable[[str, "str | None", str, Any], None]
 (:meth:`rtclab.stats.StatsCollector.record_event`): ``peer`` is the server's :attr:`name`,
 ``remote`` the client's userId (or ``conn-N``), ``event`` one of ``signaling-connected``,
 ``-joined``, ``-left``, ``-refused``, ``-reaped``, ``-slow-consumer``, ``-shutdown``."""
+
+StatsListener = Callable[[str, str, "tuple[dict[str, Any], ...]"], None]
+"""``listener(user, room, rows)``: a joined client's ``stats`` report (see
+:class:`~.protocol.Stats`); ``user`` is the identity the server bound at ``join``."""
 
 _TEXT: Final = Opcode.TEXT
 _BINARY: Final = Opcode.BINARY
@@ -541,6 +546,8 @@ class SignalingServer:
         self._flush_scheduled = False
         self._listeners: list[Listener] = []
         self._event_listeners: list[EventListener] = []
+        self._stats_listeners: list[StatsListener] = []
+        self._rooms.on_stats = self._on_stats
         self._careful = False  # listeners or a cluster: take the parse-then-handle path
         self._server: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -706,6 +713,27 @@ class SignalingServer:
         if listener in self._event_listeners:
             self._event_listeners.remove(listener)
         self._update_careful()
+
+    def add_stats_listener(self, listener: StatsListener) -> Callable[[], None]:
+        """Call ``listener(user, room, rows)`` for every ``stats`` report of a joined client
+        (browsers report their getStats this way; see :mod:`rtclab.web`); returns a remover.
+
+        Reports are parsed only when they arrive, so the relay path costs nothing extra;
+        with no listener they are accepted and dropped.
+        """
+        self._stats_listeners.append(listener)
+        return lambda: self.remove_stats_listener(listener)
+
+    def remove_stats_listener(self, listener: StatsListener) -> None:
+        if listener in self._stats_listeners:
+            self._stats_listeners.remove(listener)
+
+    def _on_stats(self, user: str, room: str, rows: tuple[dict[str, Any], ...]) -> None:
+        for listener in list(self._stats_listeners):
+            try:
+                listener(user, room, rows)
+            except Exception:
+                logger.exception("stats listener %r failed", listener)
 
     def metrics(self) -> dict[str, Any]:
         """Counters since construction (gauges: now), as :func:`.metrics.render_prometheus`
@@ -1050,20 +1078,28 @@ def serve_main(
     port: int,
     path: str = "/signal",
     compression: bool = False,
+    client: bool = False,
     **options: Any,
 ) -> int:
     """Run a server in the foreground until SIGINT/SIGTERM (for the CLI); returns the exit code.
 
     ``options`` are :class:`SignalingServer` keyword arguments. Blocking (it owns its event
     loop): never call it from a notebook; there, use ``await SignalingServer().start()``.
+    ``client=True`` also serves the browser client at ``/`` (:func:`rtclab.web.serve_client`).
     """
     import signal
     import sys
 
     async def run() -> None:
         server = SignalingServer(host, port, path, "deflate" if compression else None, **options)
+        if client:
+            from ..web import serve_client
+
+            serve_client(server)
         url = await server.start()
         print(f"rtclab signaling server listening on {url}", flush=True)
+        if client:
+            print(f"browser client: http://{host}:{server.port}/?room=lab&user=NAME", flush=True)
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

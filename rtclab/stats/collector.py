@@ -58,6 +58,9 @@ logger = logging.getLogger(__name__)
 
 SampleListener = Callable[[list[dict[str, Any]]], object]
 
+_KINDS = frozenset(("audio", "video", "data", "transport"))
+_DIRECTIONS = frozenset(("inbound", "outbound"))
+
 _ROW_GETTER = operator.itemgetter(*SAMPLE_COLUMNS)
 _TRANSPORT_FIELDS = ("bytesSent", "bytesReceived", "packetsSent", "packetsReceived")
 
@@ -164,6 +167,54 @@ class StatsCollector:
             evicted = [self._events.popleft() for _ in range(len(self._events) - self.max_rows)]
             if self.spill_path is not None:
                 _append_csv_rows(self._events_spill_path(), EVENT_COLUMNS, evicted, json_value=True)
+
+    def add_rows(self, rows: Iterable[Mapping[str, Any]], *, peer: str) -> list[dict[str, Any]]:
+        """Append rows measured elsewhere (a browser's own getStats) as ``peer``'s, stamped now.
+
+        The producer must already use this frame's units (``jitter_ms``, ``fraction_lost``
+        0-1, ``bitrate_kbps`` from its own deltas); here rows are only made safe to mix in:
+        unknown columns dropped, ``t``/``elapsed_s``/``peer`` set by us (a client cannot
+        back-date or impersonate), numbers coerced to float (anything else -> ``None``),
+        strings to ``str``, and rows without a valid ``kind``/``direction``/``remote``
+        skipped. Sample listeners (dashboards) hear the accepted rows; they are returned.
+        """
+        now_mono = time.monotonic()
+        if self._t0 is None:
+            self._t0 = now_mono
+        elapsed = now_mono - self._t0
+        now = datetime.now(timezone.utc)
+        accepted: list[dict[str, Any]] = []
+        for raw in rows:
+            if raw.get("kind") not in _KINDS or raw.get("direction") not in _DIRECTIONS:
+                continue
+            remote = raw.get("remote")
+            if not isinstance(remote, str) or not remote:
+                continue
+            row: dict[str, Any] = {"t": now, "elapsed_s": elapsed, "peer": peer}
+            for column in NUMERIC_COLUMNS:
+                if column == "elapsed_s":
+                    continue
+                value = raw.get(column)
+                number = (
+                    float(value)
+                    if isinstance(value, (int, float)) and not isinstance(value, bool)
+                    else math.nan
+                )
+                row[column] = number if math.isfinite(number) else None
+            for column in STRING_COLUMNS:
+                if column == "peer":
+                    continue
+                value = raw.get(column)
+                row[column] = None if value is None or value == "" else str(value)
+            accepted.append(row)
+        if accepted:
+            self._append_rows(accepted, elapsed)
+            for listener in list(self._listeners):
+                try:
+                    listener(accepted)
+                except Exception:
+                    logger.exception("stats listener %r failed", listener)
+        return accepted
 
     # -- polling -----------------------------------------------------------------------
 

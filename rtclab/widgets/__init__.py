@@ -1,4 +1,5 @@
-"""Jupyter widgets: PeerWidget (one peer, live) and Dashboard (live plotly stats).
+"""Jupyter widgets: PeerWidget (one peer, live), Dashboard (live plotly stats) and
+BrowserPeer (the notebook's tab as a peer, anywidget).
 
 Imported lazily (PEP 562): showing a Peer loads ipywidgets only, not plotly.
 """
@@ -9,13 +10,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
+    "BrowserPeer": "rtclab.widgets.browser_peer",
     "Dashboard": "rtclab.widgets.dashboard",
     "PeerWidget": "rtclab.widgets.peer_widget",
 }
 
-__all__ = ["Dashboard", "PeerWidget"]
+__all__ = ["BrowserPeer", "Dashboard", "PeerWidget"]
 
 if TYPE_CHECKING:
+    from .browser_peer import BrowserPeer
     from .dashboard import Dashboard
     from .peer_widget import PeerWidget
 

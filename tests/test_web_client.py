@@ -1,0 +1,242 @@
+"""The served browser client in real headless Chromium against our server and aiortc peers.
+
+Everything runs in a fresh loopback-only network namespace (``loopback_netns``): the lab's
+server and aiortc peer in this process, Chromium through Playwright. Screenshots go to
+``RTCLAB_SCREENSHOTS`` (default /tmp/rtclab-web).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rtclab import Lab
+from rtclab.stats.convert import SAMPLE_COLUMNS
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+SCREENSHOTS = Path(os.environ.get("RTCLAB_SCREENSHOTS", "/tmp/rtclab-web"))
+
+# Per remote: video frames decoded, the received width, the connection state.
+INBOUND_VIDEO = """async () => {
+  const out = {};
+  for (const [remote, link] of window.rtclab.mesh.links) {
+    const report = await link.pc.getStats();
+    let frames = 0, width = 0;
+    report.forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'video') {
+        frames += s.framesDecoded || 0; width = s.frameWidth || width;
+      }
+    });
+    out[remote] = {frames, width, state: link.pc.connectionState};
+  }
+  return out;
+}"""
+
+
+async def until(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll ``check`` (sync or async) until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    value: Any = None
+    while time.monotonic() < deadline:
+        value = check()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{what}: not within {timeout}s (last: {value!r})")
+
+
+async def open_page(browser: Any, url: str) -> Any:
+    context = await browser.new_context(viewport={"width": 1100, "height": 900})
+    page = await context.new_page()
+    page.on("console", lambda m: m.type == "error" and print("browser:", m.text))
+    await page.goto(url)
+    return page
+
+
+async def inbound(page: Any) -> dict[str, dict[str, Any]]:
+    result: dict[str, dict[str, Any]] = await page.evaluate(INBOUND_VIDEO)
+    return result
+
+
+def served(url: str) -> tuple[int, str, str]:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return r.status, r.headers["Content-Type"], r.read().decode()
+
+
+@pytest.fixture(autouse=True)
+def screenshots() -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+
+
+async def test_two_browsers_and_an_aiortc_peer_share_a_room(chromium: Any) -> None:
+    async with Lab(name="web-mesh", stats_interval=0.5) as lab:
+        status, kind, body = await asyncio.to_thread(served, lab.browser_url("r", "x"))
+        assert status == 200 and kind.startswith("text/html") and "client.js" in body
+
+        # a joins first; then the aiortc peer offers to it (aiortc -> browser, no trickle);
+        # then b offers to both (browser -> aiortc and browser -> browser, trickled)
+        a = await open_page(chromium, lab.browser_url("r", "a", screen="canvas", stats=500))
+        await until(lambda: a.evaluate("window.rtclab.joined"), 10, "a joined")
+        kernel = await lab.peer("kernel", room="r")
+        b = await open_page(chromium, lab.browser_url("r", "b", stats=500))
+        await kernel.wait_connected(count=2, timeout=15)
+        assert kernel.connections["a"].role == "offerer"
+        assert kernel.connections["b"].role == "answerer"
+        assert kernel.connections["b"].trickled_candidates > 0  # the browser trickled
+
+        # video everywhere: frames decoded in each browser from both others, and in aiortc
+        for page, others in ((a, {"b", "kernel"}), (b, {"a", "kernel"})):
+            await until(
+                lambda p=page, o=others: _all_frames(p, o), 15, "frames decoded in a browser"
+            )
+        await until(
+            lambda: all(
+                kernel.connections[r].counters.frames_received.get("video", 0) > 5
+                for r in ("a", "b")
+            ),
+            10,
+            "frames received by aiortc",
+        )
+
+        # chat reaches everyone, from a browser and from aiortc
+        await until(lambda: _channels_open(a, b), 10, "data channels open")
+        await until(
+            lambda: all(c.chat is not None and c.chat.is_open for c in kernel.connections.values()),
+            10,
+            "kernel channels open",
+        )
+        assert await a.evaluate("window.rtclab.sendChat('hello from a')") == 2
+        await kernel.send_chat("hello from kernel")
+        await until(
+            lambda: b.evaluate(
+                "['hello from a', 'hello from kernel'].every(t => "
+                "window.rtclab.chat.some(m => m.text === t))"
+            ),
+            5,
+            "chat at b",
+        )
+        await until(
+            lambda: a.evaluate("window.rtclab.chat.some(m => m.text === 'hello from kernel')"),
+            5,
+            "chat at a",
+        )
+        await until(
+            lambda: any(m.text == "hello from a" and m.sender == "a" for m in kernel.chat_log),
+            5,
+            "chat at kernel",
+        )
+
+        # cursors flow (unordered, no retransmits): browser -> all, aiortc -> browsers
+        for i in range(5):
+            await b.evaluate(f"window.rtclab.sendCursor({10 + i}, 20)")
+            kernel.send_cursor(30, 40 + i)
+            await asyncio.sleep(0.05)
+        await until(lambda: kernel.cursor_positions.get("b") == (14.0, 20.0), 5, "cursor at kernel")
+        await until(lambda: a.evaluate("window.rtclab.lastCursor.b?.[0] === 14"), 5, "cursor at a")
+        await until(
+            lambda: b.evaluate("window.rtclab.lastCursor.kernel?.[1] === 44"), 5, "cursor at b"
+        )
+
+        # screen share: replaceTrack to a 960x540 screen, then back to the 320x240 camera
+        frame = kernel.latest_frame("a")
+        assert frame is not None and frame.width == 320
+        settings = await a.evaluate("window.rtclab.shareScreen()")
+        assert settings["width"] == 960
+        await until(lambda: _width(kernel, "a") == 960, 10, "screen resolution at kernel")
+        await until(
+            lambda: _remote_width(b, "a", lambda w: w > 320), 10, "screen resolution at b"
+        )
+        await a.screenshot(path=str(SCREENSHOTS / "client-sharing.png"))
+        await b.screenshot(path=str(SCREENSHOTS / "client-viewer.png"))
+        await a.evaluate("window.rtclab.stopScreenShare()")
+        await until(lambda: _width(kernel, "a") == 320, 10, "camera resolution again at kernel")
+        await until(
+            lambda: _remote_width(b, "a", lambda w: w == 320), 10, "camera resolution at b"
+        )
+
+        # leaving: b leaves -> peer-left at a and kernel; the kernel leaves -> peer-left at a
+        await b.evaluate("window.rtclab.leave()")
+        await until(lambda: a.evaluate("window.rtclab.peerLeft.includes('b')"), 5, "left at a")
+        await until(
+            lambda: any(e.event == "peer-left" and e.remote == "b" for e in kernel.events),
+            5,
+            "left at kernel",
+        )
+        await kernel.leave()
+        await until(
+            lambda: a.evaluate("window.rtclab.peerLeft.includes('kernel')"), 5, "kernel left at a"
+        )
+        errors = await a.evaluate("window.rtclab.errors")
+        assert errors == [], errors
+
+
+async def _all_frames(page: Any, others: set[str]) -> bool:
+    video = await inbound(page)
+    return set(video) == others and all(v["frames"] > 5 for v in video.values())
+
+
+async def _channels_open(*pages: Any) -> bool:
+    script = (
+        "[...window.rtclab.mesh.links.values()].every(l => "
+        "l.channels.chat?.readyState === 'open' && l.channels.cursors?.readyState === 'open')"
+    )
+    return all([await p.evaluate(script) for p in pages])
+
+
+def _width(peer: Any, remote: str) -> int | None:
+    frame = peer.latest_frame(remote)
+    return None if frame is None else int(frame.width)
+
+
+async def _remote_width(page: Any, remote: str, ok: Callable[[int], bool]) -> bool:
+    video = await inbound(page)
+    return remote in video and ok(int(video[remote]["width"]))
+
+
+async def test_browser_stats_rows_land_in_the_lab_frame(chromium: Any) -> None:
+    async with Lab(name="web-stats", stats_interval=0.5) as lab:
+        kernel = await lab.peer("kernel", room="s")
+        page = await open_page(chromium, lab.browser_url("s", "chrome", stats=400))
+        await kernel.wait_connected(count=1, timeout=15)
+
+        def browser_rows() -> Any:
+            df = lab.samples
+            rows = df[(df["peer"] == "chrome") & (df["bitrate_kbps"] > 0)]
+            kinds = set(zip(rows["kind"], rows["direction"], strict=True))
+            wanted = {("video", "inbound"), ("video", "outbound"), ("transport", "inbound")}
+            return wanted <= kinds and (df,)
+
+        (df,) = await until(browser_rows, 10, "browser rows with bitrates")
+        assert list(df.columns) == SAMPLE_COLUMNS
+        assert df["bitrate_kbps"].dtype == "float64" and str(df["t"].dtype).startswith("datetime")
+        chrome = df[df["peer"] == "chrome"]
+        assert set(chrome["remote"]) == {"kernel"}
+        assert set(chrome["kind"]) <= {"audio", "video", "data", "transport"}
+        path = chrome.dropna(subset=["local_candidate_type"]).iloc[-1]
+        assert (path["local_candidate_type"], path["remote_candidate_type"]) == ("host", "host")
+        assert path["protocol"] == "udp" and str(path["local_address"]).startswith("127.0.0.1:")
+        video_in = chrome[(chrome["kind"] == "video") & (chrome["direction"] == "inbound")]
+        last = video_in.dropna(subset=["bitrate_kbps"]).iloc[-1]
+        # the kernel's 320x240 test pattern at 15 fps: tens to a few thousand kbps
+        assert 10 < last["bitrate_kbps"] < 5000
+        assert 0 <= last["jitter_ms"] < 200  # milliseconds, not seconds or RTP units
+        assert last["fraction_lost"] == 0.0  # loopback loses nothing
+        assert last["frames"] > 0 and 5 < last["frames_per_second"] < 40
+        transport = chrome[chrome["kind"] == "transport"].dropna(subset=["rtt_ms"])
+        assert not transport.empty and (transport["rtt_ms"] < 100).all()
+        # the kernel's own rows about the browser sit in the same frame, in the same units
+        kernel_rows = df[(df["peer"] == "kernel") & (df["remote"] == "chrome")]
+        assert {"video", "transport"} <= set(kernel_rows["kind"])
+        summary = await page.evaluate("document.querySelector('#diagnostics').innerText")
+        assert "kernel" in summary and "host/host" in summary
+        await page.screenshot(path=str(SCREENSHOTS / "client-stats.png"))
