@@ -168,11 +168,18 @@ class Lab:
     def browser_peer(self, room: str = "lab", user: str = "notebook", **options: Any) -> Any:
         """This notebook's own browser tab as a peer in ``room`` (a
         :class:`~rtclab.widgets.BrowserPeer`; display it). Signaling rides the widget comm,
-        so it works where only the Jupyter port is reachable (Binder)."""
+        so it works where only the Jupyter port is reachable (Binder).
+
+        With :meth:`turn` running, the tab gets this coturn's UDP and TCP TURN URLs with
+        credentials minted for ``user`` (``ice_servers``; pass ``ice_servers=[]`` for none,
+        ``ice_transport_policy="relay"`` for relay only). ``turns:`` is left out: browsers
+        do not trust the throwaway CA coturn's certificate comes from."""
         from .widgets.browser_peer import BrowserPeer
 
         if self.url is None:
             raise RuntimeError("call `await lab.start()` first")
+        if "ice_servers" not in options:
+            options["ice_servers"] = self.browser_ice_servers(user)
         widget = BrowserPeer(self.url, room=room, user=user, **options)
         self.browser_peers.append(widget)
         return widget
@@ -287,6 +294,17 @@ class Lab:
             make_credentials_handler(coturn.secret, coturn.urls, self.turn_token),
         )
         return coturn
+
+    def browser_ice_servers(self, user: str = "browser") -> list[dict[str, Any]]:
+        """``RTCIceServer`` dicts for a browser: this lab's coturn over UDP and TCP with
+        credentials for ``user`` (what ``/api/turn-credentials`` serves), or ``[]`` when
+        :meth:`turn` is not running. No ``turns:`` URL: browsers do not trust coturn's CA."""
+        if self.coturn is None or not self.coturn.running:
+            return []
+        creds = self.coturn.credentials(
+            user.replace(":", "_") or "browser", transports=("udp", "tcp")
+        )
+        return [creds.ice_server().to_dict()]
 
     @property
     def turn_credentials_url(self) -> str | None:

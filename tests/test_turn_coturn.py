@@ -298,3 +298,25 @@ async def test_coturn_starts_answers_and_stops_cleanly(tmp_path: Path) -> None:
     assert not turn.running and not workdir.exists()
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+async def test_lab_browser_peer_gets_the_labs_turn_servers() -> None:
+    """lab.browser_peer(...) hands the widget this coturn's UDP/TCP URLs with credentials
+    coturn accepts (minted with its secret for the widget's user); none without lab.turn()."""
+    if shutil.which("turnserver") is None:
+        pytest.skip("turnserver not installed (Debian package coturn)")
+    from rtclab.ice.credentials import turn_credential
+
+    async with Lab(name="bp-turn") as lab:
+        plain = lab.browser_peer("r", "before")
+        assert plain.ice_servers == []
+        turn = await lab.turn()
+        tab = lab.browser_peer("r", "tab", ice_transport_policy="relay")
+        (server,) = tab.ice_servers
+        assert server["urls"] == turn.urls(("udp", "tcp"))  # no turns:, browsers distrust the CA
+        expiry, _, user = server["username"].partition(":")
+        assert user == "tab" and int(expiry) > time.time() + 3600
+        assert server["credential"] == turn_credential(turn.secret, server["username"])
+        assert tab.ice_transport_policy == "relay"
+        assert lab.browser_peer("r", "none", ice_servers=[]).ice_servers == []
+    assert not turn.running

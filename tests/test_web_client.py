@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import time
 import urllib.request
 from collections.abc import Callable
@@ -240,3 +241,162 @@ async def test_browser_stats_rows_land_in_the_lab_frame(chromium: Any) -> None:
         summary = await page.evaluate("document.querySelector('#diagnostics').innerText")
         assert "kernel" in summary and "host/host" in summary
         await page.screenshot(path=str(SCREENSHOTS / "client-stats.png"))
+
+
+# --------------------------------------------------------------------------- TURN (coturn)
+
+# The page's own view of each connection's path: the selected pair's candidate types, its
+# relay protocol, and the types of every local candidate gathered.
+SELECTED_PATH = """async () => {
+  const out = {};
+  for (const [remote, link] of window.rtclab.mesh.links) {
+    const report = await link.pc.getStats();
+    let pair = null;
+    const local = new Set();
+    report.forEach((s) => {
+      if (s.type === 'transport' && s.selectedCandidatePairId) {
+        pair = report.get(s.selectedCandidatePairId);
+      }
+      if (s.type === 'local-candidate') local.add(s.candidateType);
+    });
+    const l = pair ? report.get(pair.localCandidateId) : null;
+    const r = pair ? report.get(pair.remoteCandidateId) : null;
+    out[remote] = {
+      local: l && l.candidateType, remote: r && r.candidateType,
+      relayProtocol: l && l.relayProtocol, url: l && l.url, address: l && l.address,
+      localTypes: [...local].sort(), policy: link.pc.getConfiguration().iceTransportPolicy,
+    };
+  }
+  return out;
+}"""
+
+
+def needs_coturn() -> None:
+    if shutil.which("turnserver") is None:
+        pytest.skip("turnserver not installed (Debian package coturn; scripts/setup.sh --test)")
+
+
+async def open_logged_page(browser: Any, url: str) -> tuple[Any, list[str]]:
+    """A page whose console lines (``type: text``) are kept, for asserting on them."""
+    context = await browser.new_context(viewport={"width": 1100, "height": 900})
+    page = await context.new_page()
+    console: list[str] = []
+    page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+    await page.goto(url)
+    return page, console
+
+
+@pytest.mark.turn
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_browser_and_aiortc_connect_relay_only_through_lab_turn(
+    chromium: Any, transport: str
+) -> None:
+    """Both ends relay-only: the page fetches credentials with its turnToken (and uses the
+    ``transport`` URL only); the aiortc peer allocates over UDP. (Not TLS: Chromium does not
+    trust the throwaway CA of coturn's certificate.)"""
+    needs_coturn()
+    async with Lab(name="web-turn", stats_interval=0.5) as lab:
+        turn = await lab.turn()
+        ice = turn.ice_config(["udp"], policy="relay", connect_timeout=20)
+        kernel = await lab.peer("kernel", room="t", ice=ice)
+        url = lab.browser_url("t", "chrome", policy="relay", turn=transport, stats=400)
+        assert f"turnToken={lab.turn_token}" in url
+        page, console = await open_logged_page(chromium, url)
+        await kernel.wait_connected(count=1, timeout=25)
+
+        # the page fetched credentials with its bearer token and made relay-only connections
+        fetched = await page.evaluate("window.rtclab.turn")
+        assert fetched == {"ok": True, "status": 200, "error": None}
+        servers = await page.evaluate("window.rtclab.iceServers")
+        assert servers[0]["urls"] == [turn.url(transport)]  # type: ignore[arg-type]
+        assert servers[0]["username"].endswith(":chrome")
+
+        # video both ways: decoded in the browser, received by aiortc
+        await until(lambda: _all_frames(page, {"kernel"}), 20, "frames decoded in the browser")
+        await until(
+            lambda: kernel.connections["chrome"].counters.frames_received.get("video", 0) > 5,
+            10,
+            "frames received by aiortc",
+        )
+
+        # the browser's own getStats: relay <-> relay, nothing but relay gathered
+        path = (await page.evaluate(SELECTED_PATH))["kernel"]
+        assert path["policy"] == "relay"
+        assert (path["local"], path["remote"]) == ("relay", "relay"), path
+        assert path["relayProtocol"] == transport and path["localTypes"] == ["relay"], path
+        assert path["url"] == turn.url(transport), path  # type: ignore[arg-type]
+
+        # ... and the same path in the rows the page reported to the lab
+        def browser_relay_rows() -> Any:
+            df = lab.samples
+            rows = df[(df["peer"] == "chrome")].dropna(subset=["local_candidate_type"])
+            return not rows.empty and (rows,)
+
+        (rows,) = await until(browser_relay_rows, 10, "browser rows with a selected pair")
+        last = rows.iloc[-1]
+        assert (last["local_candidate_type"], last["remote_candidate_type"]) == ("relay", "relay")
+        assert last["relay_protocol"] == transport
+        # the aiortc side is relay too
+        chosen = lab.candidates
+        chosen = chosen[chosen["selected"]]
+        assert set(chosen["type"]) == {"relay"}, chosen
+
+        # coturn allocated for both: the kernel's user "lab" and the page's "chrome"
+        await turn.wait_for_log(r":chrome>.*ALLOCATE processed, success", timeout=5)
+        await turn.wait_for_log(r":lab>.*ALLOCATE processed, success", timeout=5)
+        assert turn.allocations >= 2
+        logged = lab.events.query("event == 'coturn-log'")["value"].astype(str)
+        assert logged.str.contains(":chrome>").any()  # coturn's lines are in the lab's events
+        errors = await page.evaluate("window.rtclab.errors")
+        assert errors == [], (errors, console)
+        await page.screenshot(path=str(SCREENSHOTS / "client-turn-relay.png"))
+
+
+@pytest.mark.turn
+async def test_refused_turn_token_is_reported_and_the_page_goes_on_without_turn(
+    chromium: Any,
+) -> None:
+    needs_coturn()
+    async with Lab(name="web-turn-401", stats_interval=0.5) as lab:
+        await lab.turn()
+        kernel = await lab.peer("kernel", room="u")
+
+        # a wrong token, policy all: 401 in the status, console and errors; host path instead
+        page, console = await open_logged_page(
+            chromium, lab.browser_url("u", "chrome", turnToken="not-the-token")
+        )
+        await kernel.wait_connected(count=1, timeout=15)
+        await until(lambda: _all_frames(page, {"kernel"}), 15, "frames without TURN")
+        assert await page.evaluate("window.rtclab.turn") == {
+            "ok": False, "status": 401,
+            "error": "turn credentials: HTTP 401, the turnToken was refused",
+        }  # fmt: skip
+        assert await page.evaluate("window.rtclab.iceServers") == []
+        status = await page.evaluate("document.querySelector('#status').textContent")
+        refused = "turn credentials: HTTP 401, the turnToken was refused"
+        assert status == f"room u: 1 others · no TURN: {refused}"
+        assert any("HTTP 401" in line and "without TURN" in line for line in console), console
+        errors = await page.evaluate("window.rtclab.errors")
+        assert [e.get("status") for e in errors] == [401], errors
+        path = (await page.evaluate(SELECTED_PATH))["kernel"]
+        assert (path["local"], path["remote"]) == ("host", "host"), path
+
+        # policy=relay cannot do without TURN: a refused token or none at all stops the page
+        for token, expected in (
+            ("not-the-token", "HTTP 401, the turnToken was refused (policy=relay cannot"),
+            (None, "policy=relay needs TURN, and this page has no turnToken"),
+        ):
+            relay, _ = await open_logged_page(
+                chromium, lab.browser_url("u", "relay-only", policy="relay", turnToken=token)
+            )
+            status = await until(
+                lambda p=relay: p.evaluate(
+                    "document.querySelector('#status').textContent.startsWith('error:')"
+                    " && document.querySelector('#status').textContent"
+                ),
+                10,
+                "an error status",
+            )
+            assert expected in status, status
+            assert await relay.evaluate("window.rtclab.joined") is False
+            await relay.context.close()

@@ -84,7 +84,8 @@ def client_url(
     host: str, port: int, room: str, user: str, **params: str | int | None
 ) -> str:
     """``http://host:port/?room=…&user=…`` plus ``params`` (``token``, ``turnToken``,
-    ``screen``, ``audio``, ``stats``; ``None`` values are left out)."""
+    ``policy`` = ``relay``, ``turn`` = ``udp,tcp,tls``, ``screen``, ``audio``, ``stats``;
+    ``None`` values are left out)."""
     query = {"room": room, "user": user}
     query.update({k: str(v) for k, v in params.items() if v is not None})
     return f"http://{host}:{port}/?{urlencode(query)}"

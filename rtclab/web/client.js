@@ -2,7 +2,11 @@
 // server (rtclab.web.serve_client). Query parameters:
 //   room, user     room and userId (user defaults to a random name)
 //   token          signaling token, sent in the `join` message (kept out of the WebSocket URL)
-//   turnToken      bearer token for GET /api/turn-credentials (TURN is used only when given)
+//   turnToken      bearer token for GET /api/turn-credentials (TURN is used only when given;
+//                  a refused token (401) is reported in the status, console and
+//                  rtclab.errors, and the page goes on without TURN unless policy=relay)
+//   policy=relay   iceTransportPolicy 'relay': TURN relay candidates only (needs turnToken)
+//   turn=udp,tcp   which of the served TURN URLs to use (udp, tcp, tls = turns:); default all
 //   audio=0        no microphone
 //   screen=canvas  share a generated canvas instead of asking getDisplayMedia (headless tests)
 //   stats=MS       stats interval in ms (default 1000); 0 disables reporting
@@ -20,21 +24,59 @@ const state = {
   room, user, mesh: null, reporter: null, ws: null,
   joined: false, chat: [], cursors: 0, lastCursor: {}, peerJoined: [], peerLeft: [],
   errors: [], firstFrameMs: null, connectedMs: {}, iceServers: [],
+  policy: params.get('policy') === 'relay' ? 'relay' : 'all',
+  turn: null,  // {ok, status, error}: how fetching TURN credentials went (null: not asked)
 };
 window.rtclab = state;
 
 function setStatus(text) { $('status').textContent = text; }
 
+/** What the status line says about TURN after "room R: N others" (empty when all is well). */
+function turnNote() {
+  return state.turn && !state.turn.ok ? ` · no TURN: ${state.turn.error}` : '';
+}
+
 async function iceServers() {
   const turnToken = params.get('turnToken');
-  if (!turnToken) return [];
+  if (!turnToken) {
+    if (state.policy === 'relay') {
+      throw new Error('policy=relay needs TURN, and this page has no turnToken '
+        + '(open lab.browser_url(...) while lab.turn() runs)');
+    }
+    return [];
+  }
   // TURN REST credentials minted by the lab (HMAC over "<expiry>:<user>", coturn's
   // use-auth-secret); the bearer token keeps strangers from minting relay credentials.
-  const response = await fetch(`/api/turn-credentials?user=${encodeURIComponent(user)}`,
-    {headers: {Authorization: `Bearer ${turnToken}`}});
-  if (!response.ok) throw new Error(`turn credentials: HTTP ${response.status}`);
+  let response;
+  try {
+    response = await fetch(`/api/turn-credentials?user=${encodeURIComponent(user)}`,
+      {headers: {Authorization: `Bearer ${turnToken}`}});
+  } catch (err) {
+    response = {ok: false, status: 0, statusText: String(err)};
+  }
+  if (!response.ok) {
+    const why = response.status === 401 ? 'HTTP 401, the turnToken was refused'
+      : response.status === 404 ? 'HTTP 404, the lab runs no TURN server (lab.turn())'
+        : `HTTP ${response.status} ${response.statusText || ''}`.trim();
+    const error = `turn credentials: ${why}`;
+    state.turn = {ok: false, status: response.status, error};
+    if (state.policy === 'relay') throw new Error(`${error} (policy=relay cannot connect without TURN)`);
+    console.error(`rtclab: ${error}; connecting without TURN`);
+    state.errors.push({type: 'turn-credentials', status: response.status, message: error});
+    setStatus(`${error}; connecting without TURN`);
+    return [];
+  }
   const creds = await response.json();
-  return [{urls: creds.urls, username: creds.username, credential: creds.credential}];
+  state.turn = {ok: true, status: response.status, error: null};
+  const wanted = params.get('turn') ? params.get('turn').split(',') : null;
+  const urls = wanted ? creds.urls.filter((u) => wanted.includes(turnTransport(u))) : creds.urls;
+  return [{urls, username: creds.username, credential: creds.credential}];
+}
+
+/** 'udp', 'tcp' or 'tls' (turns:) for a TURN URL. */
+function turnTransport(url) {
+  if (url.startsWith('turns:')) return 'tls';
+  return /[?&]transport=tcp/i.test(url) ? 'tcp' : 'udp';
 }
 
 function remoteFigure(peer) {
@@ -51,7 +93,10 @@ function remoteFigure(peer) {
 
 function onEvent(type, detail) {
   switch (type) {
-    case 'joined': state.joined = true; setStatus(`room ${room}: ${detail.peers.length} others`); break;
+    case 'joined':
+      state.joined = true;
+      setStatus(`room ${room}: ${detail.peers.length} others${turnNote()}`);
+      break;
     case 'peer-joined': state.peerJoined.push(detail.peer); break;
     case 'peer-left': {
       state.peerLeft.push(detail.peer);
@@ -175,7 +220,9 @@ async function main() {
   const ws = new WebSocket(`${scheme}://${location.host}${params.get('signal') || '/signal'}`);
   state.ws = ws;
   const send = (msg) => { if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(msg)); };
-  const mesh = new Mesh({user, send, stream, iceServers: state.iceServers, emit: onEvent});
+  const mesh = new Mesh({
+    user, send, stream, iceServers: state.iceServers, iceTransportPolicy: state.policy, emit: onEvent,
+  });
   state.mesh = mesh;
   ws.onopen = () => {
     const join = {type: 'join', roomId: room, userId: user};

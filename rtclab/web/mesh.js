@@ -36,13 +36,15 @@ export class Mesh {
    * @param {(msg: object) => void} o.send  sends one signaling message (WebSocket or comm)
    * @param {MediaStream} o.stream  local camera/microphone
    * @param {RTCIceServer[]} [o.iceServers]
+   * @param {'all'|'relay'} [o.iceTransportPolicy]  'relay': TURN relay candidates only
    * @param {(type: string, detail: object) => void} [o.emit]  UI / test hook
    */
-  constructor({user, send, stream, iceServers = [], emit = () => {}}) {
+  constructor({user, send, stream, iceServers = [], iceTransportPolicy = 'all', emit = () => {}}) {
     this.user = user;
     this.send = send;
     this.stream = stream;
     this.iceServers = iceServers;
+    this.iceTransportPolicy = iceTransportPolicy;
     this.emit = emit;
     this.links = new Map();
     this.videoTrack = stream ? stream.getVideoTracks()[0] || null : null;
@@ -115,7 +117,9 @@ export class Mesh {
   // ---------------------------------------------------------------- connections
 
   _link(remote, role) {
-    const pc = new RTCPeerConnection({iceServers: this.iceServers});
+    const pc = new RTCPeerConnection({
+      iceServers: this.iceServers, iceTransportPolicy: this.iceTransportPolicy,
+    });
     const link = new RemoteLink(remote, role, pc);
     this.links.set(remote, link);
     pc.onicecandidate = ({candidate}) => {

@@ -80,7 +80,10 @@ function render({model, el}) {
     if (view.closed) { stream.getTracks().forEach((t) => t.stop()); return; }
     view.stream = stream;
     local.srcObject = stream;
-    view.mesh = new Mesh({user: model.get('user'), send, stream, iceServers: model.get('ice_servers'), emit});
+    view.mesh = new Mesh({
+      user: model.get('user'), send, stream, emit,
+      iceServers: model.get('ice_servers'), iceTransportPolicy: model.get('ice_transport_policy'),
+    });
     const interval = model.get('stats_interval_ms');
     if (interval > 0) {
       view.reporter = new StatsReporter(view.mesh, {

@@ -49,7 +49,10 @@ class BrowserPeer(anywidget.AnyWidget):  # type: ignore[misc]
     reports = traitlets.Int(0).tag(sync=True)
     """getStats reports relayed to the lab so far (shown in the widget's header)."""
     ice_servers = traitlets.List(traitlets.Dict()).tag(sync=True)
-    """RTCIceServer dicts for the browser (e.g. TURN credentials); none on loopback."""
+    """RTCIceServer dicts for the browser (TURN credentials: ``lab.browser_peer`` fills them
+    in while ``lab.turn()`` runs); none on a plain loopback lab."""
+    ice_transport_policy = traitlets.Enum(["all", "relay"], "all").tag(sync=True)
+    """``"relay"``: the tab uses TURN relay candidates only (needs TURN in ``ice_servers``)."""
 
     def __init__(self, signaling_url: str, *, room: str = "lab", user: str = "notebook",
                  **kwargs: Any) -> None:
