@@ -171,6 +171,17 @@ async def test_leave_gives_peer_left_and_closes(make_peer: MakePeer) -> None:
     assert alice.connections["bob"].state == "connected"
 
 
+async def test_receive_only_viewer_joins_and_watches(make_peer: MakePeer) -> None:
+    """A joiner that sends nothing still offers to receive (recvonly), like a browser viewer."""
+    alice = await make_peer("alice", data=False)
+    viewer = await make_peer("viewer", video=False, audio=False, data=False)
+    await viewer.wait_connected(count=1)
+    await _until(lambda: viewer.latest_frame("alice") is not None)
+    link = viewer.connections["alice"]
+    await _until(lambda: link.counters.frames_received.get("audio", 0) > 10)
+    assert not alice.connections["viewer"].remote_tracks  # nothing comes back
+
+
 async def test_duplicate_name_is_refused(make_peer: MakePeer) -> None:
     await make_peer("alice", video=False, audio=False)
     with pytest.raises(SignalingError) as err:
@@ -276,7 +287,7 @@ async def test_record_received_media_plays_back(make_peer: MakePeer, tmp_path: A
 async def test_answerer_sends_only_what_the_offer_has_room_for(make_peer: MakePeer) -> None:
     """A video-only joiner offers one m-line: the audio+video answerer must still answer."""
     alice = await make_peer("alice")  # audio and video
-    bob = await make_peer("bob", audio=False)  # the joiner offers video (+ data) only
+    bob = await make_peer("bob", audio=False, receive=False)  # offers video (+ data) only
     await bob.wait_connected(count=1)
     assert any(e.event == "media-not-offered" and e.value == "audio" for e in alice.events)
     await _until(lambda: bob.latest_frame("alice") is not None)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import functools
 import math
 import time
 from typing import Any, Literal
@@ -40,30 +41,27 @@ _GLYPHS = {
 }
 
 
-def _glyph_mask(text: str, scale: int) -> np.ndarray:
-    """A boolean mask of ``text`` drawn with the 3x5 font, ``scale`` pixels per dot."""
-    cols = []
-    for char in text:
-        bits = _GLYPHS.get(char, _GLYPHS[" "])
-        glyph = np.array([int(b) for b in bits], dtype=bool).reshape(5, 3)
-        cols.append(glyph)
-        cols.append(np.zeros((5, 1), dtype=bool))
-    mask = np.hstack(cols) if cols else np.zeros((5, 0), dtype=bool)
-    return np.kron(mask, np.ones((scale, scale), dtype=bool)).astype(bool)
+@functools.lru_cache(maxsize=512)
+def _glyph(char: str, scale: int) -> np.ndarray:
+    """One character of the 3x5 font, ``scale`` pixels per dot (cached: drawn every frame)."""
+    bits = _GLYPHS.get(char, _GLYPHS[" "])
+    glyph = np.array([int(b) for b in bits], dtype=bool).reshape(5, 3)
+    return np.kron(glyph, np.ones((scale, scale), dtype=bool)).astype(bool)
 
 
 def draw_text(plane: np.ndarray, text: str, x: int, y: int, *, scale: int = 2) -> None:
     """Draw ``text`` light-on-dark into a luma ``plane`` (2-D uint8), clipped to its bounds."""
-    mask = _glyph_mask(text, scale)
-    h, w = mask.shape
+    h, w = 5 * scale, len(text) * 4 * scale
     pad = scale
     y0, x0 = max(0, y - pad), max(0, x - pad)
     y1, x1 = min(plane.shape[0], y + h + pad), min(plane.shape[1], x + w + pad)
     plane[y0:y1, x0:x1] = 16
-    hh, ww = min(h, plane.shape[0] - y), min(w, plane.shape[1] - x)
-    if hh > 0 and ww > 0:
-        region = plane[y : y + hh, x : x + ww]
-        region[mask[:hh, :ww]] = 235
+    for i, char in enumerate(text):
+        cx = x + i * 4 * scale
+        if char == " " or cx + 3 * scale > plane.shape[1] or y + h > plane.shape[0]:
+            continue
+        region = plane[y : y + h, cx : cx + 3 * scale]
+        region[_glyph(char, scale)] = 235
 
 
 def rgb_to_yuv420(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -157,12 +155,26 @@ class TestPatternTrack(_PacedTrack):
         # is not thread-safe on a frame shared by several connections' encoder threads.
         self._planes = rgb_to_yuv420(np.repeat(row[np.newaxis, :, :], height, axis=0))
         self._box = max(8, min(width, height) // 6) // 2 * 2
+        # One reusable yuv420p buffer (from_ndarray copies it into the frame), with views of
+        # its three planes: each frame is drawn in place, no per-frame allocation.
+        self._buffer = np.empty(width * height * 3 // 2, dtype=np.uint8)
+        n_y, n_c = width * height, width * height // 4
+        self._views = (
+            self._buffer[:n_y].reshape(height, width),
+            self._buffer[n_y : n_y + n_c].reshape(height // 2, width // 2),
+            self._buffer[n_y + n_c :].reshape(height // 2, width // 2),
+        )
 
     async def recv(self) -> av.VideoFrame:
         index = await self._next_index()
-        y, u, v = (
-            np.roll(p, index * (2 if i == 0 else 1), axis=1) for i, p in enumerate(self._planes)
-        )
+        for i, (plane, out) in enumerate(zip(self._planes, self._views, strict=True)):
+            shift = (index * (2 if i == 0 else 1)) % plane.shape[1]  # scroll right
+            if shift:
+                out[:, shift:] = plane[:, :-shift]
+                out[:, :shift] = plane[:, -shift:]
+            else:
+                out[:] = plane
+        y, u, v = self._views
         # bouncing box: motion keeps the encoder honest (a static frame costs almost no bits)
         span_x, span_y = (self.width - self._box) // 2, (self.height - self._box) // 2
         bx = int(abs((index * 2) % (2 * span_x) - span_x)) * 2
@@ -179,8 +191,9 @@ class TestPatternTrack(_PacedTrack):
         draw_text(y, stamp, 4, 4 + 8 * scale, scale=scale)
         u[: (text_h + 4) // 2, : (text_w + 8) // 2] = 128
         v[: (text_h + 4) // 2, : (text_w + 8) // 2] = 128
-        data = np.concatenate([y.ravel(), u.ravel(), v.ravel()]).reshape(-1, self.width)
-        frame = av.VideoFrame.from_ndarray(data, format="yuv420p")
+        frame = av.VideoFrame.from_ndarray(
+            self._buffer.reshape(-1, self.width), format="yuv420p"
+        )
         frame.pts = int(index * VIDEO_CLOCK_RATE / self.fps)
         frame.time_base = fractions.Fraction(1, VIDEO_CLOCK_RATE)
         return frame

@@ -258,7 +258,9 @@ class Peer:
     """A lab participant: joins ``room`` on a signaling server and meshes with everyone there.
 
     Media is synthetic by default (a moving test pattern and a tone), so a peer needs no
-    camera; ``video=False`` / ``audio=False`` / ``data=False`` turn parts off.
+    camera; ``video=False`` / ``audio=False`` / ``data=False`` turn sending parts off. As an
+    offerer it still asks to receive audio and video (recvonly m-lines) unless
+    ``receive=False``, so a viewer that sends nothing can join and watch.
     """
 
     def __init__(
@@ -270,6 +272,7 @@ class Peer:
         video: bool = True,
         audio: bool = True,
         data: bool = True,
+        receive: bool = True,
         width: int = 320,
         height: int = 240,
         fps: float = 15.0,
@@ -288,6 +291,7 @@ class Peer:
         self._present: set[str] = set()  # remotes the server says are in the room
         self._tasks: set[asyncio.Task[Any]] = set()
         self.data = data
+        self.receive = receive
         self.connections: dict[str, RemoteConnection] = {}
         self.chat_log: list[ChatMessage] = []
         self.cursor_positions: dict[str, tuple[float, float]] = {}
@@ -519,6 +523,12 @@ class Peer:
 
     async def _offer(self, conn: RemoteConnection) -> None:
         self._add_media(conn)
+        if self.receive:
+            # a kind we do not send we still want to receive (offerToReceive*): recvonly
+            sending = {t.kind for t in conn.pc.getTransceivers()}
+            for kind in ("audio", "video"):
+                if kind not in sending:
+                    conn.pc.addTransceiver(kind, direction="recvonly")
         if self.data:
             for channel in create_lab_channels(conn.pc):
                 self._attach_channel(conn, channel)
