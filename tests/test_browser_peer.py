@@ -9,27 +9,12 @@ tab. Screenshots go to ``RTCLAB_SCREENSHOTS`` (default /tmp/rtclab-jupyterlab).
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import secrets
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import pytest
-from test_jupyterlab import (
-    SCREENSHOTS,
-    SETTINGS,
-    JupyterLab,
-    _free_port,
-    _poll,
-    _run_all_cells,
-    _stop,
-    _wait_ready,
-)
+from test_jupyterlab import SCREENSHOTS, JupyterLab, _poll, _run_all_cells, start_jupyterlab
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -59,40 +44,8 @@ TAB_FACTS = """async () => {
 @pytest.fixture
 def lab_in_netns(loopback_netns: str, tmp_path: Path) -> Iterator[JupyterLab]:
     """JupyterLab started inside the namespace (its kernels inherit it)."""
-    root, home = tmp_path / "root", tmp_path / "jupyter"
-    root.mkdir()
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    for name, value in SETTINGS.items():
-        path = home / "settings" / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(value))
-    notebook = nbformat.v4.new_notebook()  # type: ignore[no-untyped-call]
-    notebook.cells = [nbformat.v4.new_code_cell(s) for s in CELLS]  # type: ignore[no-untyped-call]
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
-    nbformat.write(notebook, root / "browser-peer.ipynb")  # type: ignore[no-untyped-call]
-    port, token = _free_port(), secrets.token_hex(16)
-    env = {
-        **os.environ,
-        "JUPYTER_CONFIG_DIR": str(home / "config"),
-        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
-        "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
-        "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
-        "PYTHONUNBUFFERED": "1",
-    }
-    log = (tmp_path / "jupyterlab.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
-         f"--port={port}", "--ServerApp.ip=127.0.0.1", f"--ServerApp.token={token}",
-         f"--ServerApp.root_dir={root}", "--ServerApp.port_retries=0"],
-        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_ready(url, token, proc, timeout=60)
-        yield JupyterLab(url, token, root)
-    finally:
-        _stop(proc)
-        log.close()
+    with start_jupyterlab(tmp_path, "browser-peer.ipynb", CELLS) as lab:
+        yield lab
 
 
 async def test_browser_peer_widget_sends_frames_to_a_kernel_peer(

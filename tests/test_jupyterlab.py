@@ -8,6 +8,7 @@ lines drawn) and saves screenshots (``RTCLAB_SCREENSHOTS``, default /tmp/rtclab-
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -104,8 +105,13 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=5)
 
 
-@pytest.fixture
-def jupyterlab(tmp_path: Path) -> Iterator[JupyterLab]:
+@contextlib.contextmanager
+def start_jupyterlab(tmp_path: Path, notebook: str, cells: list[str]) -> Iterator[JupyterLab]:
+    """A real JupyterLab on a free loopback port, serving one notebook made of ``cells``.
+
+    Its config, runtime and settings live under ``tmp_path`` (quiet settings from
+    :data:`SETTINGS`); the server is stopped, process group and all, on exit.
+    """
     root, home = tmp_path / "root", tmp_path / "jupyter"
     root.mkdir()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -114,10 +120,10 @@ def jupyterlab(tmp_path: Path) -> Iterator[JupyterLab]:
         path = settings / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(value))
-    notebook = nbformat.v4.new_notebook()  # type: ignore[no-untyped-call]
-    notebook.cells = [nbformat.v4.new_code_cell(s) for s in CELLS]  # type: ignore[no-untyped-call]
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
-    nbformat.write(notebook, root / "widgets.ipynb")  # type: ignore[no-untyped-call]
+    nb = nbformat.v4.new_notebook()  # type: ignore[no-untyped-call]
+    nb.cells = [nbformat.v4.new_code_cell(s) for s in cells]  # type: ignore[no-untyped-call]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
+    nbformat.write(nb, root / notebook)  # type: ignore[no-untyped-call]
 
     port, token = _free_port(), secrets.token_hex(16)
     env = {
@@ -155,6 +161,12 @@ def jupyterlab(tmp_path: Path) -> Iterator[JupyterLab]:
     finally:
         _stop(proc)
         log.close()
+
+
+@pytest.fixture
+def jupyterlab(tmp_path: Path) -> Iterator[JupyterLab]:
+    with start_jupyterlab(tmp_path, "widgets.ipynb", CELLS) as lab:
+        yield lab
 
 
 @pytest.fixture
