@@ -25,6 +25,12 @@ async def test_delay_and_jitter_show_up_in_the_stats() -> None:
     assert delayed["rtt_ms"] == pytest.approx(100.0, rel=0.15)  # 50 ms each way
     assert clean["rtt_ms"] < 10
     assert jittery["jitter_ms"] > clean["jitter_ms"] + 3
+    # reordering makes the sender retransmit (RTX): the media stream's counters must stay
+    # the media stream's (aiortc reports both SSRCs under one stats id)
+    s = result.samples
+    got = s[(s["kind"] == "video") & (s["direction"] == "inbound") & (s["setting"] == "±30ms")]
+    assert got["packets_received"].dropna().is_monotonic_increasing
+    assert got["packets_received"].max() > 80
     assert set(result.samples["setting"]) == {"clean", "50ms", "±30ms"}
     assert len(result.figure.data) == 4
 

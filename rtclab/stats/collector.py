@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import copy
 import csv
+import dataclasses
 import json
 import logging
 import math
@@ -335,7 +336,7 @@ class StatsCollector:
         state = str(getattr(pc, "connectionState", "unknown"))
         report: Mapping[str, Any] = {}
         if state != "closed":
-            report = dict(await pc.getStats())
+            report = _inbound_rtp_per_ssrc(pc, dict(await pc.getStats()))
         # read everything else right after getStats so counters and report are simultaneous
         monotonic = time.monotonic()
         return ConnectionSnapshot(
@@ -473,6 +474,41 @@ def _sctp_rtt_ms(pc: Any) -> float | None:
     if isinstance(srtt, (int, float)) and not isinstance(srtt, bool):
         return float(srtt) * 1000.0
     return None
+
+
+def _inbound_rtp_per_ssrc(pc: Any, report: dict[str, Any]) -> dict[str, Any]:
+    """One inbound-rtp entry per received media SSRC, retransmission (RTX) streams left out.
+
+    aiortc gives every SSRC a receiver sees the same stats id, so once the sender
+    retransmits (NACK -> RTX, e.g. on a jittery link) the RTX stream's few packets replace
+    the media stream's counters and jitter in the report. Rebuilt here from the receiver's
+    own (private) per-SSRC statistics; left as reported if those are not there.
+    """
+    try:
+        transceivers = list(pc.getTransceivers())
+    except Exception:
+        return report
+    for transceiver in transceivers:
+        receiver = transceiver.receiver
+        streams = getattr(receiver, "_RTCRtpReceiver__remote_streams", None)
+        rtx = getattr(receiver, "_RTCRtpReceiver__rtx_ssrc", None)
+        shared_id = f"inbound-rtp_{id(receiver)}"
+        entry = report.get(shared_id)
+        if not isinstance(streams, dict) or not isinstance(rtx, dict) or entry is None:
+            continue
+        del report[shared_id]
+        for ssrc, stream in list(streams.items()):
+            if ssrc in rtx:
+                continue
+            report[f"{shared_id}_{ssrc}"] = dataclasses.replace(
+                entry,
+                id=f"{shared_id}_{ssrc}",
+                ssrc=ssrc,
+                packetsReceived=stream.packets_received,
+                packetsLost=stream.packets_lost,
+                jitter=stream.jitter,
+            )
+    return report
 
 
 def _clock_rates(pc: Any) -> dict[str, int]:
