@@ -10,7 +10,7 @@ if [ "${1:-}" = "--test" ]; then
   extras="[test]"
   # Debian packages the real-component tests use: TURN server, headless browser (driven by
   # Playwright with executable_path, never a downloaded browser), namespaces and NAT, Redis.
-  apt_packages=(coturn chromium iproute2 nftables redis-server)
+  apt_packages=(coturn chromium iproute2 nftables iptables redis-server)
 fi
 
 missing=()
