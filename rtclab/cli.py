@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -125,8 +126,18 @@ _DEFAULT_TURN_URL = "turn:127.0.0.1:3478?transport=udp"
 
 
 def _peer(args: argparse.Namespace) -> int:
+    from .ice.config import IceConfig, IceServer
     from .peer.run import run_peer
 
+    servers = tuple(
+        IceServer(s["urls"], s.get("username"), s.get("credential"))
+        for s in json.loads(args.ice_servers)
+    )
+    ice = IceConfig(
+        ice_servers=servers,
+        interfaces=tuple(args.interface) if args.interface else IceConfig().interfaces,
+        connect_timeout=args.connect_timeout,
+    )
     return run_peer(
         args.signal,
         args.name,
@@ -138,6 +149,8 @@ def _peer(args: argparse.Namespace) -> int:
         height=args.height,
         fps=args.fps,
         duration=args.duration,
+        stats_interval=args.stats_interval,
+        ice=ice,
     )
 
 
@@ -236,6 +249,22 @@ def build_parser() -> argparse.ArgumentParser:
     peer.add_argument("--height", type=int, default=240, help="video height (default: %(default)s)")
     peer.add_argument("--fps", type=float, default=15.0, help="frames/s (default: %(default)s)")
     peer.add_argument("--duration", type=float, default=None, help="leave after S seconds")
+    peer.add_argument(
+        "--stats-interval", type=float, default=None,
+        help="also print {\"rows\": [...]} stats lines every S seconds",
+    )  # fmt: skip
+    peer.add_argument(
+        "--interface", action="append", default=[],
+        help="gather ICE candidates on this address (repeatable; default: loopback only)",
+    )  # fmt: skip
+    peer.add_argument(
+        "--ice-servers", default="[]",
+        help='JSON list like RTCConfiguration.iceServers (default: none, so no internet)',
+    )  # fmt: skip
+    peer.add_argument(
+        "--connect-timeout", type=float, default=10.0,
+        help="fail a connection not up after S seconds (default: %(default)s)",
+    )  # fmt: skip
     peer.set_defaults(func=_peer)
     return parser
 

@@ -122,6 +122,8 @@ class Lab:
         self.coturn: Coturn | None = None
         self.turn_token: str | None = None
         self.browser_peers: list[Any] = []
+        self._queue: asyncio.Task[Any] | None = None
+        self.errors: list[str] = []
         if client:
             from .web import serve_client
 
@@ -215,6 +217,79 @@ class Lab:
                 del self.peers[name]
                 raise
         return peer
+
+    # --- without await: the same steps, queued on the running loop -------------------------
+
+    def _soon(self, what: str, step: Callable[[], Any]) -> asyncio.Task[Any]:
+        """Run ``step()`` (a coroutine function) after every step queued before it.
+
+        For cells written without ``await``: the cell returns at once, the step runs in the
+        kernel's loop, and a failure is logged, kept in :attr:`errors` and recorded as an
+        ``error`` event instead of vanishing in an un-awaited task. Never blocks the loop.
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                f"lab.{what}() needs a running event loop (a Jupyter kernel has one); in a "
+                f"script, use `await lab.{what.removesuffix('_soon')}(...)` inside asyncio.run"
+            ) from None
+        previous = self._queue
+
+        async def run() -> Any:
+            if previous is not None and not previous.done():
+                await asyncio.wait([previous])
+            return await step()
+
+        task = loop.create_task(run(), name=f"rtclab-lab-{what}")
+        self._queue = task
+
+        def report(done: asyncio.Task[Any]) -> None:
+            if done.cancelled() or done.exception() is None:
+                return
+            exc = done.exception()
+            message = f"{what} failed: {type(exc).__name__}: {exc}"
+            log.error("lab %r: %s", self.name, message)
+            self.errors.append(message)
+            self.collector.record_event("lab", None, "error", message)
+
+        task.add_done_callback(report)
+        return task
+
+    def launch(self) -> Lab:
+        """``start()`` without ``await``: returns the lab at once, starting in the background."""
+        self._soon("launch", self.start)
+        return self
+
+    def add_peer(self, name: str, room: str = "lab", **options: Any) -> Peer:
+        """``peer()`` without ``await``: the :class:`Peer` now (it displays as a widget that
+        follows its state), joined in the background after the steps queued before."""
+        if name in self.peers:
+            raise ValueError(f"a peer named {name!r} already exists in this lab")
+        ice = options.pop("ice", None) or self.ice
+        peer = Peer(name, self.url or "", room=room, ice=ice, **options)
+        peer.add_listener(self.collector.record_event)
+        self.collector.add(peer)
+        self.peers[name] = peer
+
+        async def join() -> Peer:
+            if self.url is None:
+                raise RuntimeError(f"the lab is not started, so {name!r} cannot join")
+            peer.signaling_url = self.url
+            await peer.join()
+            return peer
+
+        self._soon(f"add_peer({name!r})", join)
+        return peer
+
+    def stop_soon(self) -> None:
+        """``stop()`` without ``await``, after the steps queued before it."""
+        self._soon("stop_soon", self.stop)
+
+    async def settled(self) -> None:
+        """Wait for every step queued without ``await`` (``launch``, ``add_peer``, ...)."""
+        while self._queue is not None and not self._queue.done():
+            await asyncio.wait([self._queue])
 
     async def wait_connected(self, timeout: float | None = None) -> None:
         """Wait until every peer is connected to every other peer in its room."""

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from rtclab import Lab
+from rtclab import Lab, Peer
 from rtclab.lab import _summarize
 
 pytestmark = pytest.mark.slow
@@ -85,3 +85,36 @@ def test_summaries() -> None:
     assert _summarize({"type": "ice-candidate", "candidate": cand}) == "127.0.0.1 5000 typ host"
     assert _summarize({"type": "ice-candidate", "candidate": None}) == "end-of-candidates"
     assert _summarize({"type": "error", "code": "not-joined", "message": "x"}) == "not-joined: x"
+
+
+async def test_driving_the_lab_without_await_queues_steps_in_order() -> None:
+    """Cells without ``await``: each call returns at once, steps run in order in the loop,
+    a failed step is reported (errors, events) and the rest keep working."""
+    lab = Lab(stats_interval=0.5, name="no-await")
+    assert lab.launch() is lab
+    alice = lab.add_peer("alice", room="r", video=False, audio=False)
+    bob = lab.add_peer("bob", room="r", video=False, audio=False)
+    assert lab.url is None and alice.state != "joined"  # nothing ran yet: no blocking
+    carol = Peer("carol", "ws://127.0.0.1:9/signal", room="r")  # a step that must fail
+    lab._soon("join-carol", carol.join)
+    with pytest.raises(ValueError, match="already exists"):
+        lab.add_peer("alice")
+    await lab.settled()
+    try:
+        assert lab.url is not None
+        assert alice.state == "joined" and bob.state == "joined"
+        await lab.wait_connected(timeout=10)
+        assert len(lab.errors) == 1 and "join-carol failed" in lab.errors[0]
+        assert "cannot reach the signaling server" in lab.errors[0]
+        events = lab.events
+        assert (events[events["event"] == "error"]["peer"] == "lab").all()
+        assert (events["event"] == "error").sum() == 1
+    finally:
+        lab.stop_soon()
+        await lab.settled()
+    assert lab.url is None and not lab.peers
+
+
+def test_without_a_running_loop_the_error_says_what_to_do() -> None:
+    with pytest.raises(RuntimeError, match="needs a running event loop"):
+        Lab(name="no-loop").launch()

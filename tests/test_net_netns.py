@@ -3,12 +3,13 @@ and nothing left behind (root only; CI runs these as root)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 
 import pytest
 
-from rtclab.net import netns
+from rtclab.net import PRESETS, Network, discover_nat, netns
 from rtclab.net.netns import NETNS_PRESETS, NetnsNetwork, NetnsUnavailable, require_netns
 
 pytestmark = pytest.mark.netns
@@ -47,38 +48,57 @@ def test_clear_error_when_not_root(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @needs_root
 async def test_kernel_nat_probes_match_presets_and_coturn_agrees() -> None:
+    """RFC 5780 probes see each preset's definition on kernel NAT, the same as emulated."""
     links_before = _root_links()
     with NetnsNetwork() as net:
         hosts = {p: net.host(p, p) for p in NETNS_PRESETS}
         seen = {p: await net.discover(h) for p, h in hosts.items()}
-        tool = await net.natdiscovery(hosts["symmetric"])
-        with pytest.raises(NetnsUnavailable, match="emulated"):
-            net.host("fc", "full-cone")
+        tools = {p: await net.natdiscovery(hosts[p]) for p in ("full-cone", "restricted-cone")}
+        tools["symmetric"] = await net.natdiscovery(hosts["symmetric"])
+        with pytest.raises(ValueError, match="unknown preset"):
+            net.host("x", "cone-ish")
         # no namespace of ours routes anywhere but to our own bridge and routers
         for host in hosts.values():
             routes = _routes(host.namespace)
             assert "203.0.113." in routes or "10.0." in routes
         names = list(net._namespaces)
-    assert seen["open"]["mapping"] == "endpoint-independent"
-    assert seen["open"]["filtering"] == "endpoint-independent"
-    assert seen["port-restricted-cone"]["mapping"] == "endpoint-independent"
-    assert seen["port-restricted-cone"]["filtering"] == "address-and-port-dependent"
-    assert seen["symmetric"]["mapping"] == "address-and-port-dependent"
-    assert seen["symmetric"]["filtering"] == "address-and-port-dependent"
-    assert "Address and Port Dependent Mapping" in tool
-    assert "Address and Port Dependent Filtering" in tool
+    assert set(NETNS_PRESETS) == set(PRESETS)  # every preset exists in both backends
+    for preset, found in seen.items():
+        behavior = PRESETS[preset]
+        mapping = behavior.mapping.value if behavior else "endpoint-independent"
+        filtering = behavior.filtering.value if behavior else "endpoint-independent"
+        assert (found["mapping"], found["filtering"]) == (mapping, filtering), preset
+        if behavior is not None:  # behind a NAT: the mapped address is the router's
+            assert found["mapped"][0] == hosts[preset].public_ip
+        emulated = await _emulated_discovery(preset)
+        assert (found["mapping"], found["filtering"]) == emulated, preset
+    assert "Endpoint Independent Filtering" in tools["full-cone"]
+    assert "Endpoint Independent Mapping" in tools["restricted-cone"]
+    assert "Address Dependent Filtering" in tools["restricted-cone"]
+    assert "Address and Port Dependent Mapping" in tools["symmetric"]
+    assert "Address and Port Dependent Filtering" in tools["symmetric"]
     # everything it made is gone, and the machine's own namespace never changed
     assert not set(names) & set(_ours())
     assert _root_links() == links_before
+
+
+async def _emulated_discovery(preset: str) -> tuple[str | None, str | None]:
+    with Network(seed=1) as net:
+        host = net.host("probe", preset)
+        with host.attach():
+            seen = await discover_nat(net.stun.address, timeout=0.15, tries=2)
+    return (
+        seen.mapping.value if seen.mapping else None,
+        seen.filtering.value if seen.filtering else None,
+    )
 
 
 @needs_root
 async def test_matrix_on_kernel_nat_matches_the_emulated_one() -> None:
     from rtclab.experiments.nat_matrix import nat_matrix
 
-    presets = ["port-restricted-cone", "symmetric"]
     result = await nat_matrix(
-        presets,
+        NETNS_PRESETS,
         backends=["emulated", "netns"],
         workers=0,
         concurrency=4,
@@ -109,4 +129,34 @@ def test_stale_namespaces_are_removed_and_cleanup_runs_on_failure() -> None:
     with pytest.raises(RuntimeError, match="boom"), NetnsNetwork() as net:
         net.host("x", "symmetric")
         raise RuntimeError("boom")
+    assert not _ours()
+
+
+@needs_root
+async def test_namespace_peers_stream_their_stats_into_the_lab() -> None:
+    from rtclab import Lab
+
+    async with Lab(stats_interval=1.0) as lab:
+        with NetnsNetwork() as net:
+            alice = await net.peer(net.host("alice", "restricted-cone"), room="r", lab=lab)
+            bob = await net.peer(net.host("bob", "symmetric"), room="r", lab=lab, turn=False)
+            await alice.wait_connected(timeout=20)
+            await bob.wait_connected(timeout=20)
+            await asyncio.sleep(3.5)
+            samples, events = lab.samples, lab.events
+            await alice.close()
+            await bob.close()
+            assert alice.process.returncode is not None
+    video = samples[samples["kind"] == "video"]
+    assert set(video["peer"]) == {"alice", "bob"}
+    got = video[(video["direction"] == "inbound") & video["frames_per_second"].notna()]
+    assert got.groupby("peer")["frames_per_second"].median().between(10, 20).all()
+    rtt = video["rtt_ms"].dropna()
+    assert len(rtt) and (rtt < 50).all()
+    # restricted cone lets the symmetric side's new port in: a direct path, no relay
+    pairs = video.dropna(subset=["local_candidate_type"])
+    assert not (pairs[["local_candidate_type", "remote_candidate_type"]] == "relay").any().any()
+    assert set(pairs["local_address"].str.split(":").str[0]) <= {"10.0.1.2", "10.0.2.2"}
+    connected = events[events["event"] == "connected"]
+    assert set(connected["peer"]) == {"alice", "bob"}
     assert not _ours()

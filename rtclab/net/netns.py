@@ -13,10 +13,15 @@ Facts this kernel taught (see DESIGN.md): no ``netem`` (impairment would need NF
 userspace forwarder; only ``tbf`` rate limits are offered here); a router needs an INPUT drop
 of NEW packets from the WAN or conntrack remaps the host's ports and even cone NAT fails; the
 public namespace needs a route for private destinations or coturn tears the allocation down
-when a peer's check goes to a private address. Stock nftables NAT filters by address and
-port, so only ``open``, ``port-restricted-cone`` (plain masquerade) and ``symmetric``
-(``random-fully``) exist here; ``full-cone`` and ``restricted-cone`` need conntrack
-extensions Debian does not ship and raise :class:`NetnsUnavailable`.
+when a peer's check goes to a private address.
+
+Presets: plain masquerade keeps the host's port (endpoint-independent mapping) and conntrack
+lets in only replies (address-and-port-dependent filtering): ``port-restricted-cone``.
+``random-fully`` gives every destination its own port: ``symmetric``. Conntrack alone cannot
+filter more loosely, so ``full-cone`` and ``restricted-cone`` add what a cone NAT keeps:
+dynamic nftables sets, filled by outgoing packets, of the ports mapped (full cone: anyone may
+send to them) or of the (remote address, port) pairs contacted (restricted cone: any port of
+an address we sent to), and a DNAT of matching new inbound packets back to the host.
 """
 
 from __future__ import annotations
@@ -40,11 +45,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..experiments.nat_matrix import NatScenario
+    from .link import Link
+    from .nfqueue import NamespaceImpairment
 
 __all__ = [
     "NETNS_PRESETS",
     "NetnsHost",
     "NetnsNetwork",
+    "NetnsPeer",
     "NetnsUnavailable",
     "cleanup_stale",
     "close_shared",
@@ -53,7 +61,8 @@ __all__ = [
 ]
 
 PREFIX = "rtclab-"
-NETNS_PRESETS = ("open", "port-restricted-cone", "symmetric")
+NETNS_PRESETS = ("open", "full-cone", "restricted-cone", "port-restricted-cone", "symmetric")
+MAPPING_LIFETIME_S = 120  # like conntrack's UDP stream timeout
 PUBLIC_NET = "203.0.113"
 STUN_IP, STUN_ALT_IP, SIGNALING_PORT = f"{PUBLIC_NET}.1", f"{PUBLIC_NET}.2", 8765
 TURN_USER, TURN_PASSWORD = "rtclab", "rtclab"
@@ -159,6 +168,7 @@ class NetnsHost:
     preset: str
     router: str | None = None
     public_ip: str | None = None
+    impairment: NamespaceImpairment | None = None
 
     def exec_args(self, *command: str) -> list[str]:
         return ["ip", "netns", "exec", self.namespace, *command]
@@ -177,6 +187,7 @@ class NetnsNetwork:
     _namespaces: list[str] = field(default_factory=list)
     _processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _counter: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    peers: list[NetnsPeer] = field(default_factory=list)
     _workdir: Path | None = None
     _closed: bool = False
 
@@ -297,14 +308,23 @@ class NetnsNetwork:
         _run("ip", "-n", namespace, "addr", "add", f"{address}/24", "dev", inside)
         _run("ip", "-n", namespace, "link", "set", inside, "up")
 
-    def host(self, name: str, preset: str, *, rate_kbps: float | None = None) -> NetnsHost:
-        """A host namespace behind its own router with ``preset`` (see :data:`NETNS_PRESETS`)."""
+    def host(
+        self,
+        name: str,
+        preset: str,
+        *,
+        rate_kbps: float | None = None,
+        link: Link | None = None,
+        seed: int = 0,
+    ) -> NetnsHost:
+        """A host namespace behind its own router with ``preset`` (see :data:`NETNS_PRESETS`).
+
+        ``link`` impairs the host's UDP both ways with the emulated network's model, applied
+        in userspace through NFQUEUE (this kernel has no netem); ``rate_kbps`` alone uses
+        the kernel's ``tbf`` on the router's WAN side.
+        """
         if preset not in NETNS_PRESETS:
-            raise NetnsUnavailable(
-                f"preset {preset!r} is not available with kernel NAT here "
-                f"(only {', '.join(NETNS_PRESETS)}: stock nftables NAT filters by address "
-                "and port); use the emulated network for it"
-            )
+            raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(NETNS_PRESETS)}")
         if name in self.hosts:
             raise ValueError(f"host {name!r} exists")
         index = len(self.hosts) + 1
@@ -327,20 +347,17 @@ class NetnsNetwork:
             _run("ip", "-n", ns, "link", "set", "eth0", "up")
             _run("ip", "-n", ns, "route", "add", "default", "via", f"{lan}.1")
             _run("ip", "netns", "exec", router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-            masquerade = "masquerade fully-random" if preset == "symmetric" else "masquerade"
-            rules = f"""
-table ip rtclab {{
-  chain post {{ type nat hook postrouting priority srcnat; oifname "wan" {masquerade}; }}
-  chain input {{ type filter hook input priority filter; iifname "wan" ct state new drop; }}
-  chain forward {{ type filter hook forward priority filter; iifname "wan" ct state new drop; }}
-}}
-"""
+            rules = _router_rules(preset, f"{lan}.2")
             _run("ip", "netns", "exec", router, "nft", "-f", "-", input=rules)
             host = NetnsHost(name, ns, f"{lan}.2", preset, router=router, public_ip=wan_ip)
             if rate_kbps is not None:
                 _run("ip", "netns", "exec", router, "tc", "qdisc", "add", "dev", "wan", "root",
                      "tbf", "rate", f"{int(rate_kbps)}kbit", "burst", "16kbit",
                      "latency", "200ms")  # fmt: skip
+        if link is not None and not link.is_clean:
+            from .nfqueue import impair_namespace
+
+            host.impairment = impair_namespace(ns, link, seed=seed)
         self.hosts[name] = host
         return host
 
@@ -361,10 +378,60 @@ table ip rtclab {{
             host.exec_args("turnutils_natdiscovery", "-m", "-f", STUN_IP), timeout=60
         )
 
+    async def peer(
+        self,
+        host: NetnsHost,
+        name: str | None = None,
+        *,
+        room: str = "lab",
+        lab: Any = None,
+        turn: bool = True,
+        stats_interval: float = 1.0,
+        connect_timeout: float = 10.0,
+        video: bool = True,
+        audio: bool = False,
+        data: bool = True,
+        width: int = 320,
+        height: int = 240,
+        fps: float = 15.0,
+    ) -> NetnsPeer:
+        """An aiortc peer running inside ``host``'s namespace (``rtclab peer``, its own
+        process), gathering only on the host's address, through this network's signaling
+        server, coturn and NAT. Its events and getStats rows stream back over its stdout
+        into ``lab`` (a :class:`~rtclab.Lab` or a :class:`~rtclab.StatsCollector`), so they
+        land in the same ``samples``/``events`` frames as the lab's own peers."""
+        name = host.name if name is None else name
+        collector = getattr(lab, "collector", lab)
+        command = [
+            sys.executable, "-m", "rtclab", "peer", "--signal", self.signaling_url,
+            "--name", name, "--room", room, "--interface", host.address,
+            "--ice-servers", json.dumps(self.ice_servers(turn=turn)),
+            "--connect-timeout", str(connect_timeout), "--stats-interval", str(stats_interval),
+            "--width", str(width), "--height", str(height), "--fps", str(fps),
+        ]  # fmt: skip
+        command += [] if video else ["--no-video"]
+        command += [] if audio else ["--no-audio"]
+        command += [] if data else ["--no-data"]
+        process = await asyncio.create_subprocess_exec(
+            *host.exec_args(*command),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        peer = NetnsPeer(name, host, process, collector)
+        self.peers.append(peer)
+        return peer
+
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        for peer in self.peers:
+            peer._kill()
+        for host in self.hosts.values():
+            if host.impairment is not None:
+                with contextlib.suppress(Exception):
+                    host.impairment.close()
         for process in self._processes:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
@@ -382,6 +449,129 @@ table ip rtclab {{
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class NetnsPeer:
+    """A peer process inside a namespace, seen from the lab: its events, its stats rows,
+    whether it connected. Lines it prints are applied as they arrive (never blocking)."""
+
+    def __init__(
+        self, name: str, host: NetnsHost, process: asyncio.subprocess.Process, collector: Any
+    ) -> None:
+        self.name = name
+        self.host = host
+        self.process = process
+        self.collector = collector
+        self.events: list[dict[str, Any]] = []
+        self.rows = 0
+        self.connected: set[str] = set()
+        self.failures: dict[str, str] = {}
+        self._changed = asyncio.Event()
+        self._reader = asyncio.ensure_future(self._read())
+
+    def __repr__(self) -> str:
+        state = "running" if self.process.returncode is None else "exited"
+        return f"<NetnsPeer {self.name} in {self.host.namespace} ({self.host.preset}) {state}>"
+
+    async def _read(self) -> None:
+        assert self.process.stdout is not None
+        while line := await self.process.stdout.readline():
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            if "rows" in message:
+                if self.collector is not None:
+                    self.rows += len(self.collector.add_rows(message["rows"], peer=self.name))
+            elif "event" in message:
+                self._on_event(message)
+            self._changed.set()
+        self._changed.set()
+
+    def _on_event(self, message: dict[str, Any]) -> None:
+        self.events.append(message)
+        remote, event, value = message.get("remote"), message["event"], message.get("value")
+        if event == "connected" and remote:
+            self.connected.add(remote)
+        elif event == "failed" and remote:
+            self.failures[remote] = str(value)
+        if self.collector is not None:
+            self.collector.record_event(self.name, remote, event, value)
+
+    async def wait_connected(self, count: int = 1, timeout: float = 15.0) -> None:
+        """Until ``count`` remotes are connected; :class:`ConnectionError` names a failure
+        (or the process's last words if it exited)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(self.connected) < count:
+            if self.failures:
+                remote, reason = next(iter(self.failures.items()))
+                raise ConnectionError(f"{self.name} -> {remote} failed: {reason}")
+            if self._reader.done():
+                err = b""
+                if self.process.stderr is not None:
+                    err = await self.process.stderr.read()
+                raise ConnectionError(f"{self.name} exited: {err.decode()[-800:]}")
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError(f"{self.name}: {len(self.connected)} of {count} connected")
+            self._changed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+
+    def _kill(self) -> None:
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
+
+    async def close(self) -> None:
+        """Leave (SIGTERM: the peer says goodbye to the room) and wait for the process."""
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.terminate()
+            try:
+                await asyncio.wait_for(self.process.wait(), 10)
+            except asyncio.TimeoutError:
+                self._kill()
+                await self.process.wait()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(self._reader, 5)
+
+
+def _router_rules(preset: str, host_ip: str) -> str:
+    """The nftables ruleset of a router with ``preset`` in front of ``host_ip`` (see the
+    module docstring for why cone NATs need sets and a DNAT on top of masquerade)."""
+    masquerade = "masquerade fully-random" if preset == "symmetric" else "masquerade"
+    sets = remember = admit = ""
+    if preset in ("full-cone", "restricted-cone"):
+        key = "inet_service" if preset == "full-cone" else "ipv4_addr . inet_service"
+        element = "udp sport" if preset == "full-cone" else "ip daddr . udp sport"
+        match = "udp dport" if preset == "full-cone" else "ip saddr . udp dport"
+        sets = (
+            f"  set cone {{ type {key}; flags dynamic,timeout; "
+            f"timeout {MAPPING_LIFETIME_S}s; }}\n"
+        )
+        # masquerade keeps the host's port (one host per router), so the host's source port
+        # is the mapped port and the DNAT needs no port of its own
+        remember = (
+            f'    iifname "lan" oifname "wan" meta l4proto udp update @cone {{ {element} }}\n'
+        )
+        admit = (
+            "  chain pre { type nat hook prerouting priority dstnat;\n"
+            f'    iifname "wan" meta l4proto udp {match} @cone dnat to {host_ip}\n  }}\n'
+        )
+    post = f'type nat hook postrouting priority srcnat; oifname "wan" {masquerade};'
+    return f"""
+table ip rtclab {{
+{sets}{admit}  chain post {{ {post} }}
+  chain input {{ type filter hook input priority filter; iifname "wan" ct state new drop; }}
+  chain forward {{
+    type filter hook forward priority filter;
+{remember}    iifname "wan" ct state new ct status dnat accept
+    iifname "wan" ct state new drop
+  }}
+}}
+"""
 
 
 async def _exec(args: list[str], timeout: float) -> str:
