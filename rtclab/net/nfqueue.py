@@ -61,7 +61,7 @@ NFQNL_MSG_PACKET, NFQNL_MSG_VERDICT, NFQNL_MSG_CONFIG = 0, 1, 2
 NFQA_CFG_CMD, NFQA_CFG_PARAMS, NFQA_CFG_QUEUE_MAXLEN = 1, 2, 3
 NFQNL_CFG_CMD_BIND, NFQNL_CFG_CMD_UNBIND = 1, 2
 NFQNL_COPY_PACKET = 2
-NFQA_PACKET_HDR, NFQA_VERDICT_HDR, NFQA_PAYLOAD, NFQA_CAP_LEN = 1, 2, 10, 11
+NFQA_PACKET_HDR, NFQA_VERDICT_HDR, NFQA_PAYLOAD, NFQA_CAP_LEN = 1, 2, 10, 13
 NF_DROP, NF_ACCEPT = 0, 1
 NLMSG_NOOP, NLMSG_ERROR, NLMSG_DONE = 1, 2, 3
 NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
@@ -240,10 +240,15 @@ class NfqueueSocket:
                 if packet is not None:
                     self._early.append(packet)
                 elif reply.error is not None and reply.seq == seq:
+                    if reply.error in (errno.EPERM, errno.EBUSY):
+                        # EPERM is also the kernel's answer when another socket owns the queue
+                        raise NfqueueError(
+                            f"NFQUEUE {self.queue} is bound by another process, or this one "
+                            f"lacks CAP_NET_ADMIN ({os.strerror(reply.error)})"
+                        )
                     if reply.error:
                         raise NfqueueError(
                             f"binding NFQUEUE {self.queue} failed: {os.strerror(reply.error)}"
-                            + (" (another process holds it)" if reply.error == errno.EBUSY else "")
                         )
                     return
 
@@ -429,6 +434,9 @@ def _close_all() -> None:
             impairment.close()
 
 
+atexit.register(_close_all)  # the namespace backend deletes namespaces; rules are ours
+
+
 class NamespaceImpairment:
     """A running impairment of one namespace: the process and its iptables rules.
 
@@ -583,9 +591,6 @@ def impair_namespace(
             raise
         raise NfqueueError(f"{exc}; impairment process stderr: {errors or '(empty)'}") from exc
     _live.add(impairment)
-    if len(_live) == 1:
-        atexit.unregister(_close_all)
-        atexit.register(_close_all)
     return impairment
 
 
