@@ -160,3 +160,45 @@ async def test_namespace_peers_stream_their_stats_into_the_lab() -> None:
     connected = events[events["event"] == "connected"]
     assert set(connected["peer"]) == {"alice", "bob"}
     assert not _ours()
+
+
+@needs_root
+async def test_impaired_namespace_links_show_up_in_the_lab_stats() -> None:
+    """Userspace (NFQUEUE) impairment on a host namespace: 50 ms each way -> RTT ~100 ms;
+    5 % random loss -> the receiver reports ~5 % of the media lost."""
+    from rtclab import Lab
+    from rtclab.net import Link
+
+    async with Lab(stats_interval=1.0) as lab:
+        with NetnsNetwork() as net:
+            hosts = {
+                "slow": net.host("slow", "port-restricted-cone", link=Link(delay_ms=50)),
+                "fast": net.host("fast", "port-restricted-cone"),
+                "lossy": net.host("lossy", "full-cone", link=Link(loss=0.05), seed=3),
+                "sink": net.host("sink", "full-cone"),
+            }
+            rooms = {"slow": "delay", "fast": "delay", "lossy": "loss", "sink": "loss"}
+            peers = [
+                await net.peer(h, room=rooms[n], lab=lab, fps=30, video=n != "sink")
+                for n, h in hosts.items()
+            ]
+            for peer in peers:
+                await peer.wait_connected(timeout=20)
+            await asyncio.sleep(15)
+            samples = lab.samples
+            for peer in peers:
+                await peer.close()
+            lossy = hosts["lossy"].impairment
+            assert lossy is not None
+            counters = lossy.close()
+    video = samples[(samples["kind"] == "video") & (samples["direction"] == "outbound")]
+    rtt = video[video["peer"] == "slow"]["rtt_ms"].dropna()
+    assert len(rtt) >= 5 and rtt.median() == pytest.approx(100, rel=0.15)
+    sent = video[video["peer"] == "lossy"].dropna(subset=["packets_lost", "packets_received"])
+    last = sent.iloc[-1]
+    fraction = last["packets_lost"] / (last["packets_lost"] + last["packets_received"])
+    assert last["packets_sent"] > 300
+    assert fraction == pytest.approx(0.05, abs=0.02)
+    up = counters["up"]
+    assert up["lost"] / up["sent"] == pytest.approx(0.05, abs=0.02)
+    assert not _ours()
