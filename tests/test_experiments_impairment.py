@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from rtclab.experiments.impairment import SUMMARY_COLUMNS, impairment_sweep
@@ -53,3 +55,24 @@ def test_grid_validation() -> None:
         asyncio.run(impairment_sweep(links=[], progress=False))
     with pytest.raises(ValueError):
         Link(loss=-0.1)
+
+
+@pytest.mark.netns
+@pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+async def test_the_namespace_backend_measures_the_same_impairments() -> None:
+    """The same sweep on kernel sockets (NFQUEUE impairment): the same frames and the same
+    tolerances as the emulated tests above."""
+    links = [Link(delay_ms=50), Link(loss=0.05)]
+    netns = await impairment_sweep(
+        links=links, duration=12.0, width=160, height=120, seed=5, backend="netns",
+        progress=False,
+    )  # fmt: skip
+    frame = netns.frame
+    assert list(frame.columns) == SUMMARY_COLUMNS
+    assert frame["connected"].all(), frame["error"]
+    delayed, lossy = frame.iloc[0], frame.iloc[1]
+    assert delayed["rtt_ms"] == pytest.approx(100.0, rel=0.15)
+    assert lossy["loss_fraction"] == pytest.approx(0.05, abs=0.02)
+    assert lossy["link_loss_fraction"] == pytest.approx(0.05, abs=0.02)
+    assert delayed["frames_per_second"] > 25
+    assert set(netns.samples["peer"]) == {"sender", "receiver"}

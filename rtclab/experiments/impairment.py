@@ -16,7 +16,7 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
@@ -118,6 +118,7 @@ async def impairment_sweep(
     stats_interval: float = 0.5,
     seed: int = 0,
     signaling_url: str | None = None,
+    backend: Literal["emulated", "netns"] = "emulated",
     progress: bool = True,
 ) -> ImpairmentSweep:
     """Every combination of the given values (or the explicit ``links``) -> one run each.
@@ -127,6 +128,10 @@ async def impairment_sweep(
     ``rtt_ms`` (median, from RTCP), ``jitter_ms`` (receiver's RTP jitter, median),
     ``loss_fraction`` (of the video packets, as the receiver reports them), the link's own
     ``link_loss_fraction``, ``bitrate_kbps`` and ``frames_per_second`` received (medians).
+
+    ``backend="netns"`` (root only) runs each setting between two namespace hosts instead,
+    the link applied in userspace through NFQUEUE, the peers as processes reporting their
+    stats rows here: the same frames, from real sockets and kernel routing.
     """
     from ..signaling.server import SignalingServer
     from ..stats.collector import StatsCollector
@@ -146,13 +151,28 @@ async def impairment_sweep(
     samples: list[pd.DataFrame] = []
     bar = _Progress(len(settings), progress)
     async with contextlib.AsyncExitStack() as stack:
-        if signaling_url is None:
+        if backend == "netns":
+            from ..net.netns import NetnsNetwork, require_netns
+
+            require_netns()
+            net = stack.enter_context(NetnsNetwork())
+        elif signaling_url is None:
             server = await stack.enter_async_context(SignalingServer(port=0))
             signaling_url = server.url
-        assert signaling_url is not None
         stack.callback(bar.close)
         for index, link in enumerate(settings):
             collector = StatsCollector(interval=stats_interval, window=None)
+            if backend == "netns":
+                row, frame = await _one_netns_setting(
+                    net, index, link, collector, duration=duration, seed=seed,
+                    peer_options={"width": width, "height": height, "fps": fps,
+                                  "stats_interval": stats_interval},
+                )  # fmt: skip
+                rows.append(row)
+                samples.append(frame)
+                bar.update(f"{row['setting']}: rtt {row.get('rtt_ms', math.nan):.0f} ms")
+                continue
+            assert signaling_url is not None
             row, frame = await _one_setting(
                 index,
                 link,
@@ -175,6 +195,18 @@ async def impairment_sweep(
     return ImpairmentSweep(summary, all_samples, elapsed_s=time.monotonic() - began)
 
 
+def _setting_row(link: Link) -> dict[str, Any]:
+    return {
+        "setting": _label(link),
+        "link_delay_ms": link.delay_ms,
+        "link_jitter_ms": link.jitter_ms,
+        "link_loss": link.loss,
+        "link_burst": link.burst,
+        "link_rate_kbps": link.rate_kbps,
+        "connected": False,
+    }
+
+
 async def _one_setting(
     index: int,
     link: Link,
@@ -188,15 +220,7 @@ async def _one_setting(
     from ..net.emulated import Network
     from ..peer.peer import Peer
 
-    row: dict[str, Any] = {
-        "setting": _label(link),
-        "link_delay_ms": link.delay_ms,
-        "link_jitter_ms": link.jitter_ms,
-        "link_loss": link.loss,
-        "link_burst": link.burst,
-        "link_rate_kbps": link.rate_kbps,
-        "connected": False,
-    }
+    row = _setting_row(link)
     room = f"impairment-{index}-{time.monotonic_ns()}"
     frame = pd.DataFrame()
     with Network(seed=seed + index) as net:
@@ -228,6 +252,44 @@ async def _one_setting(
                 row["link_loss_fraction"] = up.lost / up.sent if up.sent else math.nan
         finally:
             await asyncio.gather(sender.close(), receiver.close(), return_exceptions=True)
+    return row, frame
+
+
+async def _one_netns_setting(
+    net: Any,
+    index: int,
+    link: Link,
+    collector: Any,
+    *,
+    duration: float,
+    seed: int,
+    peer_options: dict[str, Any],
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """One setting between two open namespace hosts, the sender's link impaired."""
+    row = _setting_row(link)
+    room = f"impairment-{index}-{time.monotonic_ns()}"
+    sender_host = net.host(f"s{index}", "open", link=link, seed=seed + index)
+    receiver_host = net.host(f"r{index}", "open")
+    common: dict[str, Any] = {"room": room, "lab": collector, "turn": False, "data": False}
+    sender = await net.peer(sender_host, "sender", **common, **peer_options)
+    receiver = await net.peer(receiver_host, "receiver", video=False, **common,
+                              stats_interval=peer_options["stats_interval"])  # fmt: skip
+    frame = pd.DataFrame()
+    try:
+        try:
+            await sender.wait_connected(timeout=20.0)
+            row["connected"] = True
+        except (ConnectionError, TimeoutError) as exc:
+            row["error"] = str(exc)
+        if row["connected"]:
+            await asyncio.sleep(duration)
+            frame = collector.samples.assign(setting=row["setting"])
+            row.update(_measure(frame))
+    finally:
+        await asyncio.gather(sender.close(), receiver.close(), return_exceptions=True)
+        if sender_host.impairment is not None:
+            up = sender_host.impairment.close()["up"]
+            row["link_loss_fraction"] = up["lost"] / up["sent"] if up["sent"] else math.nan
     return row, frame
 
 
