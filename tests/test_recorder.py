@@ -66,3 +66,48 @@ async def test_record_received_640x480_30fps_keeps_the_loop_responsive(
 def test_rejects_unknown_container(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unsupported container"):
         Recorder(tmp_path / "x.avi")
+
+
+class _RepeatingTimestamps(TestPatternTrack):
+    """Every fifth frame carries the previous frame's timestamp, as a decoder can emit."""
+
+    async def recv(self) -> av.VideoFrame:
+        frame = await super().recv()
+        index = round(frame.pts * self.fps / 90_000)
+        if index % 5 == 4:
+            frame.pts = round((index - 1) * 90_000 / self.fps)
+        return frame
+
+
+async def test_repeated_timestamps_are_skipped_and_counted_not_fatal(tmp_path: Path) -> None:
+    recorder = Recorder(tmp_path / "out.mp4")
+    recorder.add_track(_RepeatingTimestamps(160, 120, 30))
+    await recorder.start()
+    await asyncio.sleep(2.0)
+    stats = await recorder.stop()
+    count, _, _, _ = _probe_video(recorder.path)
+    assert stats.stale["video"] >= 10
+    assert count == stats.frames["video"] >= 40
+
+
+class _Broken(ToneTrack):
+    async def recv(self) -> av.AudioFrame:
+        frame = await super().recv()
+        frame.sample_rate = 0  # the writer thread fails on the first frame
+        return frame
+
+
+async def test_a_failed_writer_is_reported_by_stop_without_hanging(tmp_path: Path) -> None:
+    recorder = Recorder(tmp_path / "out.mp4", max_queue=4)
+    recorder.add_track(_Broken())
+    await recorder.start()
+    await asyncio.sleep(0.5)  # the writer died; the pull side keeps the queue full
+    with pytest.raises(RuntimeError, match="failed"):
+        await asyncio.wait_for(recorder.stop(), 5)
+    assert recorder.stats.dropped.get("audio", 0) > 5
+
+
+def _probe_video(path: Path) -> tuple[int, float, tuple[int, int], int]:
+    with av.open(str(path)) as container:
+        frames = list(container.decode(video=0))
+    return len(frames), 0.0, (frames[0].width, frames[0].height), 0

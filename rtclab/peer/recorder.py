@@ -46,6 +46,7 @@ class RecordingStats:
 
     frames: dict[str, int] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)
+    stale: dict[str, int] = field(default_factory=dict)  # timestamp did not increase: skipped
     error: str | None = None
 
 
@@ -102,7 +103,8 @@ class Recorder:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         if self._thread is not None and self._done is not None:
-            await asyncio.to_thread(self._queue.put, _STOP)
+            # a writer that died (error) reads nothing: never wait on its full queue
+            await asyncio.to_thread(self._put_stop, self._thread)
             await self._done
             self._thread = None
         for track in self._tracks:
@@ -110,6 +112,12 @@ class Recorder:
         if self.stats.error:
             raise RuntimeError(f"recording {self.path} failed: {self.stats.error}")
         return self.stats
+
+    def _put_stop(self, thread: threading.Thread) -> None:
+        while thread.is_alive():
+            with contextlib.suppress(queue.Full):
+                self._queue.put(_STOP, timeout=0.1)
+                return
 
     async def _pull(self, track: MediaStreamTrack) -> None:
         kind = track.kind
@@ -140,6 +148,7 @@ class Recorder:
         container: Any = None
         streams: dict[str, Any] = {}
         pending: list[tuple[str, Any]] = []
+        last_pts: dict[str, int] = {}
         frames = self.stats.frames
         video_codec, audio_codec = self._codecs
         try:
@@ -172,6 +181,14 @@ class Recorder:
                     stream = streams.get(k)
                     if stream is None:
                         continue  # a track that showed up after the header was written
+                    if f.pts is not None:
+                        # a decoder can hand out two frames with one timestamp (after loss
+                        # or a keyframe request); the muxer refuses a timestamp that does
+                        # not increase (EINVAL) and the whole file would be lost
+                        if k in last_pts and f.pts <= last_pts[k]:
+                            self.stats.stale[k] = self.stats.stale.get(k, 0) + 1
+                            continue
+                        last_pts[k] = f.pts
                     if k == "video" and (f.width, f.height) != (stream.width, stream.height):
                         f = f.reformat(width=stream.width, height=stream.height)
                     for packet in stream.encode(f):
