@@ -1,6 +1,8 @@
 """The full NAT matrix (5 x 5 presets x {STUN, STUN+TURN}) on the emulated network, timed.
 
-    .venv/bin/python bench/net_matrix.py [--workers 2] [--connect-timeout 3]
+    .venv/bin/python bench/net_matrix.py [--workers 2] [--connect-timeout 3] [--backend netns]
+
+``--backend netns`` (root) runs the same matrix on kernel NAT in network namespaces.
 
 Target (issue #5): < 60 s on 2 cores, outcome as RFC 4787 predicts (no mismatches).
 """
@@ -17,13 +19,18 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--connect-timeout", type=float, default=3.0)
+    parser.add_argument("--backend", choices=["emulated", "netns"], default="emulated")
     args = parser.parse_args()
     result = await nat_matrix(
-        workers=args.workers, connect_timeout=args.connect_timeout, progress=False
+        workers=args.workers,
+        connect_timeout=args.connect_timeout,
+        backends=[args.backend],
+        progress=False,
     )
     frame = result.frame
     print(
-        f"{len(frame)} scenarios in {result.elapsed_s:.1f} s; mismatches: {len(result.mismatches)}"
+        f"{len(frame)} scenarios ({args.backend}) in {result.elapsed_s:.1f} s; "
+        f"mismatches: {len(result.mismatches)}"
     )
     for servers in ("stun", "stun+turn"):
         print(f"\n{servers}:\n{result.pivot(servers).to_string()}")

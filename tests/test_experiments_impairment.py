@@ -39,7 +39,7 @@ async def test_delay_and_jitter_show_up_in_the_stats() -> None:
 
 async def test_random_loss_shows_up_as_loss_fraction() -> None:
     result = await impairment_sweep(
-        loss=[0.05], duration=15.0, width=160, height=120, seed=3, progress=False
+        loss=[0.05], duration=30.0, width=160, height=120, seed=3, progress=False
     )
     row = result.frame.iloc[0]
     assert row["connected"]
@@ -64,7 +64,7 @@ async def test_the_namespace_backend_measures_the_same_impairments() -> None:
     tolerances as the emulated tests above."""
     links = [Link(delay_ms=50), Link(loss=0.05)]
     netns = await impairment_sweep(
-        links=links, duration=12.0, width=160, height=120, seed=5, backend="netns",
+        links=links, duration=30.0, width=160, height=120, seed=5, backend="netns",
         progress=False,
     )  # fmt: skip
     frame = netns.frame

@@ -39,6 +39,7 @@ SUMMARY_COLUMNS = [
     "jitter_ms",
     "loss_fraction",
     "link_loss_fraction",
+    "link_packets_sent",
     "bitrate_kbps",
     "frames_per_second",
     "packets_sent",
@@ -127,7 +128,7 @@ async def impairment_sweep(
     Summary columns (:data:`SUMMARY_COLUMNS`): configured ``link_*`` values; measured
     ``rtt_ms`` (median, from RTCP), ``jitter_ms`` (receiver's RTP jitter, median),
     ``loss_fraction`` (of the video packets, as the receiver reports them), the link's own
-    ``link_loss_fraction``, ``bitrate_kbps`` and ``frames_per_second`` received (medians).
+    ``link_loss_fraction`` (of ``link_packets_sent``), ``bitrate_kbps`` and ``frames_per_second`` received (medians).
 
     ``backend="netns"`` (root only) runs each setting between two namespace hosts instead,
     the link applied in userspace through NFQUEUE, the peers as processes reporting their
@@ -250,6 +251,7 @@ async def _one_setting(
                 row.update(_measure(frame))
                 up = sender_host.up
                 row["link_loss_fraction"] = up.lost / up.sent if up.sent else math.nan
+                row["link_packets_sent"] = up.sent
         finally:
             await asyncio.gather(sender.close(), receiver.close(), return_exceptions=True)
     return row, frame
@@ -290,6 +292,7 @@ async def _one_netns_setting(
         if sender_host.impairment is not None:
             up = sender_host.impairment.close()["up"]
             row["link_loss_fraction"] = up["lost"] / up["sent"] if up["sent"] else math.nan
+            row["link_packets_sent"] = up["sent"]
     return row, frame
 
 

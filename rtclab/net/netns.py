@@ -188,6 +188,7 @@ class NetnsNetwork:
     _processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _counter: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     peers: list[NetnsPeer] = field(default_factory=list)
+    _free_ips: set[int] = field(default_factory=lambda: set(range(10, 255)))
     _workdir: Path | None = None
     _closed: bool = False
 
@@ -299,6 +300,32 @@ class NetnsNetwork:
                             "username": TURN_USER, "credential": TURN_PASSWORD})  # fmt: skip
         return servers
 
+    def _take_public_ip(self) -> str:
+        """A free address on the public bridge (.1 and .2 are coturn's); freed on removal."""
+        if not self._free_ips:
+            raise RuntimeError(
+                f"no free public address left ({len(self.hosts)} hosts): remove_host() some"
+            )
+        last = min(self._free_ips)
+        self._free_ips.discard(last)
+        return f"{PUBLIC_NET}.{last}"
+
+    def remove_host(self, host: NetnsHost) -> None:
+        """Delete ``host``'s namespaces (and its router's), its impairment and its peers."""
+        for peer in [p for p in self.peers if p.host is host]:
+            peer._kill()
+            self.peers.remove(peer)
+        if host.impairment is not None:
+            with contextlib.suppress(Exception):
+                host.impairment.close()
+        for namespace in (host.namespace, host.router):
+            if namespace is not None and namespace in self._namespaces:
+                _delete_namespace(namespace)
+                self._namespaces.remove(namespace)
+        if host.public_ip is not None:
+            self._free_ips.add(int(host.public_ip.rsplit(".", 1)[1]))
+        self.hosts.pop(host.name, None)
+
     def _veth_to_bridge(self, namespace: str, inside: str, address: str) -> None:
         n = next(self._counter)
         outer = f"rv{n}"
@@ -327,33 +354,40 @@ class NetnsNetwork:
             raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(NETNS_PRESETS)}")
         if name in self.hosts:
             raise ValueError(f"host {name!r} exists")
-        index = len(self.hosts) + 1
-        if preset == "open":
-            ns = self._ns(f"h{index}")
-            address = f"{PUBLIC_NET}.{200 + index}"
-            self._veth_to_bridge(ns, "eth0", address)
-            host = NetnsHost(name, ns, address, preset, public_ip=address)
-        else:
-            router = self._ns(f"r{index}")
-            ns = self._ns(f"h{index}")
-            wan_ip = f"{PUBLIC_NET}.{100 + index}"
-            lan = f"10.0.{index}"
-            self._veth_to_bridge(router, "wan", wan_ip)
-            _run("ip", "-n", router, "link", "add", "lan", "type", "veth", "peer", "name",
-                 "eth0", "netns", ns)  # fmt: skip
-            _run("ip", "-n", router, "addr", "add", f"{lan}.1/24", "dev", "lan")
-            _run("ip", "-n", router, "link", "set", "lan", "up")
-            _run("ip", "-n", ns, "addr", "add", f"{lan}.2/24", "dev", "eth0")
-            _run("ip", "-n", ns, "link", "set", "eth0", "up")
-            _run("ip", "-n", ns, "route", "add", "default", "via", f"{lan}.1")
-            _run("ip", "netns", "exec", router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-            rules = _router_rules(preset, f"{lan}.2")
-            _run("ip", "netns", "exec", router, "nft", "-f", "-", input=rules)
-            host = NetnsHost(name, ns, f"{lan}.2", preset, router=router, public_ip=wan_ip)
-            if rate_kbps is not None:
-                _run("ip", "netns", "exec", router, "tc", "qdisc", "add", "dev", "wan", "root",
-                     "tbf", "rate", f"{int(rate_kbps)}kbit", "burst", "16kbit",
-                     "latency", "200ms")  # fmt: skip
+        index = next(self._counter)  # never reused: names and subnets stay unique
+        public_ip = self._take_public_ip()
+        made = len(self._namespaces)
+        try:
+            if preset == "open":
+                ns = self._ns(f"h{index}")
+                self._veth_to_bridge(ns, "eth0", public_ip)
+                host = NetnsHost(name, ns, public_ip, preset, public_ip=public_ip)
+            else:
+                router = self._ns(f"r{index}")
+                ns = self._ns(f"h{index}")
+                lan = f"10.{index // 250}.{index % 250}"
+                self._veth_to_bridge(router, "wan", public_ip)
+                _run("ip", "-n", router, "link", "add", "lan", "type", "veth", "peer", "name",
+                     "eth0", "netns", ns)  # fmt: skip
+                _run("ip", "-n", router, "addr", "add", f"{lan}.1/24", "dev", "lan")
+                _run("ip", "-n", router, "link", "set", "lan", "up")
+                _run("ip", "-n", ns, "addr", "add", f"{lan}.2/24", "dev", "eth0")
+                _run("ip", "-n", ns, "link", "set", "eth0", "up")
+                _run("ip", "-n", ns, "route", "add", "default", "via", f"{lan}.1")
+                _run("ip", "netns", "exec", router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+                rules = _router_rules(preset, f"{lan}.2")
+                _run("ip", "netns", "exec", router, "nft", "-f", "-", input=rules)
+                host = NetnsHost(name, ns, f"{lan}.2", preset, router=router, public_ip=public_ip)
+                if rate_kbps is not None:
+                    _run("ip", "netns", "exec", router, "tc", "qdisc", "add", "dev", "wan",
+                         "root", "tbf", "rate", f"{int(rate_kbps)}kbit", "burst", "16kbit",
+                         "latency", "200ms")  # fmt: skip
+        except BaseException:
+            for namespace in self._namespaces[made:]:
+                _delete_namespace(namespace)
+            del self._namespaces[made:]
+            self._free_ips.add(int(public_ip.rsplit(".", 1)[1]))
+            raise
         if link is not None and not link.is_clean:
             from .nfqueue import impair_namespace
 
@@ -611,6 +645,11 @@ async def _peer_main(spec: dict[str, Any]) -> dict[str, Any]:
         await peer.join()
         print(json.dumps({"joined": True}), flush=True)
         try:
+            # the clock starts when the other side shows up (its process may start slowly)
+            for _ in range(600):
+                if peer.connections:
+                    break
+                await asyncio.sleep(0.05)
             await peer.wait_connected(count=1, timeout=spec["connect_timeout"] + 1)
             row["connected"] = True
         except (ConnectionError, TimeoutError) as exc:
@@ -701,6 +740,8 @@ async def run_netns_scenario(
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
                 await process.wait()
+        net.remove_host(a)  # a scenario's hosts go with it: addresses are reused
+        net.remove_host(b)
     row["path"] = _path(row.get("local_candidate_type"), row.get("remote_candidate_type"))
     return row
 
