@@ -128,7 +128,8 @@ async def impairment_sweep(
     Summary columns (:data:`SUMMARY_COLUMNS`): configured ``link_*`` values; measured
     ``rtt_ms`` (median, from RTCP), ``jitter_ms`` (receiver's RTP jitter, median),
     ``loss_fraction`` (of the video packets, as the receiver reports them), the link's own
-    ``link_loss_fraction`` (of ``link_packets_sent``), ``bitrate_kbps`` and ``frames_per_second`` received (medians).
+    ``link_loss_fraction`` (of ``link_packets_sent``), ``bitrate_kbps`` and
+    ``frames_per_second`` received (medians).
 
     ``backend="netns"`` (root only) runs each setting between two namespace hosts instead,
     the link applied in userspace through NFQUEUE, the peers as processes reporting their
