@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,7 +189,7 @@ class NetnsNetwork:
     _processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _counter: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     peers: list[NetnsPeer] = field(default_factory=list)
-    _free_ips: set[int] = field(default_factory=lambda: set(range(10, 255)))
+    _free_ips: deque[int] = field(default_factory=lambda: deque(range(10, 255)))
     _workdir: Path | None = None
     _closed: bool = False
 
@@ -301,14 +302,19 @@ class NetnsNetwork:
         return servers
 
     def _take_public_ip(self) -> str:
-        """A free address on the public bridge (.1 and .2 are coturn's); freed on removal."""
+        """A free address on the public bridge (.1 and .2 are coturn's); freed on removal.
+
+        Least recently freed first, and the public namespace forgets its old neighbour
+        entry: otherwise coturn keeps answering a reused address at the MAC of a deleted
+        veth for up to ~30 s (ARP), and the new host's STUN and TURN replies vanish.
+        """
         if not self._free_ips:
             raise RuntimeError(
                 f"no free public address left ({len(self.hosts)} hosts): remove_host() some"
             )
-        last = min(self._free_ips)
-        self._free_ips.discard(last)
-        return f"{PUBLIC_NET}.{last}"
+        address = f"{PUBLIC_NET}.{self._free_ips.popleft()}"
+        _run("ip", "-n", self.public, "neigh", "flush", "to", address, check=False)
+        return address
 
     def remove_host(self, host: NetnsHost) -> None:
         """Delete ``host``'s namespaces (and its router's), its impairment and its peers."""
@@ -323,7 +329,7 @@ class NetnsNetwork:
                 _delete_namespace(namespace)
                 self._namespaces.remove(namespace)
         if host.public_ip is not None:
-            self._free_ips.add(int(host.public_ip.rsplit(".", 1)[1]))
+            self._free_ips.append(int(host.public_ip.rsplit(".", 1)[1]))
         self.hosts.pop(host.name, None)
 
     def _veth_to_bridge(self, namespace: str, inside: str, address: str) -> None:
@@ -386,7 +392,7 @@ class NetnsNetwork:
             for namespace in self._namespaces[made:]:
                 _delete_namespace(namespace)
             del self._namespaces[made:]
-            self._free_ips.add(int(public_ip.rsplit(".", 1)[1]))
+            self._free_ips.append(int(public_ip.rsplit(".", 1)[1]))
             raise
         if link is not None and not link.is_clean:
             from .nfqueue import impair_namespace

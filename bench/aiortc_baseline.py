@@ -1,0 +1,108 @@
+"""aiortc alone, no rtclab: N pairs of plain RTCPeerConnections in one process, one video
+stream each, for comparison with bench/lab_overhead.py.
+
+    .venv/bin/python bench/aiortc_baseline.py [--pairs 20] [--seconds 10] [--source pattern]
+
+``--source blank`` sends aiortc's own ``VideoStreamTrack`` (a still green frame: almost
+free to encode), ``--source pattern`` rtclab's moving test pattern (what a lab sends).
+Offer/answer are exchanged in memory; ICE gathers on loopback only. Prints the received
+frame rate per stream and loop lag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fractions
+import statistics
+import time
+from typing import Any
+
+import av
+from aiortc import RTCPeerConnection, VideoStreamTrack
+from aiortc.mediastreams import MediaStreamError
+
+from rtclab.ice.config import IceConfig
+from rtclab.ice.gathering import gathering_on
+from rtclab.peer.media import TestPatternTrack
+from rtclab.stats.looplag import LoopLagMonitor
+
+
+class _Blank(VideoStreamTrack):
+    """aiortc's reference source at a chosen size (its default is 640x480)."""
+
+    def __init__(self, width: int, height: int) -> None:
+        super().__init__()
+        self._frame = av.VideoFrame(width=width, height=height, format="yuv420p")
+        for plane in self._frame.planes:
+            plane.update(bytes(plane.buffer_size))
+
+    async def recv(self) -> av.VideoFrame:
+        pts, time_base = await self.next_timestamp()
+        frame = av.VideoFrame(width=self._frame.width, height=self._frame.height)
+        frame.pts, frame.time_base = pts, fractions.Fraction(time_base)
+        return frame
+
+
+async def _pair(source: str, width: int, height: int) -> tuple[Any, Any, list[int]]:
+    sender, receiver = RTCPeerConnection(), RTCPeerConnection()
+    track = _Blank(width, height) if source == "blank" else TestPatternTrack(width, height, 30)
+    sender.addTrack(track)
+    count = [0]
+    tasks: list[asyncio.Task[None]] = []
+
+    @receiver.on("track")
+    def _on_track(remote: Any) -> None:
+        async def consume() -> None:
+            try:
+                while True:
+                    await remote.recv()
+                    count[0] += 1
+            except MediaStreamError:
+                return
+
+        tasks.append(asyncio.ensure_future(consume()))
+
+    with gathering_on(IceConfig().interfaces):
+        await sender.setLocalDescription(await sender.createOffer())
+        await receiver.setRemoteDescription(sender.localDescription)
+        await receiver.setLocalDescription(await receiver.createAnswer())
+        await sender.setRemoteDescription(receiver.localDescription)
+    return sender, receiver, count
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--pairs", type=int, default=20)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--source", choices=["blank", "pattern"], default="pattern")
+    parser.add_argument("--width", type=int, default=320)
+    parser.add_argument("--height", type=int, default=240)
+    args = parser.parse_args()
+    pairs = [await _pair(args.source, args.width, args.height) for _ in range(args.pairs)]
+    deadline = time.monotonic() + 60
+    while any(r.connectionState != "connected" for _, r, _ in pairs):
+        if time.monotonic() > deadline:
+            raise SystemExit("not all pairs connected within 60 s")
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(3.0)  # settle
+    start = [c[0] for _, _, c in pairs]
+    t0 = time.monotonic()
+    async with LoopLagMonitor() as lag:
+        await asyncio.sleep(args.seconds)
+    elapsed = time.monotonic() - t0
+    fps = sorted((c[0] - s) / elapsed for (_, _, c), s in zip(pairs, start, strict=True))
+    print(f"{args.pairs} pairs, {args.width}x{args.height} @ 30 fps, aiortc alone, "
+          f"source {args.source}, {args.seconds:g} s")  # fmt: skip
+    print(
+        f"received fps per stream: min {fps[0]:.1f}  median {statistics.median(fps):.1f}"
+        f"  max {fps[-1]:.1f}"
+    )
+    print(f"loop lag: p50 {lag.median_ms:.1f} ms  p99 {lag.p99_ms:.1f} ms  max {lag.max_ms:.1f} ms")
+    for s, r, _ in pairs:
+        await s.close()
+        await r.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
