@@ -245,6 +245,7 @@ async def _one_setting(
                 collector.add(sender)
                 collector.add(receiver)
                 await collector.start()
+                await _first_rtt(collector)
                 await asyncio.sleep(duration)
                 await collector.poll()
                 await collector.stop()
@@ -285,6 +286,7 @@ async def _one_netns_setting(
         except (ConnectionError, TimeoutError) as exc:
             row["error"] = str(exc)
         if row["connected"]:
+            await _first_rtt(collector)
             await asyncio.sleep(duration)
             frame = collector.samples.assign(setting=row["setting"])
             row.update(_measure(frame))
@@ -295,6 +297,20 @@ async def _one_netns_setting(
             row["link_loss_fraction"] = up["lost"] / up["sent"] if up["sent"] else math.nan
             row["link_packets_sent"] = up["sent"]
     return row, frame
+
+
+async def _first_rtt(collector: Any, timeout: float = 6.0) -> None:
+    """Wait (bounded) for the sender's first RTCP round trip, so every setting's window
+    has RTT samples: receiver reports come every ~1 s and need a sender report first, so
+    with a long delay the first RTT can take 2-3 s to appear."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        for row in collector.recent_rows():
+            rtt = row.get("rtt_ms")
+            if row.get("peer") == "sender" and rtt is not None and rtt == rtt:  # not NaN
+                return
+        await asyncio.sleep(0.1)
 
 
 def _measure(samples: pd.DataFrame) -> dict[str, Any]:

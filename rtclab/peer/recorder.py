@@ -46,7 +46,8 @@ class RecordingStats:
 
     frames: dict[str, int] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)
-    stale: dict[str, int] = field(default_factory=dict)  # timestamp did not increase: skipped
+    # skipped: a frame whose timestamp did not increase, or a packet the muxer refused
+    stale: dict[str, int] = field(default_factory=dict)
     error: str | None = None
 
 
@@ -149,6 +150,8 @@ class Recorder:
         streams: dict[str, Any] = {}
         pending: list[tuple[str, Any]] = []
         last_pts: dict[str, int] = {}
+        muxed: dict[str, Any] = {}  # kind -> last packet's (pts, dts); why it was refused
+        refused: dict[str, int] = {}  # consecutive refusals per kind
         frames = self.stats.frames
         video_codec, audio_codec = self._codecs
         try:
@@ -192,7 +195,13 @@ class Recorder:
                     if k == "video" and (f.width, f.height) != (stream.width, stream.height):
                         f = f.reformat(width=stream.width, height=stream.height)
                     for packet in stream.encode(f):
-                        container.mux(packet)
+                        if _mux(container, packet, k, f, muxed):
+                            refused[k] = 0
+                            continue
+                        self.stats.stale[k] = self.stats.stale.get(k, 0) + 1
+                        refused[k] = refused.get(k, 0) + 1
+                        if refused[k] >= 30:
+                            raise RuntimeError(muxed[f"{k}-refused"])
                     frames[k] = frames.get(k, 0) + 1
             for stream in streams.values():
                 for packet in stream.encode(None):
@@ -200,6 +209,28 @@ class Recorder:
         finally:
             if container is not None:
                 container.close()
+
+
+def _mux(container: Any, packet: Any, kind: str, frame: Any, muxed: dict[str, Any]) -> bool:
+    """Mux one packet; False if the muxer refused it (logged with its timestamps).
+
+    Seen in CI about once in ten 640x480 recordings: the mp4 muxer refuses one packet with
+    EINVAL. Losing that packet beats losing the file; a stream the muxer keeps refusing
+    still fails the recording (see the caller), with the timestamps in the message.
+    """
+    try:
+        container.mux(packet)
+    except av.FFmpegError as exc:
+        detail = (
+            f"{exc} muxing {kind}: packet pts={packet.pts} dts={packet.dts} "
+            f"tb={packet.time_base} after {muxed.get(kind)}; frame pts={frame.pts} "
+            f"tb={frame.time_base}"
+        )
+        log.warning("recorder skipped a packet: %s", detail)
+        muxed[f"{kind}-refused"] = detail
+        return False
+    muxed[kind] = (packet.pts, packet.dts)
+    return True
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

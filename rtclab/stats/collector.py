@@ -15,6 +15,7 @@ import contextlib
 import copy
 import csv
 import dataclasses
+import itertools
 import json
 import logging
 import math
@@ -139,6 +140,11 @@ class StatsCollector:
         names = {s.name for s in self._sources}
         for key in [k for k in self._targets if k[0] not in names]:
             del self._targets[key]
+
+    def recent_rows(self, count: int = 500) -> list[dict[str, Any]]:
+        """The newest ``count`` sample rows, newest first, as dicts (no DataFrame built):
+        cheap enough to call from a loop that waits for a condition."""
+        return list(itertools.islice(reversed(self._rows), count))
 
     def on_sample(self, callback: SampleListener) -> Callable[[], None]:
         """Call ``callback(new_rows)`` after each poll; returns a function that unsubscribes.
