@@ -57,13 +57,6 @@ def _summarize(message: dict[str, Any]) -> str:
     return ""
 
 
-def _warm_plotly() -> None:
-    try:
-        import plotly.graph_objs._figurewidget  # noqa: F401
-    except ImportError:  # dashboards are optional (e.g. no ipywidgets)
-        pass
-
-
 class _MessageLog:
     """Keeps the last ``maxlen`` signaling messages the server saw, as rows."""
 
@@ -154,9 +147,6 @@ class Lab:
         )
         await self.collector.start()
         Lab._running[self.name] = self
-        # the first plotly FigureWidget imports ~3.5 s of modules (nbformat, jsonschema...);
-        # do it in a thread now so lab.dashboard() later does not freeze the loop that long
-        asyncio.get_running_loop().run_in_executor(None, _warm_plotly)
         return self
 
     def _on_browser_stats(self, user: str, room: str, rows: tuple[dict[str, Any], ...]) -> None:
