@@ -170,20 +170,17 @@ async def impairment_sweep(
                     peer_options={"width": width, "height": height, "fps": fps,
                                   "stats_interval": stats_interval},
                 )  # fmt: skip
-                rows.append(row)
-                samples.append(frame)
-                bar.update(f"{row['setting']}: rtt {row.get('rtt_ms', math.nan):.0f} ms")
-                continue
-            assert signaling_url is not None
-            row, frame = await _one_setting(
-                index,
-                link,
-                signaling_url,
-                collector,
-                duration=duration,
-                seed=seed,
-                peer_options={"width": width, "height": height, "fps": fps},
-            )
+            else:
+                assert signaling_url is not None
+                row, frame = await _one_setting(
+                    index,
+                    link,
+                    signaling_url,
+                    collector,
+                    duration=duration,
+                    seed=seed,
+                    peer_options={"width": width, "height": height, "fps": fps},
+                )
             rows.append(row)
             samples.append(frame)
             bar.update(f"{row['setting']}: rtt {row.get('rtt_ms', math.nan):.0f} ms")
@@ -251,9 +248,7 @@ async def _one_setting(
                 await collector.stop()
                 frame = collector.samples.assign(setting=row["setting"])
                 row.update(_measure(frame))
-                up = sender_host.up
-                row["link_loss_fraction"] = up.lost / up.sent if up.sent else math.nan
-                row["link_packets_sent"] = up.sent
+                row.update(_link_loss(sender_host.up.lost, sender_host.up.sent))
         finally:
             await asyncio.gather(sender.close(), receiver.close(), return_exceptions=True)
     return row, frame
@@ -294,9 +289,15 @@ async def _one_netns_setting(
         await asyncio.gather(sender.close(), receiver.close(), return_exceptions=True)
         if sender_host.impairment is not None:
             up = sender_host.impairment.close()["up"]
-            row["link_loss_fraction"] = up["lost"] / up["sent"] if up["sent"] else math.nan
-            row["link_packets_sent"] = up["sent"]
+            row.update(_link_loss(up["lost"], up["sent"]))
+        net.remove_host(sender_host)  # each setting's hosts go with it
+        net.remove_host(receiver_host)
     return row, frame
+
+
+def _link_loss(lost: int, sent: int) -> dict[str, Any]:
+    """What the link itself dropped (the configured loss as it came out)."""
+    return {"link_loss_fraction": lost / sent if sent else math.nan, "link_packets_sent": sent}
 
 
 async def _first_rtt(collector: Any, timeout: float = 6.0) -> None:
