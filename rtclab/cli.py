@@ -129,10 +129,18 @@ def _peer(args: argparse.Namespace) -> int:
     from .ice.config import IceConfig, IceServer
     from .peer.run import run_peer
 
-    servers = tuple(
-        IceServer(s["urls"], s.get("username"), s.get("credential"))
-        for s in json.loads(args.ice_servers)
-    )
+    try:
+        servers = tuple(
+            IceServer(s["urls"], s.get("username"), s.get("credential"))
+            for s in json.loads(args.ice_servers)
+        )
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        print(
+            "rtclab peer: --ice-servers must be a JSON list like "
+            f"'[{{\"urls\": \"stun:127.0.0.1:3478\"}}]' ({type(exc).__name__}: {exc})",
+            file=sys.stderr,
+        )
+        return 2
     ice = IceConfig(
         ice_servers=servers,
         interfaces=tuple(args.interface) if args.interface else IceConfig().interfaces,

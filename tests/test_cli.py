@@ -58,3 +58,15 @@ async def test_serve_relays_between_two_clients_then_stops_on_sigterm() -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+def test_peer_with_malformed_ice_servers_says_what_is_expected(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from rtclab.cli import main
+
+    args = ["peer", "--signal", "ws://127.0.0.1:9/signal", "--name", "x", "--ice-servers"]
+    assert main([*args, "{bad"]) == 2
+    assert main([*args, '[{"nourls": 1}]']) == 2
+    err = capsys.readouterr().err
+    assert err.count("--ice-servers must be a JSON list like") == 2 and "'urls'" in err
