@@ -174,6 +174,11 @@ class Recorder:
                             stream.width, stream.height = first.width, first.height
                             stream.pix_fmt = "yuv420p"
                             stream.options = dict(OPTIONS.get(video_codec, {}))
+                            if first.time_base is not None:
+                                # encode in the frames' own clock (90 kHz for RTP): in 1/fps
+                                # two frames arriving closer than a frame interval round to
+                                # one timestamp and the muxer refuses the second (EINVAL)
+                                stream.codec_context.time_base = first.time_base
                         else:
                             stream = container.add_stream(audio_codec, rate=first.sample_rate)
                         streams[k] = stream
