@@ -535,6 +535,23 @@ async def test_window_bound() -> None:
     assert s.elapsed_s.max() >= 0.5
 
 
+async def test_rows_within_and_recent_rows_read_without_a_frame() -> None:
+    collector = StatsCollector(interval=1.0, window=None, max_rows=None)
+    assert collector.rows_within(10.0) == [] and collector.recent_rows() == []
+    collector.add(Source("p", [("r", FakePC(), data_counters())]))
+    for _ in range(5):
+        await collector.poll()
+        await asyncio.sleep(0.1)
+    everything = collector.rows_within(60.0)
+    assert len(everything) == len(collector.samples) >= 5
+    recent = collector.rows_within(0.25)
+    latest = everything[-1]["elapsed_s"]
+    assert recent and recent == everything[-len(recent) :]  # a tail, oldest first
+    assert all(latest - row["elapsed_s"] <= 0.25 for row in recent)
+    assert len(recent) < len(everything)
+    assert collector.recent_rows(2) == everything[::-1][:2]  # newest first
+
+
 async def test_events_bounded_and_values_round_trip(tmp_path: Path) -> None:
     collector = StatsCollector(max_rows=3, spill_path=tmp_path / "s.csv")
     for i in range(5):

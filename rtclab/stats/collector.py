@@ -146,6 +146,23 @@ class StatsCollector:
         cheap enough to call from a loop that waits for a condition."""
         return list(itertools.islice(reversed(self._rows), count))
 
+    def rows_within(self, window_s: float) -> list[dict[str, Any]]:
+        """The sample rows of the last ``window_s`` seconds (by ``elapsed_s``), oldest first:
+        what a live view backfills when it opens, without building a DataFrame."""
+        if not self._rows:
+            return []
+        latest = self._rows[-1].get("elapsed_s")
+        if not isinstance(latest, (int, float)):
+            return []
+        recent: list[dict[str, Any]] = []
+        for row in reversed(self._rows):
+            elapsed = row.get("elapsed_s")
+            if isinstance(elapsed, (int, float)) and elapsed < latest - window_s:
+                break
+            recent.append(row)
+        recent.reverse()
+        return recent
+
     def on_sample(self, callback: SampleListener) -> Callable[[], None]:
         """Call ``callback(new_rows)`` after each poll; returns a function that unsubscribes.
 

@@ -136,7 +136,7 @@ class Dashboard:
         with contextlib.suppress(RuntimeError):
             self._loop = asyncio.get_running_loop()
         self._closed = False
-        self._ingest(_recent_rows(collector, self.window_s))
+        self._ingest(collector.rows_within(self.window_s))
         self._read_events()
         self.refresh()
         self._unsubscribe = collector.on_sample(self._on_sample)
@@ -371,21 +371,3 @@ class Dashboard:
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self._pairs)} pairs"
         return f"<Dashboard window={self.window_s:g}s {state}>"
-
-
-def _recent_rows(collector: StatsCollector, window_s: float) -> list[dict[str, Any]]:
-    """The collector's rows within the last ``window_s`` seconds, oldest first (to backfill)."""
-    rows = getattr(collector, "_rows", None)
-    if not isinstance(rows, deque) or not rows:
-        return []
-    latest = rows[-1].get("elapsed_s")
-    if not isinstance(latest, (int, float)):
-        return []
-    recent: list[dict[str, Any]] = []
-    for row in reversed(rows):
-        elapsed = row.get("elapsed_s")
-        if isinstance(elapsed, (int, float)) and elapsed < latest - window_s:
-            break
-        recent.append(row)
-    recent.reverse()
-    return recent
