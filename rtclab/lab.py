@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import secrets
+import sys
 import time
 import weakref
 from collections import deque
@@ -57,6 +59,33 @@ def _summarize(message: dict[str, Any]) -> str:
     return ""
 
 
+_WIDGET_MODULES = (
+    "plotly.graph_objs._figurewidget",
+    "rtclab.widgets.dashboard",
+    "rtclab.widgets.peer_widget",
+)
+
+
+def _preload_widgets() -> float:
+    """Import the widget stack now; returns the seconds it took.
+
+    The first ``FigureWidget`` otherwise costs 3-4 s of imports on the loop (plotly ->
+    nbformat -> jsonschema's format checkers; ``rfc3987_syntax`` alone builds a grammar for
+    2.8 s), and a dashboard opened mid-experiment froze every running peer's media for that
+    long. Importing in a thread does not help: the imports hold the GIL, and the emulated
+    network's timers slipped (168 ms RTT measured for a 100 ms link). So the lab pays it
+    once, at start, before any of its peers run.
+    """
+    started = time.perf_counter()
+    for name in _WIDGET_MODULES:
+        importlib.import_module(name)
+    return time.perf_counter() - started
+
+
+def _in_kernel() -> bool:
+    return "ipykernel" in sys.modules
+
+
 class _MessageLog:
     """Keeps the last ``maxlen`` signaling messages the server saw, as rows."""
 
@@ -96,6 +125,10 @@ class Lab:
     With ``client=True`` (default) the server also serves the browser client
     (:mod:`rtclab.web`, see :meth:`browser_url`), and browsers' ``stats`` reports land in
     :attr:`samples` beside the kernel peers' rows (``peer`` = the browser's userId).
+
+    ``preload_widgets`` (default: when running in a Jupyter kernel) imports the plotly and
+    widget stack in :meth:`start`, before any peer runs, so that opening a dashboard later
+    does not freeze running media for the 3-4 s those imports take.
     """
 
     _running: ClassVar[weakref.WeakValueDictionary[str, Lab]] = weakref.WeakValueDictionary()
@@ -111,8 +144,10 @@ class Lab:
         name: str = "default",
         keep_messages: int = 5_000,
         client: bool = True,
+        preload_widgets: bool | None = None,
     ) -> None:
         self.name = name
+        self.preload_widgets = _in_kernel() if preload_widgets is None else preload_widgets
         self.server = SignalingServer(host=host, port=port)
         self._messages = _MessageLog(keep_messages)
         self.collector = StatsCollector(interval=stats_interval, window=stats_window)
@@ -137,6 +172,8 @@ class Lab:
         if previous is not None and previous is not self and previous.url is not None:
             log.warning("stopping the previous Lab %r (%s) first", self.name, previous.url)
             await previous.stop()
+        if self.preload_widgets and not all(m in sys.modules for m in _WIDGET_MODULES):
+            log.debug("widget stack imported in %.2f s", _preload_widgets())
         self.url = await self.server.start()
         self.server.add_listener(self._messages)
         self._unhook_events: Callable[[], None] | None = self.server.add_event_listener(

@@ -118,3 +118,56 @@ async def test_driving_the_lab_without_await_queues_steps_in_order() -> None:
 def test_without_a_running_loop_the_error_says_what_to_do() -> None:
     with pytest.raises(RuntimeError, match="needs a running event loop"):
         Lab(name="no-loop").launch()
+
+
+_DASHBOARD_MID_EXPERIMENT = """
+import asyncio, json, sys
+from rtclab import Lab
+from rtclab.stats.looplag import LoopLagMonitor
+
+async def main(preload):
+    lab = Lab(stats_interval=0.5, preload_widgets=preload)
+    await lab.start()
+    imported = "plotly.basewidget" in sys.modules
+    try:
+        await lab.peer("alice", room="r", width=160, height=120)
+        await lab.peer("bob", room="r", width=160, height=120)
+        await lab.wait_connected(timeout=10)
+        async with LoopLagMonitor() as lag:
+            await asyncio.sleep(0.2)
+            lab.dashboard()  # as a notebook cell would, while media runs
+            await asyncio.sleep(0.2)
+    finally:
+        await lab.stop()
+    print(json.dumps({"imported_at_start": imported, "lag_max_ms": lag.max_ms}))
+
+asyncio.run(main(sys.argv[1] == "1"))
+"""
+
+
+async def _dashboard_mid_experiment(preload: bool) -> dict[str, float]:
+    import json
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _DASHBOARD_MID_EXPERIMENT,
+        "1" if preload else "0",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    result: dict[str, float] = json.loads(out.decode().splitlines()[-1])
+    return result
+
+
+async def test_preloaded_widgets_keep_media_running_when_a_dashboard_opens() -> None:
+    # a fresh interpreter each: this test process has long imported plotly
+    preloaded = await _dashboard_mid_experiment(True)
+    assert preloaded["imported_at_start"]
+    assert preloaded["lag_max_ms"] < 1000, preloaded  # not frozen by seconds of imports
+    cold = await _dashboard_mid_experiment(False)  # outside a kernel the default is off
+    assert not cold["imported_at_start"]
+    assert cold["lag_max_ms"] > preloaded["lag_max_ms"], (cold, preloaded)
