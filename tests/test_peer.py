@@ -171,6 +171,34 @@ async def test_leave_gives_peer_left_and_closes(make_peer: MakePeer) -> None:
     assert alice.connections["bob"].state == "connected"
 
 
+def _media_tasks() -> set[asyncio.Task[Any]]:
+    """Running tasks of aiortc/aioice (RTP, RTCP, consent checks, ICE monitor)."""
+    return {
+        t
+        for t in asyncio.all_tasks()
+        if t.get_coro().__qualname__.split(".")[0]  # type: ignore[union-attr]
+        in {"RTCRtpSender", "RTCRtpReceiver", "RTCIceTransport", "Connection", "RTCSctpTransport"}
+    }
+
+
+async def test_leaving_together_leaves_no_media_tasks(
+    make_peer: MakePeer,
+) -> None:
+    before = _media_tasks()
+    alice = await make_peer("alice", width=160, height=120)
+    bob = await make_peer("bob", width=160, height=120)
+    await bob.wait_connected(count=1)
+    assert _media_tasks() - before  # the pair runs RTP, RTCP and consent tasks
+    # both leave at once (as Lab.stop does): each one's signaling loop hears the other's
+    # peer-left and starts closing that connection just before its own leave cancels it
+    await asyncio.gather(alice.leave(), bob.leave())
+    await asyncio.sleep(0.2)
+    assert not (_media_tasks() - before), sorted(
+        t.get_coro().__qualname__  # type: ignore[union-attr]
+        for t in _media_tasks() - before
+    )
+
+
 async def test_receive_only_viewer_joins_and_watches(make_peer: MakePeer) -> None:
     """A joiner that sends nothing still offers to receive (recvonly), like a browser viewer."""
     alice = await make_peer("alice", data=False)

@@ -290,6 +290,7 @@ class Peer:
         self.resilience = resilience or Resilience()
         self._present: set[str] = set()  # remotes the server says are in the room
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing: set[asyncio.Task[None]] = set()  # pc closes that outlive a cancel
         self.data = data
         self.receive = receive
         self.connections: dict[str, RemoteConnection] = {}
@@ -384,6 +385,7 @@ class Peer:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._present.clear()
         await asyncio.gather(*(self._close_connection(r) for r in list(self.connections)))
+        await asyncio.gather(*self._closing, return_exceptions=True)
         self._emit(None, "left", self.room)
 
     async def close(self) -> None:
@@ -761,7 +763,7 @@ class Peer:
         conn.failure_reason = reason
         conn.finished.set()
         self._emit(conn.remote, "failed", reason)
-        conn._spawn(_close_pc(conn.pc))
+        conn._spawn(self._close_pc(conn.pc))
 
     def _report_pair(self, conn: RemoteConnection) -> None:
         from ..ice.inspect import selected_candidate_pair
@@ -842,6 +844,19 @@ class Peer:
         task.add_done_callback(self._tasks.discard)
         return task
 
+    async def _close_pc(self, pc: RTCPeerConnection) -> None:
+        """Close ``pc`` to the end even when the caller is cancelled.
+
+        An aiortc close cut short leaves that pc's RTP, RTCP and consent tasks and its
+        sockets running for good (seen: ``leave()`` cancelled the signaling loop while it
+        was closing the connection of a remote that had just left). The close runs in its
+        own task; :meth:`leave` waits for any still running.
+        """
+        task = asyncio.ensure_future(_close_quietly(pc))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+        await asyncio.shield(task)
+
     async def _close_connection(self, remote: str, *, wait: bool = True) -> None:
         """Forget the connection to ``remote`` and close it.
 
@@ -861,7 +876,7 @@ class Peer:
             self._spawn(self._dispose(conn))
 
     async def _dispose(self, conn: RemoteConnection) -> None:
-        await _close_pc(conn.pc)
+        await self._close_pc(conn.pc)
         for task in list(conn._tasks):
             if task is not asyncio.current_task():
                 task.cancel()
@@ -1080,6 +1095,6 @@ def _attempt_of(sdp: Any, default: int = 0) -> int:
     return attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else default
 
 
-async def _close_pc(pc: RTCPeerConnection) -> None:
+async def _close_quietly(pc: RTCPeerConnection) -> None:
     with contextlib.suppress(Exception):
         await asyncio.wait_for(pc.close(), 5.0)
