@@ -195,13 +195,17 @@ class Lab:
         """The served browser client's address for ``room`` as ``user``: open it in a browser
         (or several tabs, one ``user`` each) to join the lab's peers. ``params`` add query
         options (see ``rtclab/web/client.js``); with :meth:`turn` running, the TURN bearer
-        token is passed as ``turnToken`` so the page fetches relay credentials."""
+        token is passed as ``turnToken`` so the page fetches relay credentials, and the page
+        uses the UDP and TCP TURN URLs only (``turn=udp,tcp``): browsers do not trust the
+        throwaway CA coturn's ``turns:`` certificate comes from, and Chromium reports that
+        server as an ICE candidate error."""
         if self.url is None:
             raise RuntimeError("call `await lab.start()` first")
         from .web import client_url
 
         if self.turn_token is not None:
             params.setdefault("turnToken", self.turn_token)
+            params.setdefault("turn", "udp,tcp")
         return client_url(self.server.host, self.server.port, room, user, **params)
 
     def browser_peer(self, room: str = "lab", user: str = "notebook", **options: Any) -> Any:

@@ -236,7 +236,11 @@ async def test_browser_stats_rows_land_in_the_lab_frame(chromium: Any) -> None:
         assert last["fraction_lost"] == 0.0  # loopback loses nothing
         assert last["frames"] > 0 and 5 < last["frames_per_second"] < 40
         transport = chrome[chrome["kind"] == "transport"].dropna(subset=["rtt_ms"])
-        assert not transport.empty and (transport["rtt_ms"] < 100).all()
+        # milliseconds: a few on loopback. Chromium's currentRoundTripTime is its latest STUN
+        # check's, repeated until the next one, so one late answer from the busy kernel loop
+        # (CI saw 333 ms once, on 2 cores beside Chromium) shows in several rows
+        assert not transport.empty and transport["rtt_ms"].median() < 100, transport["rtt_ms"]
+        assert (transport["rtt_ms"] < 1000).all(), transport["rtt_ms"]
         # the kernel's own rows about the browser sit in the same frame, in the same units
         kernel_rows = df[(df["peer"] == "kernel") & (df["remote"] == "chrome")]
         assert {"video", "transport"} <= set(kernel_rows["kind"])
@@ -303,6 +307,7 @@ async def test_browser_and_aiortc_connect_relay_only_through_lab_turn(
         kernel = await lab.peer("kernel", room="t", ice=ice)
         url = lab.browser_url("t", "chrome", policy="relay", turn=transport, stats=400)
         assert f"turnToken={lab.turn_token}" in url
+        assert "turn=udp%2Ctcp" in lab.browser_url("t", "other")  # no turns: by default
         page, console = await open_logged_page(chromium, url)
         await kernel.wait_connected(count=1, timeout=25)
 
