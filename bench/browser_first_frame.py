@@ -25,9 +25,15 @@ from pathlib import Path
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-    "--allow-loopback-in-peer-connection", "--use-fake-ui-for-media-stream",
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--allow-loopback-in-peer-connection",
+    "--use-fake-ui-for-media-stream",
     "--use-fake-device-for-media-stream",
 ]
 
@@ -94,8 +100,10 @@ def main() -> None:
     took = time.monotonic() - started
     print(f"{len(results)} runs in {took:.1f} s (page load = navigation start)")
     for label, values in (("connected", connected), ("first remote frame", first)):
-        print(f"  {label:>18}: median {statistics.median(values):6.0f} ms, "
-              f"min {min(values):6.0f}, max {max(values):6.0f}")
+        print(
+            f"  {label:>18}: median {statistics.median(values):6.0f} ms, "
+            f"min {min(values):6.0f}, max {max(values):6.0f}"
+        )
     verdict = "met" if statistics.median(first) < 500 else "MISSED"
     print(f"  target < 500 ms to first frame (median): {verdict}")
 

@@ -82,10 +82,21 @@ async def run(messages: int, batch: int, profile: bool, rate_limit: bool) -> flo
     a.data_received(frame(json.dumps({"type": "join", "roomId": "r", "userId": "a"})))
     b.data_received(frame(json.dumps({"type": "join", "roomId": "r", "userId": "b"})))
     server._flush()
-    candidate = {"candidate": "candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host " + "x" * 150,
-                 "sdpMid": "0", "sdpMLineIndex": 0, "src": "a", "seq": 1}
-    chunk = frame(json.dumps({"type": "ice-candidate", "to": "b", "candidate": candidate},
-                             separators=(",", ":"))) * batch
+    candidate = {
+        "candidate": "candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host " + "x" * 150,
+        "sdpMid": "0",
+        "sdpMLineIndex": 0,
+        "src": "a",
+        "seq": 1,
+    }
+    chunk = (
+        frame(
+            json.dumps(
+                {"type": "ice-candidate", "to": "b", "candidate": candidate}, separators=(",", ":")
+            )
+        )
+        * batch
+    )
     if hasattr(a, "bucket"):  # (the script also runs against older versions, for comparison)
         # keep the limiter's cost in, but with a burst the benchmark never exhausts
         a.bucket = TokenBucket(1e9, 1e12, time.monotonic()) if rate_limit else None
@@ -109,13 +120,17 @@ async def run(messages: int, batch: int, profile: bool, rate_limit: bool) -> flo
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--messages", type=int, default=200_000)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--profile", action="store_true")
-    ap.add_argument("--no-rate-limit", action="store_true",
-                    help="drop the sender's token bucket (on by default, as in the server)")
+    ap.add_argument(
+        "--no-rate-limit",
+        action="store_true",
+        help="drop the sender's token bucket (on by default, as in the server)",
+    )
     args = ap.parse_args()
     us = asyncio.run(run(args.messages, args.batch, args.profile, not args.no_rate_limit))
     print(f"{us:.2f} us CPU per relayed message (best of 5, batch {args.batch})")

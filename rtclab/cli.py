@@ -79,7 +79,10 @@ def _serve_with_turn(args: argparse.Namespace) -> int:
 
     async def run() -> None:
         server = SignalingServer(
-            args.host, args.port, args.path, "deflate" if args.deflate else None,
+            args.host,
+            args.port,
+            args.path,
+            "deflate" if args.deflate else None,
             **server_options(args),
         )
         server.add_route(TURN_CREDENTIALS_PATH, make_credentials_handler(secret, urls, token))
@@ -137,7 +140,7 @@ def _peer(args: argparse.Namespace) -> int:
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         print(
             "rtclab peer: --ice-servers must be a JSON list like "
-            f"'[{{\"urls\": \"stun:127.0.0.1:3478\"}}]' ({type(exc).__name__}: {exc})",
+            f'\'[{{"urls": "stun:127.0.0.1:3478"}}]\' ({type(exc).__name__}: {exc})',
             file=sys.stderr,
         )
         return 2

@@ -3,6 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --test
-echo "== ruff"; .venv/bin/ruff check rtclab tests
+echo "== ruff"; .venv/bin/ruff check rtclab tests && .venv/bin/ruff format --check -q rtclab tests bench
 echo "== mypy"; .venv/bin/mypy
 echo "== pytest"; exec .venv/bin/pytest -q -p no:cacheprovider "$@"

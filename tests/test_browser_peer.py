@@ -58,9 +58,11 @@ async def test_browser_peer_widget_sends_frames_to_a_kernel_peer(
     await _run_all_cells(page)
 
     tab = await _poll(
-        page, TAB_FACTS,
+        page,
+        TAB_FACTS,
         lambda f: f["state"] == "connected" and f["frames"] > 5 and f["videos"] >= 2,
-        timeout=60, what="BrowserPeer connected and decoding the kernel's video",
+        timeout=60,
+        what="BrowserPeer connected and decoding the kernel's video",
     )
     assert "joined" in tab["text"] and tab["errors"] == []
     # frames arrive in the kernel: its PeerWidget counts received video from the tab
@@ -68,14 +70,17 @@ async def test_browser_peer_widget_sends_frames_to_a_kernel_peer(
         page,
         "() => document.querySelector('.rtclab-peer-widget')?.innerText ?? null",
         lambda t: "tab" in t and "connected" in t and "received: audio" not in t and "video" in t,
-        timeout=30, what="kernel peer receiving the tab's video",
+        timeout=30,
+        what="kernel peer receiving the tab's video",
     )
     assert "host/host" in kernel_text
     # its stats reports reach the lab through the comm
     await _poll(
-        page, TAB_FACTS,
+        page,
+        TAB_FACTS,
         lambda f: " 0 stats reports" not in f["text"] and "stats reports" in f["text"],
-        timeout=10, what="stats reports relayed",
+        timeout=10,
+        what="stats reports relayed",
     )
     await asyncio.sleep(0.5)
     widget = page.locator(".rtclab-browser-peer")

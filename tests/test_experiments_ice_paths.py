@@ -53,4 +53,3 @@ async def test_compare_ice_paths_rows_figure_and_csv(coturn: Coturn, tmp_path: P
     frame_again, figure = result
     assert frame_again is frame
     assert len(figure.data) >= 3 and "ICE paths" in figure.layout.title.text
-

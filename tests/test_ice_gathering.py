@@ -67,7 +67,9 @@ def test_gathering_log_times_and_events() -> None:
     assert log.turn_url == server.url and log.relay_protocols[candidate_key(relay)] == "tcp"
     assert 0 <= log.local_times[candidate_key(host)] <= log.local_times[candidate_key(relay)]
     assert [e for e, _ in events] == [
-        "turn-allocated", "ice-candidate-gathered", "ice-candidate-gathered"
+        "turn-allocated",
+        "ice-candidate-gathered",
+        "ice-candidate-gathered",
     ]
     log.fail("turn-unauthorized", server.url, "TURN 401 ...")
     log.fail("turn-unauthorized", server.url, "TURN 401 ...")  # once per kind and URL

@@ -138,8 +138,10 @@ async def test_frozen_remote_is_lost_fast_then_recovers_by_itself(
         after = video_in[video_in["t"] > at + pd.Timedelta(seconds=took + 0.5)]
         assert (during["bitrate_kbps"].fillna(0) < 1).any()  # the visible gap
         assert (after["bitrate_kbps"] > 20).any(), video_in[["t", "bitrate_kbps"]].tail(12)
-        print(f"loss detected after {detected:.1f}s, media back {took:.1f}s after resume"
-              f" ({time.time() - resumed:.1f}s)")
+        print(
+            f"loss detected after {detected:.1f}s, media back {took:.1f}s after resume"
+            f" ({time.time() - resumed:.1f}s)"
+        )
     finally:
         await collector.stop()
         await alice.close()

@@ -31,12 +31,19 @@ async def test_join_offer_answer_candidates(server: SignalingServer) -> None:
 
     await alice.offer("bob", {"type": "offer", "sdp": "v=0\r\n"})
     msg = await bob.recv(timeout=2)
-    assert msg == {"type": "offer", "to": "bob", "sdp": {"type": "offer", "sdp": "v=0\r\n"},
-                   "from": "alice"}
+    assert msg == {
+        "type": "offer",
+        "to": "bob",
+        "sdp": {"type": "offer", "sdp": "v=0\r\n"},
+        "from": "alice",
+    }
     await bob.answer("alice", {"type": "answer", "sdp": "v=0\r\n"})
     assert (await alice.recv(timeout=2))["type"] == "answer"
-    cand = {"candidate": "candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host",
-            "sdpMid": "0", "sdpMLineIndex": 0}
+    cand = {
+        "candidate": "candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host",
+        "sdpMid": "0",
+        "sdpMLineIndex": 0,
+    }
     await bob.ice_candidate("alice", cand)
     await bob.ice_candidate("alice", None)
     assert (await alice.recv(timeout=2))["candidate"] == cand

@@ -36,7 +36,8 @@ def redis_url() -> Iterator[str]:
     port = free_port()
     proc = subprocess.Popen(
         [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         for _ in range(200):
@@ -57,9 +58,18 @@ def redis_url() -> Iterator[str]:
 
 async def start_process(redis_url: str, prefix: str, *extra: str) -> tuple[Any, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "rtclab.signaling", "--port", "0", "--redis", redis_url,
-        "--redis-prefix", prefix, *extra,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "rtclab.signaling",
+        "--port",
+        "0",
+        "--redis",
+        redis_url,
+        "--redis-prefix",
+        prefix,
+        *extra,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     assert proc.stdout is not None
     line = (await asyncio.wait_for(proc.stdout.readline(), 15)).decode()
@@ -108,19 +118,29 @@ async def test_clients_on_two_processes_share_a_room(two_servers: list[str]) -> 
     alice = await connect(url1)
     bob = await connect(url2)
     assert await join(alice, "r", "alice") == {"type": "room-joined", "roomId": "r", "peers": []}
-    assert await join(bob, "r", "bob") == {"type": "room-joined", "roomId": "r",
-                                           "peers": ["alice"]}
+    assert await join(bob, "r", "bob") == {"type": "room-joined", "roomId": "r", "peers": ["alice"]}
     assert await recv(alice) == {"type": "peer-joined", "peerId": "bob"}
 
     # offer / answer / trickled candidates, in order, with a server-set from
-    await send(alice, {"type": "offer", "to": "bob", "from": "mallory",
-                       "sdp": {"type": "offer", "sdp": "v=0\r\n"}})
+    await send(
+        alice,
+        {
+            "type": "offer",
+            "to": "bob",
+            "from": "mallory",
+            "sdp": {"type": "offer", "sdp": "v=0\r\n"},
+        },
+    )
     for i in range(20):
         await send(alice, {"type": "ice-candidate", "to": "bob", "candidate": {"i": i}})
     await send(alice, {"type": "ice-candidate", "to": "bob", "candidate": None})
     offer = await recv(bob)
-    assert offer == {"type": "offer", "to": "bob", "sdp": {"type": "offer", "sdp": "v=0\r\n"},
-                     "from": "alice"}
+    assert offer == {
+        "type": "offer",
+        "to": "bob",
+        "sdp": {"type": "offer", "sdp": "v=0\r\n"},
+        "from": "alice",
+    }
     got = [await recv(bob) for _ in range(21)]
     assert [m["candidate"] for m in got] == [{"i": i} for i in range(20)] + [None]
     assert {m["from"] for m in got} == {"alice"}
@@ -165,8 +185,10 @@ async def test_a_process_that_stops_takes_its_members_along(
     alice = await connect(url1)
     await join(alice, "r", "alice")
     # an in-process third node: its stop() is graceful, its members leave the registry
-    node = SignalingServer(redis_url=redis_url, redis_prefix="test:" + "test_a_process_"
-                           "that_stops_takes_its_members_along")
+    node = SignalingServer(
+        redis_url=redis_url,
+        redis_prefix="test:" + "test_a_process_that_stops_takes_its_members_along",
+    )
     await node.start()
     try:
         bob = await connect(node.url)

@@ -62,8 +62,11 @@ async def test_server_token_three_ways_and_refusal_closes() -> None:
         c = await connect(srv.url, additional_headers={"Authorization": "Bearer s3cret"})
         assert (await join(c, "r", "c"))["type"] == "room-joined"
         # wrong or missing: an error, then close 1008 (no guessing on one socket)
-        for url, extra in ((srv.url, {}), (srv.url, {"token": "guess"}),
-                           (srv.url + "?token=nope", {})):
+        for url, extra in (
+            (srv.url, {}),
+            (srv.url, {"token": "guess"}),
+            (srv.url + "?token=nope", {}),
+        ):
             bad = await connect(url)
             reply = await join(bad, "r", "mallory", **extra)
             assert (reply["type"], reply["code"]) == ("error", "unauthorized")
@@ -186,8 +189,11 @@ def masked(text: str) -> bytes:
     """One masked client text frame (RFC 6455), for the raw-socket clients here."""
     data = text.encode()
     mask = os.urandom(4)
-    head = bytes((0x81, 0x80 | len(data))) if len(data) < 126 else (
-        bytes((0x81, 0x80 | 126)) + len(data).to_bytes(2, "big"))
+    head = (
+        bytes((0x81, 0x80 | len(data)))
+        if len(data) < 126
+        else (bytes((0x81, 0x80 | 126)) + len(data).to_bytes(2, "big"))
+    )
     return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data))
 
 

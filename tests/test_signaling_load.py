@@ -60,8 +60,7 @@ class Raw:
         if rcvbuf is not None:
             import socket
 
-            writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF,
-                                                       rcvbuf)
+            writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         writer.write(
             f"GET /signal HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {_KEY}\r\n"
@@ -161,8 +160,14 @@ async def server_process(request: pytest.FixtureRequest) -> AsyncIterator[Server
     raise_fd_limit(20_000)
     args = getattr(request, "param", ())
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "rtclab.signaling", "--port", "0", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        sys.executable,
+        "-m",
+        "rtclab.signaling",
+        "--port",
+        "0",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     assert proc.stdout is not None
     line = (await asyncio.wait_for(proc.stdout.readline(), 15)).decode()
@@ -231,8 +236,9 @@ async def _flood(port: int, index: int) -> None:
     b = await Raw.open(port)
     await a.join(f"flood-{index}", "a")
     await b.join(f"flood-{index}", "b")
-    payload = frame(json.dumps({"type": "ice-candidate", "to": "b",
-                                "candidate": {"c": "x" * 200}}).encode())
+    payload = frame(
+        json.dumps({"type": "ice-candidate", "to": "b", "candidate": {"c": "x" * 200}}).encode()
+    )
     for _ in range(20):
         a.writer.write(payload * 250)  # 5,000 messages in all
         try:
@@ -260,8 +266,7 @@ async def _slow_reader(port: int, index: int) -> None:
     sender = await Raw.open(port)
     await slow.join(f"slow-{index}", "slow")
     await sender.join(f"slow-{index}", "sender")
-    big = frame(json.dumps({"type": "offer", "to": "slow",
-                            "sdp": {"s": "y" * 30_000}}).encode())
+    big = frame(json.dumps({"type": "offer", "to": "slow", "sdp": {"s": "y" * 30_000}}).encode())
     for _ in range(300):  # 9 MB, while the rate limit's burst allows 1,000 messages
         sender.writer.write(big)
         await sender.writer.drain()
@@ -328,8 +333,10 @@ async def test_abuse_run_server_survives_pair_keeps_talking_rss_returns(
     assert await srv.metric('disconnects_total{reason="slow-consumer"}') >= 10, text
     assert await srv.metric("connections_total") >= 3300
     # RSS: back near the baseline (allocator arenas may keep a few MB)
-    print(f"RSS baseline {baseline:.1f} MB, peak {peak:.1f} MB, after {after:.1f} MB; "
-          f"pair round trips {round_trips}, worst {max(gaps) * 1000:.0f} ms")
+    print(
+        f"RSS baseline {baseline:.1f} MB, peak {peak:.1f} MB, after {after:.1f} MB; "
+        f"pair round trips {round_trips}, worst {max(gaps) * 1000:.0f} ms"
+    )
     assert after < baseline + 10, (baseline, peak, after)
 
 
@@ -349,11 +356,13 @@ async def test_two_thousand_concurrent_clients(server_process: ServerProcess) ->
 
     clients = await asyncio.gather(*(open_one() for _ in range(n)))
     # rooms of two: the first of each pair joins, then the second
-    firsts = await asyncio.gather(*(c.join(f"room-{i // 2}", f"u{i}")
-                                    for i, c in enumerate(clients) if i % 2 == 0))
+    firsts = await asyncio.gather(
+        *(c.join(f"room-{i // 2}", f"u{i}") for i, c in enumerate(clients) if i % 2 == 0)
+    )
     assert all(r is not None and r["peers"] == [] for r in firsts)
-    seconds = await asyncio.gather(*(c.join(f"room-{i // 2}", f"u{i}")
-                                     for i, c in enumerate(clients) if i % 2 == 1))
+    seconds = await asyncio.gather(
+        *(c.join(f"room-{i // 2}", f"u{i}") for i, c in enumerate(clients) if i % 2 == 1)
+    )
     assert all(r is not None and r["peers"] == [f"u{2 * k}"] for k, r in enumerate(seconds))
     joined = await asyncio.gather(*(clients[i].recv() for i in range(0, n, 2)))
     assert all(m is not None and m["type"] == "peer-joined" for m in joined)

@@ -40,8 +40,13 @@ def error_code(data: str | bytes, **kw: Any) -> str:
 # ----------------------------------------------------------------------------- valid messages
 
 
-@pytest.mark.parametrize("data", [j({"type": "join", "roomId": "r", "userId": "u"}),
-                                  json.dumps({"type": "join", "roomId": "r", "userId": "u"})])
+@pytest.mark.parametrize(
+    "data",
+    [
+        j({"type": "join", "roomId": "r", "userId": "u"}),
+        json.dumps({"type": "join", "roomId": "r", "userId": "u"}),
+    ],
+)
 def test_join_from_bytes_or_str(data: str | bytes) -> None:
     assert parse(data) == Join("r", "u")
 
@@ -75,9 +80,17 @@ def test_binary_frames_are_read_as_utf8_json() -> None:
 # ----------------------------------------------------------------------------- errors
 
 
-@pytest.mark.parametrize("data", [b"this is not json{", b"", b"{'a': 1}", b'{"type": NaN}',
-                                  b'{"type":"offer","to":"b","sdp":{"x":Infinity}}',
-                                  b"[" * 20_000 + b"]" * 20_000])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"this is not json{",
+        b"",
+        b"{'a': 1}",
+        b'{"type": NaN}',
+        b'{"type":"offer","to":"b","sdp":{"x":Infinity}}',
+        b"[" * 20_000 + b"]" * 20_000,
+    ],
+)
 def test_invalid_json(data: bytes) -> None:
     assert error_code(data) == "invalid-json"
 
@@ -92,23 +105,26 @@ def test_not_an_object(obj: Any) -> None:
     assert error_code(j(obj)) == "invalid-message"
 
 
-@pytest.mark.parametrize("obj,field", [
-    ({}, "type"),
-    ({"type": 3}, "type"),
-    ({"type": "join", "userId": "u"}, "roomId"),
-    ({"type": "join", "roomId": "r"}, "userId"),
-    ({"type": "join", "roomId": 1, "userId": "u"}, "roomId"),
-    ({"type": "join", "roomId": "r", "userId": ""}, "userId"),
-    ({"type": "join", "roomId": "r", "userId": "u" * (MAX_ID_LENGTH + 1)}, "userId"),
-    ({"type": "offer", "sdp": {}}, "to"),
-    ({"type": "offer", "to": ["b"], "sdp": {}}, "to"),
-    ({"type": "offer", "to": "b"}, "sdp"),
-    ({"type": "answer", "to": "b", "sdp": "v=0"}, "sdp"),
-    ({"type": "offer", "to": "b", "sdp": None}, "sdp"),
-    ({"type": "ice-candidate", "to": "b"}, "candidate"),
-    ({"type": "ice-candidate", "to": "b", "candidate": "candidate:1"}, "candidate"),
-    ({"type": "leave", "roomId": 7}, "roomId"),
-])
+@pytest.mark.parametrize(
+    "obj,field",
+    [
+        ({}, "type"),
+        ({"type": 3}, "type"),
+        ({"type": "join", "userId": "u"}, "roomId"),
+        ({"type": "join", "roomId": "r"}, "userId"),
+        ({"type": "join", "roomId": 1, "userId": "u"}, "roomId"),
+        ({"type": "join", "roomId": "r", "userId": ""}, "userId"),
+        ({"type": "join", "roomId": "r", "userId": "u" * (MAX_ID_LENGTH + 1)}, "userId"),
+        ({"type": "offer", "sdp": {}}, "to"),
+        ({"type": "offer", "to": ["b"], "sdp": {}}, "to"),
+        ({"type": "offer", "to": "b"}, "sdp"),
+        ({"type": "answer", "to": "b", "sdp": "v=0"}, "sdp"),
+        ({"type": "offer", "to": "b", "sdp": None}, "sdp"),
+        ({"type": "ice-candidate", "to": "b"}, "candidate"),
+        ({"type": "ice-candidate", "to": "b", "candidate": "candidate:1"}, "candidate"),
+        ({"type": "leave", "roomId": 7}, "roomId"),
+    ],
+)
 def test_invalid_message_names_the_field(obj: dict[str, Any], field: str) -> None:
     result = parse(j(obj))
     assert isinstance(result, ProtocolError)
@@ -147,8 +163,10 @@ def test_server_messages_encode_to_their_dicts() -> None:
         (RoomJoined("r", ("a", "b")), {"type": "room-joined", "roomId": "r", "peers": ["a", "b"]}),
         (PeerJoined("a"), {"type": "peer-joined", "peerId": "a"}),
         (PeerLeft("a"), {"type": "peer-left", "peerId": "a"}),
-        (ErrorMessage("not-joined", "join first"),
-         {"type": "error", "code": "not-joined", "message": "join first"}),
+        (
+            ErrorMessage("not-joined", "join first"),
+            {"type": "error", "code": "not-joined", "message": "join first"},
+        ),
     ]
     for msg, expected in cases:
         assert msg.to_dict() == expected
@@ -174,8 +192,12 @@ def test_forged_from_is_overwritten_and_not_spliced() -> None:
     assert relayed.source.head is None
     out = relayed.encode()
     assert out.count(b'"from"') == 1
-    assert json.loads(out) == {"type": "offer", "to": "bob", "sdp": {"type": "offer"},
-                               "from": "alice"}
+    assert json.loads(out) == {
+        "type": "offer",
+        "to": "bob",
+        "sdp": {"type": "offer"},
+        "from": "alice",
+    }
 
 
 def test_nested_from_is_opaque_payload() -> None:
@@ -213,26 +235,36 @@ def test_join_token_is_parsed_but_never_shown() -> None:
     assert error_code(j({"type": "join", "roomId": "r", "userId": "u", "token": 5})) == (
         "invalid-message"
     )
-    assert error_code(j({"type": "join", "roomId": "r", "userId": "u",
-                         "token": "t" * 1025})) == "invalid-message"
+    assert (
+        error_code(j({"type": "join", "roomId": "r", "userId": "u", "token": "t" * 1025}))
+        == "invalid-message"
+    )
 
 
 # ----------------------------------------------------------------------------- fuzzing
 
-json_leaf = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
-             | st.text(max_size=8))
+json_leaf = (
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8)
+)
 json_value = st.recursive(
     json_leaf,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner,
-                                                                max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
     max_leaves=10,
 )
 # objects that look like messages, so the fuzzer reaches the validation branches
 near_messages = st.fixed_dictionaries(
     {"type": st.sampled_from(["join", "leave", "offer", "answer", "ice-candidate", "x"])},
-    optional={"roomId": json_value | st.text(max_size=130), "userId": json_value,
-              "to": json_value | st.text(max_size=3), "sdp": json_value,
-              "candidate": json_value, "from": json_value, "token": json_value},
+    optional={
+        "roomId": json_value | st.text(max_size=130),
+        "userId": json_value,
+        "to": json_value | st.text(max_size=3),
+        "sdp": json_value,
+        "candidate": json_value,
+        "from": json_value,
+        "token": json_value,
+    },
 )
 
 

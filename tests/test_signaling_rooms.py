@@ -86,8 +86,9 @@ def test_join_twice_is_refused() -> None:
 # ----------------------------------------------------------------------------- relay
 
 
-@pytest.mark.parametrize("kind,field", [("offer", "sdp"), ("answer", "sdp"),
-                                        ("ice-candidate", "candidate")])
+@pytest.mark.parametrize(
+    "kind,field", [("offer", "sdp"), ("answer", "sdp"), ("ice-candidate", "candidate")]
+)
 def test_relay_sets_from_and_keeps_payload(kind: str, field: str) -> None:
     rooms = joined((1, "r", "alice"), (2, "r", "bob"))
     payload = {"type": kind, "sdp": "v=0\r\n", "src": "alice", "seq": 7}
@@ -119,8 +120,7 @@ def test_relay_outside_room_is_refused() -> None:
 def test_end_of_candidates_null_is_relayed() -> None:
     rooms = joined((1, "r", "alice"), (2, "r", "bob"))
     out = send(rooms, 2, {"type": "ice-candidate", "to": "alice", "candidate": None})
-    assert out == [(1, {"type": "ice-candidate", "to": "alice", "candidate": None,
-                        "from": "bob"})]
+    assert out == [(1, {"type": "ice-candidate", "to": "alice", "candidate": None, "from": "bob"})]
 
 
 # ----------------------------------------------------------------------------- leave / disconnect
@@ -188,15 +188,20 @@ ids = st.sampled_from(["alice", "bob", "carol", "dave", "", "x" * 129])
 room_ids = st.sampled_from(["r1", "r2", "r3"])
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=5),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
-                                                                max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
     max_leaves=6,
 )
 messages = st.one_of(
     st.builds(lambda r, u: {"type": "join", "roomId": r, "userId": u}, room_ids, ids),
-    st.builds(lambda t, to, p, f: {"type": t, "to": to, "sdp": p, "candidate": p, "from": f},
-              st.sampled_from(["offer", "answer", "ice-candidate"]), ids,
-              st.none() | st.dictionaries(st.text(max_size=3), json_values, max_size=3), ids),
+    st.builds(
+        lambda t, to, p, f: {"type": t, "to": to, "sdp": p, "candidate": p, "from": f},
+        st.sampled_from(["offer", "answer", "ice-candidate"]),
+        ids,
+        st.none() | st.dictionaries(st.text(max_size=3), json_values, max_size=3),
+        ids,
+    ),
     st.builds(lambda r: {"type": "leave", "roomId": r}, room_ids | st.none()),
     st.dictionaries(st.sampled_from(["type", "to", "roomId", "userId", "sdp"]), json_values),
     json_values,
@@ -243,9 +248,7 @@ def test_arbitrary_input_keeps_every_invariant(script: list[tuple[int, bytes]]) 
                 assert wire["from"] == before[conn][0]
         # Nobody but the sender changes identity.
         for other in live - {conn}:
-            assert (rooms.user_of(other), rooms.room_of(other)) == before.get(
-                other, (None, None)
-            )
+            assert (rooms.user_of(other), rooms.room_of(other)) == before.get(other, (None, None))
         # Room table matches the connections' identities; no empty rooms.
         table = rooms.rooms()
         assert all(table.values())
@@ -271,9 +274,7 @@ def test_room_size_and_room_count_caps() -> None:
         (3, "too-many-rooms")
     ]
     send(rooms, 1, {"type": "leave"})
-    assert send(rooms, 3, {"type": "join", "roomId": "r", "userId": "c"})[0][1]["peers"] == [
-        "b"
-    ]
+    assert send(rooms, 3, {"type": "join", "roomId": "r", "userId": "c"})[0][1]["peers"] == ["b"]
     assert dict(rooms.errors) == {"room-full": 1, "too-many-rooms": 1}
 
 
@@ -283,8 +284,10 @@ def test_tokens_from_join_or_handshake_and_refusals_close() -> None:
     rooms.connect(2, credential="s")
     rooms.connect(3, credential="v")
     rooms.connect(4)
-    assert send(rooms, 1, {"type": "join", "roomId": "r", "userId": "a", "token": "s"})[0][1][
-        "type"] == "room-joined"
+    assert (
+        send(rooms, 1, {"type": "join", "roomId": "r", "userId": "a", "token": "s"})[0][1]["type"]
+        == "room-joined"
+    )
     assert send(rooms, 2, {"type": "join", "roomId": "r", "userId": "b"})[0][1]["type"] == (
         "room-joined"
     )
@@ -293,8 +296,9 @@ def test_tokens_from_join_or_handshake_and_refusals_close() -> None:
     )
     assert rooms.closing == []
     # the join field overrides the handshake credential, and a refusal marks the connection
-    assert codes(send(rooms, 4, {"type": "join", "roomId": "vip", "userId": "d",
-                                 "token": "s"})) == [(4, "unauthorized")]
+    assert codes(
+        send(rooms, 4, {"type": "join", "roomId": "vip", "userId": "d", "token": "s"})
+    ) == [(4, "unauthorized")]
     assert rooms.closing == [4] and rooms.user_of(4) is None
 
 
@@ -323,8 +327,12 @@ def test_remote_members_get_relays_but_no_notifications() -> None:
 caps = st.tuples(st.none() | st.integers(1, 3), st.none() | st.integers(1, 2))
 join_tokens = st.none() | st.sampled_from(["s", "v", "x"])
 capped_messages = st.one_of(
-    st.builds(lambda r, u, t: {"type": "join", "roomId": r, "userId": u, "token": t},
-              room_ids, ids, join_tokens),
+    st.builds(
+        lambda r, u, t: {"type": "join", "roomId": r, "userId": u, "token": t},
+        room_ids,
+        ids,
+        join_tokens,
+    ),
     messages,
 )
 
@@ -335,8 +343,9 @@ def test_caps_and_tokens_always_hold(
     limits: tuple[int | None, int | None], script: list[tuple[int, Any]]
 ) -> None:
     max_room_size, max_rooms = limits
-    rooms: Rooms[int] = Rooms(max_room_size=max_room_size, max_rooms=max_rooms, token="s",
-                              room_tokens={"r3": "v"})
+    rooms: Rooms[int] = Rooms(
+        max_room_size=max_room_size, max_rooms=max_rooms, token="s", room_tokens={"r3": "v"}
+    )
     for conn in range(6):
         rooms.connect(conn)
     tokens: dict[int, Any] = {}

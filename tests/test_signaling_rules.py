@@ -38,8 +38,11 @@ def test_bucket_rejects_nonsense() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.floats(0.5, 1000), st.integers(1, 50),
-       st.lists(st.floats(0, 1.0, allow_nan=False), min_size=1, max_size=200))
+@given(
+    st.floats(0.5, 1000),
+    st.integers(1, 50),
+    st.lists(st.floats(0, 1.0, allow_nan=False), min_size=1, max_size=200),
+)
 def test_bucket_never_admits_more_than_burst_plus_rate_times_time(
     rate: float, burst: int, gaps: list[float]
 ) -> None:
@@ -82,15 +85,18 @@ def test_origin_allow_list() -> None:
 # ----------------------------------------------------------------------------- credentials
 
 
-@pytest.mark.parametrize("path,auth,expected", [
-    ("/signal", None, None),
-    ("/signal?token=abc", None, "abc"),
-    ("/signal?x=1&token=a%2Bb%20c", None, "a+b c"),
-    ("/signal?token=", None, None),
-    ("/signal?token=abc", "Bearer xyz", "xyz"),  # the header wins
-    ("/signal", "bearer  xyz ", "xyz"),
-    ("/signal?token=q", "Basic Zm9vOmJhcg==", "q"),  # not a bearer token: ignored
-])
+@pytest.mark.parametrize(
+    "path,auth,expected",
+    [
+        ("/signal", None, None),
+        ("/signal?token=abc", None, "abc"),
+        ("/signal?x=1&token=a%2Bb%20c", None, "a+b c"),
+        ("/signal?token=", None, None),
+        ("/signal?token=abc", "Bearer xyz", "xyz"),  # the header wins
+        ("/signal", "bearer  xyz ", "xyz"),
+        ("/signal?token=q", "Basic Zm9vOmJhcg==", "q"),  # not a bearer token: ignored
+    ],
+)
 def test_credential_from_request(path: str, auth: str | None, expected: str | None) -> None:
     assert credential_from_request(path, auth) == expected
 
@@ -117,12 +123,14 @@ def test_room_tokens_override_the_server_token() -> None:
 
 
 def test_prometheus_text() -> None:
-    text = render_prometheus({
-        "clients": 3,
-        "messages_refused_total": {"rate-limited": 2, 'we"ird\\': 1},
-        "disconnects_total": {},
-        "unknown_key": 7,
-    })
+    text = render_prometheus(
+        {
+            "clients": 3,
+            "messages_refused_total": {"rate-limited": 2, 'we"ird\\': 1},
+            "disconnects_total": {},
+            "unknown_key": 7,
+        }
+    )
     lines = text.splitlines()
     assert "# TYPE rtclab_signaling_clients gauge" in lines
     assert "rtclab_signaling_clients 3" in lines

@@ -83,8 +83,11 @@ async def test_stop_closes_clients_with_1001_and_frees_port_for_restart() -> Non
     unjoined = await client(url)
     await srv.stop()
     for conn in (ws, unjoined):  # everyone is told, then closed with 1001
-        assert await recv(conn) == {"type": "error", "code": "server-shutdown",
-                                    "message": "the server is shutting down"}
+        assert await recv(conn) == {
+            "type": "error",
+            "code": "server-shutdown",
+            "message": "the server is shutting down",
+        }
         with pytest.raises(ConnectionClosed) as info:
             await asyncio.wait_for(conn.recv(), TIMEOUT)
         assert info.value.rcvd is not None and info.value.rcvd.code == 1001
@@ -161,8 +164,12 @@ async def test_join_relay_and_peer_joined(server: SignalingServer) -> None:
     await send(b, {"type": "answer", "to": "alice", "sdp": {"type": "answer"}})
     assert (await recv(a))["from"] == "bob"
     await send(b, {"type": "ice-candidate", "to": "alice", "candidate": None})
-    assert await recv(a) == {"type": "ice-candidate", "to": "alice", "candidate": None,
-                             "from": "bob"}
+    assert await recv(a) == {
+        "type": "ice-candidate",
+        "to": "alice",
+        "candidate": None,
+        "from": "bob",
+    }
     assert server.stats["messages_relayed"] == 3
     assert server.stats["clients"] == 2 and server.stats["rooms"] == 1
 
@@ -264,7 +271,7 @@ async def test_oversized_frame_gets_error_then_1009(
     limit = server.max_message_size
     frame = '{"type":"offer","to":"bob","sdp":{"s":"' + "x" * limit + '"}}'
     # fragments count together: the message limit, not the frame limit, applies
-    await big.send(iter([frame[:limit // 2], frame[limit // 2:]]) if fragmented else frame)
+    await big.send(iter([frame[: limit // 2], frame[limit // 2 :]]) if fragmented else frame)
     reply = await recv(big)
     assert (reply["type"], reply["code"]) == ("error", "message-too-large")
     with pytest.raises(ConnectionClosed) as info:
@@ -303,8 +310,11 @@ async def test_internal_error_is_reported_and_server_survives(
 
     monkeypatch.setattr(server._rooms, "receive_data", boom)
     await send(a, {"type": "offer", "to": "bob", "sdp": {"x": "boom"}})
-    assert await recv(a) == {"type": "error", "code": "internal-error",
-                             "message": "internal server error"}
+    assert await recv(a) == {
+        "type": "error",
+        "code": "internal-error",
+        "message": "internal server error",
+    }
     await send(a, {"type": "offer", "to": "bob", "sdp": {}})
     assert (await recv(b))["from"] == "alice"
     assert server.stats["errors"]["internal-error"] == 1
@@ -327,8 +337,7 @@ async def test_listener_sees_both_directions(server: SignalingServer) -> None:
     assert ("in", "alice", {"type": "offer", "to": "bob", "sdp": {"s": 1}}) in seen
     assert ("out", "bob", {"type": "offer", "to": "bob", "sdp": {"s": 1}, "from": "alice"}) in seen
     assert ("out", "alice", {"type": "peer-joined", "peerId": "bob"}) in seen
-    assert any(d == "in" and who.startswith("conn-") and m["type"] == "join"
-               for d, who, m in seen)
+    assert any(d == "in" and who.startswith("conn-") and m["type"] == "join" for d, who, m in seen)
     remove()
     n = len(seen)
     await send(a, {"type": "offer", "to": "bob", "sdp": {}})
@@ -352,8 +361,13 @@ async def test_module_cli_serves_until_sigterm() -> None:
     import sys
 
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "rtclab.signaling", "--port", "0",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "rtclab.signaling",
+        "--port",
+        "0",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         assert proc.stdout is not None
@@ -449,9 +463,12 @@ _UPGRADE = (
 
 # one message: (kind, payload size); a ping between messages; fragments of one message
 stream_items = st.lists(
-    st.tuples(st.sampled_from(["text", "binary", "fragmented", "ping"]),
-              st.sampled_from([0, 5, 125, 126, 300, 65535, 65536, 70_000])),
-    min_size=1, max_size=8,
+    st.tuples(
+        st.sampled_from(["text", "binary", "fragmented", "ping"]),
+        st.sampled_from([0, 5, 125, 126, 300, 65535, 65536, 70_000]),
+    ),
+    min_size=1,
+    max_size=8,
 )
 
 
@@ -498,9 +515,11 @@ async def test_frames_survive_any_split_into_reads(
 async def test_frame_errors_still_close_in_split_mode() -> None:
     srv = SignalingServer()
     srv._loop = asyncio.get_running_loop()
-    for bad, code in ((b"\x81\x05hello", 1002),  # unmasked client frame
-                      (client_frame(b"x", opcode=3), 1002),  # reserved opcode
-                      (bytes((0xC1, 0x81)) + b"k3y!" + b"x", 1002)):  # RSV1 without deflate
+    for bad, code in (
+        (b"\x81\x05hello", 1002),  # unmasked client frame
+        (client_frame(b"x", opcode=3), 1002),  # reserved opcode
+        (bytes((0xC1, 0x81)) + b"k3y!" + b"x", 1002),
+    ):  # RSV1 without deflate
         conn = _Connection(srv, 1)
         transport = FakeTransport()
         conn.connection_made(transport)
@@ -520,11 +539,26 @@ def test_rule_options_on_both_command_lines(monkeypatch: pytest.MonkeyPatch) -> 
     from rtclab.signaling.server import server_options
 
     monkeypatch.setenv("RTCLAB_SIGNALING_TOKEN", "from-env")
-    args = build_parser().parse_args([
-        "serve", "--room-token", "vip=v", "--origin", "https://lab.example",
-        "--origin", "null-origin", "--rate", "0", "--max-room-size", "4", "--ping-interval",
-        "0", "--no-metrics", "--redis", "redis://127.0.0.1:1/0",
-    ])
+    args = build_parser().parse_args(
+        [
+            "serve",
+            "--room-token",
+            "vip=v",
+            "--origin",
+            "https://lab.example",
+            "--origin",
+            "null-origin",
+            "--rate",
+            "0",
+            "--max-room-size",
+            "4",
+            "--ping-interval",
+            "0",
+            "--no-metrics",
+            "--redis",
+            "redis://127.0.0.1:1/0",
+        ]
+    )
     options = server_options(args)
     assert options["token"] == "from-env" and options["room_tokens"] == {"vip": "v"}
     assert options["origins"] == ["https://lab.example", None]
@@ -537,15 +571,28 @@ def test_rule_options_on_both_command_lines(monkeypatch: pytest.MonkeyPatch) -> 
 
 hostile_messages = st.fixed_dictionaries(
     {"type": st.sampled_from(["join", "leave", "offer", "answer", "ice-candidate", "x"])},
-    optional={"roomId": st.sampled_from(["r2", "r3"]), "userId": st.sampled_from(["a", "b", "c"]),
-              "to": st.sampled_from(["a", "b", "c", ""]), "from": st.sampled_from(["a", "b"]),
-              "sdp": st.just({}), "candidate": st.none()},
+    optional={
+        "roomId": st.sampled_from(["r2", "r3"]),
+        "userId": st.sampled_from(["a", "b", "c"]),
+        "to": st.sampled_from(["a", "b", "c", ""]),
+        "from": st.sampled_from(["a", "b"]),
+        "sdp": st.just({}),
+        "candidate": st.none(),
+    },
 )
 hostile_chunks = st.lists(
-    st.one_of(hostile_messages.map(lambda m: client_frame(json.dumps(m).encode())),
-              st.binary(max_size=24),
-              st.sampled_from([client_frame(b"", opcode=9), client_frame(b"{", fin=False),
-                               client_frame(b"}", opcode=0), client_frame(b"\x03\xe8", opcode=8)])),
+    st.one_of(
+        hostile_messages.map(lambda m: client_frame(json.dumps(m).encode())),
+        st.binary(max_size=24),
+        st.sampled_from(
+            [
+                client_frame(b"", opcode=9),
+                client_frame(b"{", fin=False),
+                client_frame(b"}", opcode=0),
+                client_frame(b"\x03\xe8", opcode=8),
+            ]
+        ),
+    ),
     max_size=20,
 )
 
@@ -563,8 +610,9 @@ async def test_hostile_bytes_never_raise_or_reach_another_room(chunks: list[byte
         transport = FakeTransport()
         conn.connection_made(transport)
         conn.data_received(_UPGRADE)
-        conn.data_received(client_frame(json.dumps(
-            {"type": "join", "roomId": room, "userId": user}).encode()))
+        conn.data_received(
+            client_frame(json.dumps({"type": "join", "roomId": room, "userId": user}).encode())
+        )
         conns.append((conn, transport))
     srv._flush()
     (a, ta), (b, tb), (c, _) = conns

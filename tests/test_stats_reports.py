@@ -16,15 +16,26 @@ from rtclab.signaling.server import SignalingServer
 from rtclab.stats.collector import StatsCollector
 from rtclab.stats.convert import SAMPLE_COLUMNS
 
-ROW = {"remote": "b", "kind": "video", "direction": "inbound", "jitter_ms": 3.5,
-       "bitrate_kbps": 250, "local_candidate_type": "host"}
+ROW = {
+    "remote": "b",
+    "kind": "video",
+    "direction": "inbound",
+    "jitter_ms": 3.5,
+    "bitrate_kbps": 250,
+    "local_candidate_type": "host",
+}
 
 
 def test_parse_accepts_flat_rows_and_refuses_anything_else() -> None:
     message = parse(json.dumps({"type": "stats", "rows": [ROW]}))
     assert isinstance(message, Stats) and message.rows == (ROW,)
-    for bad in ({"rows": {}}, {"rows": [1]}, {"rows": [{"x": {"nested": 1}}]},
-                {"rows": [{"x": "y" * 300}]}, {"rows": [ROW] * (MAX_STATS_ROWS + 1)}):
+    for bad in (
+        {"rows": {}},
+        {"rows": [1]},
+        {"rows": [{"x": {"nested": 1}}]},
+        {"rows": [{"x": "y" * 300}]},
+        {"rows": [ROW] * (MAX_STATS_ROWS + 1)},
+    ):
         refused = parse(json.dumps({"type": "stats", **bad}))
         assert isinstance(refused, ProtocolError) and refused.code == "invalid-message", bad
 
@@ -49,9 +60,20 @@ def test_collector_add_rows_normalises_and_stamps() -> None:
     heard: list[Any] = []
     collector.on_sample(heard.append)
     rows = collector.add_rows(
-        [ROW, {**ROW, "kind": "bogus"}, {**ROW, "remote": ""},
-         {**ROW, "peer": "someone-else", "t": 0, "rtt_ms": True, "packets_lost": "3",
-          "fraction_lost": float("nan"), "unknown": 1}],
+        [
+            ROW,
+            {**ROW, "kind": "bogus"},
+            {**ROW, "remote": ""},
+            {
+                **ROW,
+                "peer": "someone-else",
+                "t": 0,
+                "rtt_ms": True,
+                "packets_lost": "3",
+                "fraction_lost": float("nan"),
+                "unknown": 1,
+            },
+        ],
         peer="a",
     )
     assert len(rows) == 2 and heard == [rows]

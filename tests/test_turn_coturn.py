@@ -287,8 +287,15 @@ async def test_coturn_starts_answers_and_stops_cleanly(tmp_path: Path) -> None:
         assert pid is not None and workdir is not None
         assert (workdir / "turnserver.conf").stat().st_mode & 0o077 == 0
         conf = (workdir / "turnserver.conf").read_text()
-        for option in ("use-auth-secret", "allow-loopback-peers", "listening-ip=127.0.0.1",
-                       "relay-ip=127.0.0.1", "min-port=", "realm=rtclab", "tls-listening-port="):
+        for option in (
+            "use-auth-secret",
+            "allow-loopback-peers",
+            "listening-ip=127.0.0.1",
+            "relay-ip=127.0.0.1",
+            "min-port=",
+            "realm=rtclab",
+            "tls-listening-port=",
+        ):
             assert option in conf  # fmt: skip
         assert turn.urls() == [
             f"turn:127.0.0.1:{turn.port}?transport=udp",

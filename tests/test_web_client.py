@@ -156,16 +156,12 @@ async def test_two_browsers_and_an_aiortc_peer_share_a_room(chromium: Any) -> No
         settings = await a.evaluate("window.rtclab.shareScreen()")
         assert settings["width"] == 960
         await until(lambda: _width(kernel, "a") == 960, 10, "screen resolution at kernel")
-        await until(
-            lambda: _remote_width(b, "a", lambda w: w > 320), 10, "screen resolution at b"
-        )
+        await until(lambda: _remote_width(b, "a", lambda w: w > 320), 10, "screen resolution at b")
         await a.screenshot(path=str(SCREENSHOTS / "client-sharing.png"))
         await b.screenshot(path=str(SCREENSHOTS / "client-viewer.png"))
         await a.evaluate("window.rtclab.stopScreenShare()")
         await until(lambda: _width(kernel, "a") == 320, 10, "camera resolution again at kernel")
-        await until(
-            lambda: _remote_width(b, "a", lambda w: w == 320), 10, "camera resolution at b"
-        )
+        await until(lambda: _remote_width(b, "a", lambda w: w == 320), 10, "camera resolution at b")
 
         # leaving: b leaves -> peer-left at a and kernel; the kernel leaves -> peer-left at a
         await b.evaluate("window.rtclab.leave()")

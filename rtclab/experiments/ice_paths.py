@@ -469,7 +469,5 @@ def ice_paths_figure(frame: pd.DataFrame, order: Sequence[str] | None = None) ->
                 col=1,
             )
         fig.update_xaxes(categoryorder="array", categoryarray=names, row=1, col=col)
-    fig.update_layout(
-        title="ICE paths compared (one point per run)", height=420, margin={"t": 70}
-    )
+    fig.update_layout(title="ICE paths compared (one point per run)", height=420, margin={"t": 70})
     return fig

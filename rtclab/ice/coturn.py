@@ -575,9 +575,7 @@ class Coturn:
 
     async def _probe_tls(self) -> None:
         """A verified TLS handshake: proves the certificate is served and matches the CA."""
-        _, writer = await asyncio.open_connection(
-            self.host, self.tls_port, ssl=self.ssl_context()
-        )
+        _, writer = await asyncio.open_connection(self.host, self.tls_port, ssl=self.ssl_context())
         writer.close()
         with contextlib.suppress(OSError, ssl.SSLError):
             await writer.wait_closed()

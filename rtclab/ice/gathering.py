@@ -456,9 +456,7 @@ def _watch_relay_errors(protocol: Any, server: ServerUrl, glog: GatheringLog) ->
                     "(coturn refuses 127.x peers unless allow-loopback-peers is set)",
                 )
             else:
-                glog.fail(
-                    "turn-error", server.url, f"TURN error {code} {reason} from {server.url}"
-                )
+                glog.fail("turn-error", server.url, f"TURN error {code} {reason} from {server.url}")
         original(exc)
 
     protocol.error_received = error_received

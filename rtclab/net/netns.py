@@ -588,8 +588,7 @@ def _router_rules(preset: str, host_ip: str) -> str:
         element = "udp sport" if preset == "full-cone" else "ip daddr . udp sport"
         match = "udp dport" if preset == "full-cone" else "ip saddr . udp dport"
         sets = (
-            f"  set cone {{ type {key}; flags dynamic,timeout; "
-            f"timeout {MAPPING_LIFETIME_S}s; }}\n"
+            f"  set cone {{ type {key}; flags dynamic,timeout; timeout {MAPPING_LIFETIME_S}s; }}\n"
         )
         # masquerade keeps the host's port (one host per router), so the host's source port
         # is the mapped port and the DNAT needs no port of its own

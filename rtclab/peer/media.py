@@ -191,9 +191,7 @@ class TestPatternTrack(_PacedTrack):
         draw_text(y, stamp, 4, 4 + 8 * scale, scale=scale)
         u[: (text_h + 4) // 2, : (text_w + 8) // 2] = 128
         v[: (text_h + 4) // 2, : (text_w + 8) // 2] = 128
-        frame = av.VideoFrame.from_ndarray(
-            self._buffer.reshape(-1, self.width), format="yuv420p"
-        )
+        frame = av.VideoFrame.from_ndarray(self._buffer.reshape(-1, self.width), format="yuv420p")
         frame.pts = int(index * VIDEO_CLOCK_RATE / self.fps)
         frame.time_base = fractions.Fraction(1, VIDEO_CLOCK_RATE)
         return frame
@@ -258,6 +256,7 @@ class FileTrack(MediaStreamTrack):
 
         self.path = path
         self.loop = loop
+
         def open_player() -> Any:
             return MediaPlayer(path)
 

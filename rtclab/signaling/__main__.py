@@ -18,16 +18,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default: %(default)s)"
     )
-    parser.add_argument("--port", type=int, default=8765, help="TCP port, 0 = any free port "
-                        "(default: %(default)s)")
+    parser.add_argument(
+        "--port", type=int, default=8765, help="TCP port, 0 = any free port (default: %(default)s)"
+    )
     parser.add_argument("--path", default="/signal", help="WebSocket path (default: %(default)s)")
-    parser.add_argument("--compression", action="store_true",
-                        help="accept permessage-deflate when a client offers it (default: off)")
+    parser.add_argument(
+        "--compression",
+        action="store_true",
+        help="accept permessage-deflate when a client offers it (default: off)",
+    )
     add_server_arguments(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="log connections")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
     return serve_main(args.host, args.port, args.path, args.compression, **server_options(args))
 
 

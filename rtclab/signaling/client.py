@@ -117,8 +117,11 @@ class SignalingClient:
     async def ice_candidate(self, to: str, candidate: Mapping[str, Any] | None) -> None:
         """Trickle one candidate; ``None`` signals end-of-candidates, as browsers do."""
         await self.send(
-            {"type": "ice-candidate", "to": to,
-             "candidate": None if candidate is None else dict(candidate)}
+            {
+                "type": "ice-candidate",
+                "to": to,
+                "candidate": None if candidate is None else dict(candidate),
+            }
         )
 
     async def leave(self) -> None:

@@ -163,9 +163,15 @@ class RedisCluster:
             await client.aclose()
             raise RuntimeError(f"cannot reach Redis at {self.url}: {exc}") from exc
         self._redis = client
-        self._scripts = {name: client.register_script(src) for name, src in
-                         (("join", _JOIN), ("leave", _LEAVE), ("snapshot", _SNAPSHOT),
-                          ("sweep", _SWEEP))}
+        self._scripts = {
+            name: client.register_script(src)
+            for name, src in (
+                ("join", _JOIN),
+                ("leave", _LEAVE),
+                ("snapshot", _SNAPSHOT),
+                ("sweep", _SWEEP),
+            )
+        }
         await self._mark_alive()
         self._pubsub = client.pubsub()
         # Subscribe before the snapshot: every event after it is then certain to arrive.
@@ -176,11 +182,14 @@ class RedisCluster:
         self._seq = int(snapshot[0])
         rooms = self.server._rooms
         for i in range(1, len(snapshot), 3):
-            room, user, node = (x.decode() for x in snapshot[i:i + 3])
+            room, user, node = (x.decode() for x in snapshot[i : i + 3])
             rooms.add_remote(_Remote(self, node, room, user), room, user)
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._read()), loop.create_task(self._write()),
-                       loop.create_task(self._keep_alive())]
+        self._tasks = [
+            loop.create_task(self._read()),
+            loop.create_task(self._write()),
+            loop.create_task(self._keep_alive()),
+        ]
         logger.info("signaling node %s joined the Redis cluster at %s", self.node, self.url)
 
     async def stop(self) -> None:
@@ -263,14 +272,23 @@ class RedisCluster:
         self._joining[key] = conn
         result = await self._scripts["join"](
             keys=[self._room_prefix + room_id, self._seq_key, self._rooms_key],
-            args=[room_id, user_id, self.node, self.server._rooms.max_room_size or 0,
-                  self._alive_prefix, self._events],
+            args=[
+                room_id,
+                user_id,
+                self.node,
+                self.server._rooms.max_room_size or 0,
+                self._alive_prefix,
+                self._events,
+            ],
         )
         status = result[0].decode()
         if status != "ok":
             self._joining.pop(key, None)
-            text = (f"user {user_id!r} is already in room {room_id!r}"
-                    if status == "duplicate-user" else f"room {room_id!r} is full")
+            text = (
+                f"user {user_id!r} is already in room {room_id!r}"
+                if status == "duplicate-user"
+                else f"room {room_id!r} is full"
+            )
             self.server._cluster_refused(conn, status, text)  # type: ignore[arg-type]
         # on "ok", the join completes when our own event arrives (see _on_event)
 
@@ -281,8 +299,7 @@ class RedisCluster:
         )
 
     async def _mark_alive(self) -> None:
-        await self._redis.set(self._alive_prefix + self.node, b"1",
-                              px=int(self.alive_ttl * 1000))
+        await self._redis.set(self._alive_prefix + self.node, b"1", px=int(self.alive_ttl * 1000))
 
     async def _keep_alive(self) -> None:
         sweeps = 0

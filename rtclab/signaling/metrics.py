@@ -23,7 +23,8 @@ METRICS: Final[dict[str, tuple[str, str, str | None]]] = {
     "messages_relayed_total": ("counter", "offer/answer/ice-candidate messages relayed.", None),
     "messages_refused_total": ("counter", "Client messages refused, by error code.", "code"),
     "messages_dropped_total": (
-        "counter", "Outgoing messages dropped because the recipient was closing or too slow.",
+        "counter",
+        "Outgoing messages dropped because the recipient was closing or too slow.",
         None,
     ),
     "bytes_in_total": ("counter", "Bytes read from clients (WebSocket framing included).", None),

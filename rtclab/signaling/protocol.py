@@ -125,9 +125,7 @@ def _reject_constant(name: str) -> Any:
 
 # A module-level decoder costs the same per call as json.loads() without keyword arguments.
 _decoder: Final = json.JSONDecoder(parse_constant=_reject_constant)
-_scan_once: Final[Callable[[str, int], tuple[Any, int]]] = (
-    _decoder.scan_once  # type: ignore[attr-defined]
-)
+_scan_once: Final[Callable[[str, int], tuple[Any, int]]] = _decoder.scan_once  # type: ignore[attr-defined]
 _compact: Final = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 

@@ -128,9 +128,17 @@ def http_response(
 ) -> Response:
     """A complete HTTP/1.1 response for an :data:`HttpHandler` (connection closes after it)."""
     data = body.encode() if isinstance(body, str) else body
-    reasons = {200: "OK", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
-               403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-               500: "Internal Server Error", 503: "Service Unavailable"}
+    reasons = {
+        200: "OK",
+        204: "No Content",
+        400: "Bad Request",
+        401: "Unauthorized",
+        403: "Forbidden",
+        404: "Not Found",
+        405: "Method Not Allowed",
+        500: "Internal Server Error",
+        503: "Service Unavailable",
+    }
     all_headers = Headers()
     all_headers["Content-Type"] = content_type
     all_headers["Content-Length"] = str(len(data))
@@ -260,7 +268,7 @@ class _Connection(asyncio.Protocol):
             else:
                 if pos + 10 > n:
                     break
-                length = int.from_bytes(buf[pos + 2:pos + 10], "big")
+                length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
                 start = pos + 14
             if not b1 & 0x80 or length > limit:
                 # a protocol error or an oversized message: websockets refuses it (1002 /
@@ -272,7 +280,7 @@ class _Connection(asyncio.Protocol):
             if end > n:
                 break
             if (b0 == 0x81 or b0 == 0x82) and self.frags is None:
-                server._on_message(self, apply_mask(view[start:end], buf[start - 4:start]), now)
+                server._on_message(self, apply_mask(view[start:end], buf[start - 4 : start]), now)
             else:
                 self._feed(buf[pos:end], now)
                 if self.proto.state is not OPEN:  # closing: websockets has the rest
@@ -516,8 +524,7 @@ class SignalingServer:
         self.name = name
         """The ``peer`` column of the events this server reports."""
         self.origins: frozenset[str | None] | None = (
-            None if origins is None
-            else frozenset(o if o is None else o.lower() for o in origins)
+            None if origins is None else frozenset(o if o is None else o.lower() for o in origins)
         )
         self.max_message_size = max_message_size
         self.rate = rate
@@ -893,8 +900,11 @@ class SignalingServer:
                 if self._listeners:
                     self._notify("out", self._who(target), message.to_dict())
                 if type(message) is ErrorMessage and self._event_listeners:
-                    self._event(self._who(target), "signaling-refused",
-                                {"code": message.code, "message": message.message})
+                    self._event(
+                        self._who(target),
+                        "signaling-refused",
+                        {"code": message.code, "message": message.message},
+                    )
         for target, message in out:
             target.send(message.encode())
 
@@ -908,8 +918,11 @@ class SignalingServer:
         """``conn`` stopped reading: its unsent bytes passed :attr:`max_queue`. Dropping
         it (its room hears ``peer-left``) is the only bound that holds against a client
         that never reads; a close frame would only queue behind the backlog."""
-        logger.warning("%s: slow consumer, %d bytes unsent: disconnected", conn.label,
-                       conn.transport.get_write_buffer_size() if conn.transport else 0)
+        logger.warning(
+            "%s: slow consumer, %d bytes unsent: disconnected",
+            conn.label,
+            conn.transport.get_write_buffer_size() if conn.transport else 0,
+        )
         self.disconnects["slow-consumer"] += 1
         conn.slow = True
         if self._event_listeners:
@@ -933,8 +946,11 @@ class SignalingServer:
                 elif state == "dead":
                     self.disconnects["idle"] += 1
                     if self._event_listeners:
-                        self._event(self._who(conn), "signaling-reaped",
-                                    {"silent_s": round(now - conn.last_seen, 3)})
+                        self._event(
+                            self._who(conn),
+                            "signaling-reaped",
+                            {"silent_s": round(now - conn.last_seen, 3)},
+                        )
                     conn.abort()
 
     def _who(self, conn: Recipient) -> str:
@@ -1008,39 +1024,80 @@ def _env_token() -> str | None:
 
 def add_server_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """The rule options shared by ``python -m rtclab.signaling`` and ``rtclab serve``."""
-    parser.add_argument("--token", default=None,
-                        help="token every join must present (default: $RTCLAB_SIGNALING_TOKEN; "
-                        "prefer the variable: command lines are visible to other users)")
-    parser.add_argument("--room-token", action="append", default=[], metavar="ROOM=TOKEN",
-                        help="a room that needs its own token (repeatable)")
-    parser.add_argument("--origin", action="append", default=None, metavar="ORIGIN",
-                        help="allowed browser Origin (repeatable; 'null-origin' admits clients "
-                        "sending none; default: any)")
-    parser.add_argument("--max-message-size", type=int, default=MAX_MESSAGE_SIZE,
-                        help="largest frame in bytes, larger ones close with 1009 "
-                        "(default: %(default)s)")
-    parser.add_argument("--rate", type=float, default=100.0,
-                        help="messages per second per client after the burst, 0 = unlimited "
-                        "(default: %(default)s)")
-    parser.add_argument("--burst", type=int, default=1000,
-                        help="messages a client may send at once (default: %(default)s)")
-    parser.add_argument("--max-queue", type=int, default=2**20,
-                        help="unsent bytes after which a client that does not read is "
-                        "disconnected (default: %(default)s)")
+    parser.add_argument(
+        "--token",
+        default=None,
+        help="token every join must present (default: $RTCLAB_SIGNALING_TOKEN; "
+        "prefer the variable: command lines are visible to other users)",
+    )
+    parser.add_argument(
+        "--room-token",
+        action="append",
+        default=[],
+        metavar="ROOM=TOKEN",
+        help="a room that needs its own token (repeatable)",
+    )
+    parser.add_argument(
+        "--origin",
+        action="append",
+        default=None,
+        metavar="ORIGIN",
+        help="allowed browser Origin (repeatable; 'null-origin' admits clients "
+        "sending none; default: any)",
+    )
+    parser.add_argument(
+        "--max-message-size",
+        type=int,
+        default=MAX_MESSAGE_SIZE,
+        help="largest frame in bytes, larger ones close with 1009 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=100.0,
+        help="messages per second per client after the burst, 0 = unlimited (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--burst",
+        type=int,
+        default=1000,
+        help="messages a client may send at once (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-queue",
+        type=int,
+        default=2**20,
+        help="unsent bytes after which a client that does not read is "
+        "disconnected (default: %(default)s)",
+    )
     parser.add_argument("--max-room-size", type=int, default=64, help="default: %(default)s")
     parser.add_argument("--max-rooms", type=int, default=10_000, help="default: %(default)s")
     parser.add_argument("--max-clients", type=int, default=10_000, help="default: %(default)s")
-    parser.add_argument("--ping-interval", type=float, default=20.0,
-                        help="ping clients silent this long, 0 = never (default: %(default)s)")
-    parser.add_argument("--ping-timeout", type=float, default=20.0,
-                        help="then drop them after this long (default: %(default)s)")
+    parser.add_argument(
+        "--ping-interval",
+        type=float,
+        default=20.0,
+        help="ping clients silent this long, 0 = never (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--ping-timeout",
+        type=float,
+        default=20.0,
+        help="then drop them after this long (default: %(default)s)",
+    )
     parser.add_argument("--no-metrics", action="store_true", help="do not serve GET /metrics")
-    parser.add_argument("--redis", default=None, metavar="URL",
-                        help="share rooms with other server processes through Redis, e.g. "
-                        "redis://127.0.0.1:6379/0 (needs the 'redis' extra)")
-    parser.add_argument("--redis-prefix", default="rtclab:signal",
-                        help="Redis key and channel prefix: servers sharing it share rooms "
-                        "(default: %(default)s)")
+    parser.add_argument(
+        "--redis",
+        default=None,
+        metavar="URL",
+        help="share rooms with other server processes through Redis, e.g. "
+        "redis://127.0.0.1:6379/0 (needs the 'redis' extra)",
+    )
+    parser.add_argument(
+        "--redis-prefix",
+        default="rtclab:signal",
+        help="Redis key and channel prefix: servers sharing it share rooms (default: %(default)s)",
+    )
 
 
 def server_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -1123,4 +1180,3 @@ def serve_main(
         print(f"rtclab signaling server: {exc}", file=sys.stderr)
         return 1
     return 0
-

@@ -80,9 +80,7 @@ def serve_client(server: SignalingServer) -> None:
     server.add_route("/favicon.ico", lambda request: http_response(204))
 
 
-def client_url(
-    host: str, port: int, room: str, user: str, **params: str | int | None
-) -> str:
+def client_url(host: str, port: int, room: str, user: str, **params: str | int | None) -> str:
     """``http://host:port/?room=…&user=…`` plus ``params`` (``token``, ``turnToken``,
     ``policy`` = ``relay``, ``turn`` = ``udp,tcp,tls``, ``screen``, ``audio``, ``stats``;
     ``None`` values are left out)."""

@@ -54,8 +54,9 @@ class BrowserPeer(anywidget.AnyWidget):  # type: ignore[misc]
     ice_transport_policy = traitlets.Enum(["all", "relay"], "all").tag(sync=True)
     """``"relay"``: the tab uses TURN relay candidates only (needs TURN in ``ice_servers``)."""
 
-    def __init__(self, signaling_url: str, *, room: str = "lab", user: str = "notebook",
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, signaling_url: str, *, room: str = "lab", user: str = "notebook", **kwargs: Any
+    ) -> None:
         super().__init__(room=room, user=user, **kwargs)
         self.signaling_url = signaling_url
         self.stats_reports = 0
@@ -102,8 +103,10 @@ class BrowserPeer(anywidget.AnyWidget):  # type: ignore[misc]
         outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._outbox = outbox
         await client.send({"type": "join", "roomId": self.room, "userId": self.user})
-        self._pumps = [self._spawn(self._pump_in(client)),
-                       self._spawn(self._pump_out(client, outbox))]
+        self._pumps = [
+            self._spawn(self._pump_in(client)),
+            self._spawn(self._pump_out(client, outbox)),
+        ]
 
     async def _pump_in(self, client: SignalingClient) -> None:
         """Server -> browser, in order; the status follows the room's answers."""
