@@ -167,7 +167,7 @@ async def test_preloaded_widgets_keep_media_running_when_a_dashboard_opens() -> 
     # a fresh interpreter each: this test process has long imported plotly
     preloaded = await _dashboard_mid_experiment(True)
     assert preloaded["imported_at_start"]
-    assert preloaded["lag_max_ms"] < 1000, preloaded  # not frozen by seconds of imports
+    assert preloaded["lag_max_ms"] < 600, preloaded  # not frozen by seconds of imports
     cold = await _dashboard_mid_experiment(False)  # outside a kernel the default is off
     assert not cold["imported_at_start"]
     assert cold["lag_max_ms"] > preloaded["lag_max_ms"], (cold, preloaded)

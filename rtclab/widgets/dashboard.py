@@ -84,39 +84,7 @@ class Dashboard:
         #: How many times the figure was refreshed (one message to the browser each).
         self.refreshes = 0
         rows = len(PANELS) + 1
-        base = make_subplots(
-            rows=rows,
-            cols=1,
-            shared_xaxes=True,
-            subplot_titles=[p[0] for p in PANELS] + ["Connection state"],
-            vertical_spacing=0.35 / rows,
-        )
-        base.update_layout(
-            title=title,
-            height=panel_height * rows + 120,
-            template="plotly_white",
-            legend={"title": {"text": "peer → remote (path)"}, "groupclick": "togglegroup"},
-            margin={"l": 60, "r": 20, "t": 70, "b": 40},
-            uirevision="rtclab",  # keep the user's zoom and legend toggles across refreshes
-        )
-        base.update_xaxes(title_text="elapsed (s)", row=rows, col=1)
-        base.update_yaxes(type="category", row=rows, col=1)
-        for state, colour in STATE_COLOURS.items():
-            base.add_trace(
-                go.Scatter(
-                    x=[],
-                    y=[],
-                    mode="lines",
-                    name=state,
-                    legendgroup="state",
-                    legendgrouptitle_text="connection state",
-                    line={"color": colour, "width": 10},
-                    hoverinfo="x+y+name",
-                ),
-                row=rows,
-                col=1,
-            )
-        self.figure = go.FigureWidget(base)
+        self.figure = go.FigureWidget(_base_figure(title, panel_height))
         self._timeline_row = rows
         self._state_trace = {state: i for i, state in enumerate(STATE_COLOURS)}
         self._pairs: list[Pair] = []
@@ -371,3 +339,47 @@ class Dashboard:
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self._pairs)} pairs"
         return f"<Dashboard window={self.window_s:g}s {state}>"
+
+
+def _base_figure(title: str, panel_height: int) -> go.Figure:
+    """The empty layout: one panel per metric and the connection-state timeline."""
+    rows = len(PANELS) + 1
+    base = make_subplots(
+        rows=rows,
+        cols=1,
+        shared_xaxes=True,
+        subplot_titles=[p[0] for p in PANELS] + ["Connection state"],
+        vertical_spacing=0.35 / rows,
+    )
+    base.update_layout(
+        title=title,
+        height=panel_height * rows + 120,
+        template="plotly_white",
+        legend={"title": {"text": "peer → remote (path)"}, "groupclick": "togglegroup"},
+        margin={"l": 60, "r": 20, "t": 70, "b": 40},
+        uirevision="rtclab",  # keep the user's zoom and legend toggles across refreshes
+    )
+    base.update_xaxes(title_text="elapsed (s)", row=rows, col=1)
+    base.update_yaxes(type="category", row=rows, col=1)
+    for state, colour in STATE_COLOURS.items():
+        base.add_trace(
+            go.Scatter(
+                x=[],
+                y=[],
+                mode="lines",
+                name=state,
+                legendgroup="state",
+                legendgrouptitle_text="connection state",
+                line={"color": colour, "width": 10},
+                hoverinfo="x+y+name",
+            ),
+            row=rows,
+            col=1,
+        )
+    return base
+
+
+def warm_up() -> None:
+    """Build one throwaway figure so plotly creates its validators and loads the template
+    now: the first figure costs ~0.4 s more than the next (a stall if peers are running)."""
+    _base_figure("", 150)
