@@ -24,18 +24,6 @@ import time
 from pathlib import Path
 
 CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--allow-loopback-in-peer-connection",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-]
 
 
 def setns(fd: int) -> None:
@@ -48,12 +36,15 @@ async def measure(runs: int) -> list[tuple[float, float]]:
     from playwright.async_api import async_playwright
 
     from rtclab import Lab
+    from rtclab.web import CHROMIUM_FLAGS
 
     results: list[tuple[float, float]] = []
     async with Lab(name="bench-browser") as lab:
         await lab.peer("kernel", room="bench")
         async with async_playwright() as pw:
-            browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+            browser = await pw.chromium.launch(
+                executable_path=str(CHROMIUM), args=list(CHROMIUM_FLAGS)
+            )
             try:
                 for i in range(runs + 1):  # run 0 warms Chromium's caches up: not counted
                     context = await browser.new_context()

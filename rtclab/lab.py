@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import secrets
 import sys
@@ -59,36 +58,20 @@ def _summarize(message: dict[str, Any]) -> str:
     return ""
 
 
-_WIDGET_MODULES = (
-    "plotly.graph_objs._figurewidget",
-    "rtclab.widgets.dashboard",
-    "rtclab.widgets.peer_widget",
-)
+def _preload_widgets() -> None:
+    """Import the widget stack and build one throwaway figure, at start, before any peer
+    of this lab runs.
 
-
-_widgets_ready = False
-
-
-def _preload_widgets() -> float:
-    """Import the widget stack and build one throwaway figure; returns the seconds it took.
-
-    The first ``FigureWidget`` otherwise costs 3-4 s of imports on the loop (plotly ->
-    nbformat -> jsonschema's format checkers; ``rfc3987_syntax`` alone builds a grammar for
-    2.8 s) and ~0.3 s more for plotly's first figure (validators, the template), and a
-    dashboard opened mid-experiment froze every running peer's media for that long.
-    Importing in a thread does not help: the imports hold the GIL, and the emulated
-    network's timers slipped (168 ms RTT measured for a 100 ms link). So the lab pays it
-    once, at start, before any of its peers run.
+    A dashboard opened mid-experiment otherwise froze every running peer's media for 3-4 s
+    of imports plus ~0.3 s of plotly's first figure (see
+    :func:`rtclab.widgets.dashboard.warm_up`). Importing in a thread does not help: the
+    imports hold the GIL, and the emulated network's timers slipped (168 ms RTT measured
+    for a 100 ms link). Later calls cost nothing.
     """
-    global _widgets_ready
-    started = time.perf_counter()
-    for name in _WIDGET_MODULES:
-        importlib.import_module(name)
+    from .widgets import peer_widget  # noqa: F401  (ipywidgets, anywidget)
     from .widgets.dashboard import warm_up
 
     warm_up()
-    _widgets_ready = True
-    return time.perf_counter() - started
 
 
 def _in_kernel() -> bool:
@@ -181,8 +164,8 @@ class Lab:
         if previous is not None and previous is not self and previous.url is not None:
             log.warning("stopping the previous Lab %r (%s) first", self.name, previous.url)
             await previous.stop()
-        if self.preload_widgets and not _widgets_ready:
-            log.debug("widget stack imported in %.2f s", _preload_widgets())
+        if self.preload_widgets:
+            _preload_widgets()
         self.url = await self.server.start()
         self.server.add_listener(self._messages)
         self._unhook_events: Callable[[], None] | None = self.server.add_event_listener(

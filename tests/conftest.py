@@ -17,6 +17,7 @@ import pytest
 from rtclab.ice.coturn import Coturn
 from rtclab.peer import Peer
 from rtclab.signaling.server import SignalingServer
+from rtclab.web import CHROMIUM_FLAGS
 
 
 @pytest.fixture
@@ -64,21 +65,7 @@ async def coturn() -> AsyncIterator[Coturn]:
 # --------------------------------------------------------------------------- real Chromium
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    # WebRTC on a loopback-only network: Chromium offers no 127.0.0.1 candidates without
-    # this; the fake devices stand in for a camera, and camera permission (granted by the
-    # fake UI) makes Chromium gather plain IP host candidates instead of mDNS .local names.
-    "--allow-loopback-in-peer-connection",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-]
+CHROMIUM_ARGS = list(CHROMIUM_FLAGS)
 _CLONE_NEWNET = 0x40000000
 
 

@@ -26,17 +26,11 @@ from typing import Any
 import nbformat
 import pytest
 
+from rtclab.web import CHROMIUM_FLAGS
+
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(os.environ.get("RTCLAB_SCREENSHOTS", "/tmp/rtclab-jupyterlab"))
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+CHROMIUM_ARGS = list(CHROMIUM_FLAGS)
 
 pytestmark = [
     pytest.mark.browser,

@@ -150,7 +150,7 @@ class Recorder:
         streams: dict[str, Any] = {}
         pending: list[tuple[str, Any]] = []
         last_pts: dict[str, int] = {}
-        muxed: dict[str, Any] = {}  # kind -> last packet's (pts, dts); why it was refused
+        muxed: dict[str, tuple[Any, Any]] = {}  # kind -> last muxed packet's (pts, dts)
         refused: dict[str, int] = {}  # consecutive refusals per kind
         frames = self.stats.frames
         video_codec, audio_codec = self._codecs
@@ -200,13 +200,15 @@ class Recorder:
                     if k == "video" and (f.width, f.height) != (stream.width, stream.height):
                         f = f.reformat(width=stream.width, height=stream.height)
                     for packet in stream.encode(f):
-                        if _mux(container, packet, k, f, muxed):
+                        refusal = _mux(container, packet, k, f, muxed.get(k))
+                        if refusal is None:
+                            muxed[k] = (packet.pts, packet.dts)
                             refused[k] = 0
                             continue
                         self.stats.stale[k] = self.stats.stale.get(k, 0) + 1
                         refused[k] = refused.get(k, 0) + 1
                         if refused[k] >= 30:
-                            raise RuntimeError(muxed[f"{k}-refused"])
+                            raise RuntimeError(refusal)
                     frames[k] = frames.get(k, 0) + 1
             for stream in streams.values():
                 for packet in stream.encode(None):
@@ -216,26 +218,23 @@ class Recorder:
                 container.close()
 
 
-def _mux(container: Any, packet: Any, kind: str, frame: Any, muxed: dict[str, Any]) -> bool:
-    """Mux one packet; False if the muxer refused it (logged with its timestamps).
+def _mux(container: Any, packet: Any, kind: str, frame: Any, last: Any) -> str | None:
+    """Mux one packet; if the muxer refuses it, log and return why (with the timestamps).
 
-    Seen in CI about once in ten 640x480 recordings: the mp4 muxer refuses one packet with
-    EINVAL. Losing that packet beats losing the file; a stream the muxer keeps refusing
-    still fails the recording (see the caller), with the timestamps in the message.
+    Losing one packet beats losing the file; a stream the muxer keeps refusing still fails
+    the recording (see the caller). Refusals were EINVAL for a timestamp that did not
+    increase, seen in CI before video was encoded in the frames' own clock.
     """
     try:
         container.mux(packet)
     except av.FFmpegError as exc:
         detail = (
             f"{exc} muxing {kind}: packet pts={packet.pts} dts={packet.dts} "
-            f"tb={packet.time_base} after {muxed.get(kind)}; frame pts={frame.pts} "
-            f"tb={frame.time_base}"
+            f"tb={packet.time_base} after {last}; frame pts={frame.pts} tb={frame.time_base}"
         )
         log.warning("recorder skipped a packet: %s", detail)
-        muxed[f"{kind}-refused"] = detail
-        return False
-    muxed[kind] = (packet.pts, packet.dts)
-    return True
+        return detail
+    return None
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

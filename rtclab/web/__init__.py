@@ -39,7 +39,25 @@ if TYPE_CHECKING:
 
     from ..signaling.server import SignalingServer
 
-__all__ = ["ASSETS", "asset", "client_url", "serve_client", "widget_esm"]
+__all__ = ["ASSETS", "CHROMIUM_FLAGS", "asset", "client_url", "serve_client", "widget_esm"]
+
+CHROMIUM_FLAGS: Final[tuple[str, ...]] = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    # WebRTC on a loopback-only network: Chromium offers no 127.0.0.1 candidates without
+    # this; the fake devices stand in for a camera, and camera permission (granted by the
+    # fake UI) makes Chromium gather plain IP host candidates instead of mDNS .local names.
+    "--allow-loopback-in-peer-connection",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+)
+"""Flags for a headless Chromium (no display, no network beyond the lab) that joins a
+loopback lab as a WebRTC peer with its fake camera: what the tests and benches launch."""
 
 ASSETS: Final[dict[str, str]] = {
     "index.html": "text/html; charset=utf-8",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib.util
 import math
 from collections import deque
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from ..stats.collector import StatsCollector
 
 __all__ = ["STATE_COLOURS", "Dashboard"]
+
+_ROWS = len(PANELS) + 1  # one panel per metric, then the connection-state timeline
 
 #: Connection states drawn on the timeline, in legend order, with their colours.
 STATE_COLOURS: dict[str, str] = {
@@ -83,9 +86,7 @@ class Dashboard:
         self.max_points = max_points
         #: How many times the figure was refreshed (one message to the browser each).
         self.refreshes = 0
-        rows = len(PANELS) + 1
         self.figure = go.FigureWidget(_base_figure(title, panel_height))
-        self._timeline_row = rows
         self._state_trace = {state: i for i, state in enumerate(STATE_COLOURS)}
         self._pairs: list[Pair] = []
         self._trace_index: dict[Pair, list[int]] = {}
@@ -343,7 +344,7 @@ class Dashboard:
 
 def _base_figure(title: str, panel_height: int) -> go.Figure:
     """The empty layout: one panel per metric and the connection-state timeline."""
-    rows = len(PANELS) + 1
+    rows = _ROWS
     base = make_subplots(
         rows=rows,
         cols=1,
@@ -379,7 +380,15 @@ def _base_figure(title: str, panel_height: int) -> go.Figure:
     return base
 
 
+@functools.cache
 def warm_up() -> None:
-    """Build one throwaway figure so plotly creates its validators and loads the template
-    now: the first figure costs ~0.4 s more than the next (a stall if peers are running)."""
+    """Pay plotly's first-figure costs now, while nothing time-critical runs (once).
+
+    The first ``FigureWidget`` imports plotly's widget module -> nbformat -> jsonschema's
+    format checkers (3-4 s; ``rfc3987_syntax`` alone builds a grammar for 2.8 s), and the
+    first figure creates plotly's validators and loads the template (~0.3 s more than the
+    next one). On the loop, mid-experiment, that stalls every peer's media.
+    """
+    from plotly.graph_objs import _figurewidget  # noqa: F401  (go.FigureWidget is lazy)
+
     _base_figure("", 150)
