@@ -26,6 +26,16 @@ def _video_kbps(collector: StatsCollector, peer: str, since: float) -> float:
     return float(statistics.median(rows))
 
 
+def _video_series(collector: StatsCollector, peer: str) -> list[tuple[float, float]]:
+    """(elapsed_s, bitrate_kbps) of every outbound video row: printed when an assert fails."""
+    s = collector.samples
+    rows = s[(s["peer"] == peer) & (s["kind"] == "video") & (s["direction"] == "outbound")]
+    return [
+        (round(t, 2), round(b, 1))
+        for t, b in zip(rows["elapsed_s"], rows["bitrate_kbps"], strict=True)
+    ]
+
+
 async def test_bitrate_cap_lowers_bitrate_kbps_within_seconds(make_peer: MakePeer) -> None:
     alice = await make_peer("alice", audio=False, data=False, width=640, height=480, fps=30)
     bob = await make_peer("bob", audio=False, data=False, width=640, height=480, fps=30)
@@ -40,8 +50,9 @@ async def test_bitrate_cap_lowers_bitrate_kbps_within_seconds(make_peer: MakePee
         capped_at = float(collector.samples["elapsed_s"].max())
         await asyncio.sleep(4.0)
         after = _video_kbps(collector, "bob", since=capped_at + 1.5)
-        assert before > 200, before
-        assert 150 * 0.7 <= after <= 150 * 1.3 and after < before / 2, (before, after)
+        series = _video_series(collector, "bob")
+        assert before > 200, (before, series)
+        assert 150 * 0.7 <= after <= 150 * 1.3 and after < before / 2, (before, after, series)
         bob.set_max_bitrate(None)
         lifted_at = float(collector.samples["elapsed_s"].max())
         await asyncio.sleep(3.5)

@@ -121,37 +121,57 @@ _CLOCK0 = time.monotonic()
 _VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK_RATE)
 
 
+def _target_attr(encoder: Any) -> str | None:
+    """The name-mangled attribute where an aiortc encoder keeps its target bitrate."""
+    for klass in type(encoder).__mro__:
+        name = f"_{klass.__name__}__target_bitrate"
+        if name in vars(encoder):
+            return name
+    return None
+
+
 def _cap_encoder(sender: Any, cap_bps: int | None) -> bool:
     """Cap the target bitrate of ``sender``'s encoder; False until the encoder exists.
 
     aiortc sets the target from the receiver's REMB and clamps it to 250 kbps-1.5 Mbps;
-    a lab wants to go lower, so the encoder's class gets a subclass whose
-    ``target_bitrate`` never exceeds the cap (aiortc re-creates the codec when the target
-    moves by more than 10 %).
+    a lab wants to go lower. The capped value is written into the encoder's own stored
+    target, because aiortc's VP8 encoder sizes its rate-control buffer from that attribute
+    (``bufsize``) and not from the ``target_bitrate`` property: capping only the property
+    left a buffer of several seconds at low caps, and the rate wandered 30 % over the cap
+    for seconds at a time. The encoder's class gets a subclass whose setter remembers what
+    REMB asked for, so lifting the cap restores it (aiortc re-creates the codec when the
+    target moves by more than 10 %).
     """
     encoder = getattr(sender, "_RTCRtpSender__encoder", None)
     if encoder is None or not hasattr(type(encoder), "target_bitrate"):
+        return False
+    attr = _target_attr(encoder)
+    if attr is None:
         return False
     cls = type(encoder)
     if not getattr(cls, "_rtclab_capped", False):
         base = cls.target_bitrate
 
-        def get(self: Any) -> int:
-            value = int(base.fget(self))
-            cap = getattr(self, "_rtclab_cap", None)
-            return value if cap is None else min(value, cap)
-
         def set_(self: Any, value: int) -> None:
-            base.fset(self, value)
+            base.fset(self, value)  # aiortc's own clamp
+            self._rtclab_requested = getattr(self, attr)
+            _apply_cap(self, attr)
 
         cls = type(
             f"Capped{cls.__name__}",
             (cls,),
-            {"_rtclab_capped": True, "target_bitrate": property(get, set_)},
+            {"_rtclab_capped": True, "target_bitrate": property(base.fget, set_)},
         )
+        encoder._rtclab_requested = getattr(encoder, attr)
         encoder.__class__ = cls
     encoder._rtclab_cap = cap_bps
+    _apply_cap(encoder, attr)
     return True
+
+
+def _apply_cap(encoder: Any, attr: str) -> None:
+    requested, cap = encoder._rtclab_requested, encoder._rtclab_cap
+    setattr(encoder, attr, requested if cap is None else min(requested, cap))
 
 
 def _count_rtp(receiver: RTCRtpReceiver, counters: ConnectionCounters, kind: str) -> None:
