@@ -46,17 +46,23 @@ async def test_bitrate_cap_lowers_bitrate_kbps_within_seconds(make_peer: MakePee
     try:
         await asyncio.sleep(3.5)
         before = _video_kbps(collector, "bob", since=1.0)
-        bob.set_max_bitrate(150)  # VP8 at q=56 bottoms out near 140 kbps at 640x480@30
+        # 250 kbps, not lower: VP8 at aiortc's quantizer limit (56) settles near 200 kbps for
+        # this 640x480@30 pattern whatever the cap (a 150 cap reads ~145 for 3 s, then ~200).
+        bob.set_max_bitrate(250)
         capped_at = float(collector.samples["elapsed_s"].max())
-        await asyncio.sleep(4.0)
+        await asyncio.sleep(5.0)
         after = _video_kbps(collector, "bob", since=capped_at + 1.5)
-        series = _video_series(collector, "bob")
-        assert before > 200, (before, series)
-        assert 150 * 0.7 <= after <= 150 * 1.3 and after < before / 2, (before, after, series)
+        series = f"(elapsed_s, kbps): {_video_series(collector, 'bob')}"
+        assert before > 400, f"before={before:.0f} {series}"
+        assert 250 * 0.7 <= after <= 250 * 1.3 and after < before * 0.6, (
+            f"before={before:.0f} after={after:.0f} {series}"
+        )
         bob.set_max_bitrate(None)
         lifted_at = float(collector.samples["elapsed_s"].max())
-        await asyncio.sleep(3.5)
-        assert _video_kbps(collector, "bob", since=lifted_at + 1.5) > after * 2
+        await asyncio.sleep(4.0)
+        lifted = _video_kbps(collector, "bob", since=lifted_at + 1.5)
+        series = f"(elapsed_s, kbps): {_video_series(collector, 'bob')}"
+        assert lifted > after * 1.5, f"after={after:.0f} lifted={lifted:.0f} {series}"
     finally:
         await collector.stop()
     del alice

@@ -941,7 +941,10 @@ class Peer:
     def set_max_bitrate(self, kbps: float | None) -> None:
         """Cap the video bitrate every remote gets (``None``: aiortc's own REMB-driven rate).
 
-        Takes effect at the next frame; shows up in the stats' ``bitrate_kbps``.
+        Takes effect at the next frame; shows up in the stats' ``bitrate_kbps``. A cap
+        below what the encoder can reach at its quantizer limit is not met: VP8 settles
+        near 200 kbps for a 640x480@30 test pattern, so lower the resolution or frame rate
+        (:meth:`set_video_format`) as well, as a browser's degradation preference would.
         """
         if kbps is not None and kbps <= 0:
             raise ValueError("kbps must be positive, or None to remove the cap")
