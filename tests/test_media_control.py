@@ -9,6 +9,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pandas as pd
 import pytest
 
 from rtclab.peer import Peer
@@ -18,9 +19,13 @@ MakePeer = Callable[..., Awaitable[Peer]]
 pytestmark = pytest.mark.slow
 
 
-def _video_kbps(collector: StatsCollector, peer: str, since: float) -> float:
+def _video_out(collector: StatsCollector, peer: str) -> pd.DataFrame:
     s = collector.samples
-    rows = s[(s["peer"] == peer) & (s["kind"] == "video") & (s["direction"] == "outbound")]
+    return s[(s["peer"] == peer) & (s["kind"] == "video") & (s["direction"] == "outbound")]
+
+
+def _video_kbps(collector: StatsCollector, peer: str, since: float) -> float:
+    rows = _video_out(collector, peer)
     rows = rows[rows["elapsed_s"] >= since]["bitrate_kbps"].dropna()
     assert len(rows) >= 3, rows
     return float(statistics.median(rows))
@@ -28,8 +33,7 @@ def _video_kbps(collector: StatsCollector, peer: str, since: float) -> float:
 
 def _video_series(collector: StatsCollector, peer: str) -> list[tuple[float, float]]:
     """(elapsed_s, bitrate_kbps) of every outbound video row: printed when an assert fails."""
-    s = collector.samples
-    rows = s[(s["peer"] == peer) & (s["kind"] == "video") & (s["direction"] == "outbound")]
+    rows = _video_out(collector, peer)
     return [
         (round(t, 2), round(b, 1))
         for t, b in zip(rows["elapsed_s"], rows["bitrate_kbps"], strict=True)

@@ -136,11 +136,10 @@ def _cap_encoder(sender: Any, cap_bps: int | None) -> bool:
     aiortc sets the target from the receiver's REMB and clamps it to 250 kbps-1.5 Mbps;
     a lab wants to go lower. The capped value is written into the encoder's own stored
     target, because aiortc's VP8 encoder sizes its rate-control buffer from that attribute
-    (``bufsize``) and not from the ``target_bitrate`` property: capping only the property
-    left a buffer of several seconds at low caps, and the rate wandered 30 % over the cap
-    for seconds at a time. The encoder's class gets a subclass whose setter remembers what
-    REMB asked for, so lifting the cap restores it (aiortc re-creates the codec when the
-    target moves by more than 10 %).
+    (``bufsize``, meant to be 1 s) and not from the ``target_bitrate`` property: capping
+    only the property left a buffer of 3-10 s at low caps. The encoder's class gets a
+    subclass whose setter remembers what REMB asked for, so lifting the cap restores it
+    (aiortc re-creates the codec when the target moves by more than 10 %).
     """
     encoder = getattr(sender, "_RTCRtpSender__encoder", None)
     if encoder is None or not hasattr(type(encoder), "target_bitrate"):
