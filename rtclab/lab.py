@@ -7,6 +7,7 @@ import logging
 import secrets
 import sys
 import time
+import warnings
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -162,7 +163,13 @@ class Lab:
             return self
         previous = Lab._running.get(self.name)
         if previous is not None and previous is not self and previous.url is not None:
-            log.warning("stopping the previous Lab %r (%s) first", self.name, previous.url)
+            message = (
+                f"stopped the running Lab {self.name!r} at {previous.url} (and its peers) to "
+                f"start this one; to run several labs at once give each its own "
+                f"name, e.g. Lab(name='second')"
+            )
+            log.warning(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
             await previous.stop()
         if self.preload_widgets:
             _preload_widgets()
@@ -176,7 +183,25 @@ class Lab:
         )
         await self.collector.start()
         Lab._running[self.name] = self
+        self._guardian: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(
+            self._stop_when_loop_ends(), name=f"rtclab-lab-{self.name}-guardian"
+        )
         return self
+
+    async def _stop_when_loop_ends(self) -> None:
+        """Wait forever; when cancelled, stop the lab before the loop closes.
+
+        A script that returns (or is interrupted with Ctrl-C) without ``await lab.stop()``
+        ends in ``asyncio.run``, which cancels every task and waits for them: this one then
+        closes the peers, the collector and the server, so no connection is left half-closed
+        ("Task was destroyed but it is pending!") when the loop goes away.
+        """
+        try:
+            await asyncio.get_running_loop().create_future()
+        except asyncio.CancelledError:
+            if self.url is not None:
+                await self.stop()
+            raise
 
     def _on_browser_stats(self, user: str, room: str, rows: tuple[dict[str, Any], ...]) -> None:
         self.collector.add_rows(rows, peer=user)
@@ -253,20 +278,25 @@ class Lab:
 
     # --- without await: the same steps, queued on the running loop -------------------------
 
-    def _soon(self, what: str, step: Callable[[], Any]) -> asyncio.Task[Any]:
+    @staticmethod
+    def _loop_for(call: str, instead: str) -> asyncio.AbstractEventLoop:
+        """The running loop, or an error that names the awaitable call to use instead."""
+        try:
+            return asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                f"{call} needs a running event loop (a Jupyter kernel has one); in a script, "
+                f"use `{instead}` inside an `async def main()` run by asyncio.run(main())"
+            ) from None
+
+    def _soon(self, what: str, step: Callable[[], Any], *, instead: str) -> asyncio.Task[Any]:
         """Run ``step()`` (a coroutine function) after every step queued before it.
 
         For cells written without ``await``: the cell returns at once, the step runs in the
         kernel's loop, and a failure is logged, kept in :attr:`errors` and recorded as an
         ``error`` event instead of vanishing in an un-awaited task. Never blocks the loop.
         """
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            raise RuntimeError(
-                f"lab.{what}() needs a running event loop (a Jupyter kernel has one); in a "
-                f"script, use `await lab.{what.removesuffix('_soon')}(...)` inside asyncio.run"
-            ) from None
+        loop = self._loop_for(f"lab.{what}", instead)
         previous = self._queue
 
         async def run() -> Any:
@@ -291,12 +321,14 @@ class Lab:
 
     def launch(self) -> Lab:
         """``start()`` without ``await``: returns the lab at once, starting in the background."""
-        self._soon("launch", self.start)
+        self._soon("launch()", self.start, instead="await lab.start()")
         return self
 
     def add_peer(self, name: str, room: str = "lab", **options: Any) -> Peer:
         """``peer()`` without ``await``: the :class:`Peer` now (it displays as a widget that
         follows its state), joined in the background after the steps queued before."""
+        instead = f"await lab.peer({name!r}, room={room!r})"
+        self._loop_for(f"lab.add_peer({name!r})", instead)
         if name in self.peers:
             raise ValueError(f"a peer named {name!r} already exists in this lab")
         ice = options.pop("ice", None) or self.ice
@@ -306,18 +338,25 @@ class Lab:
         self.peers[name] = peer
 
         async def join() -> Peer:
-            if self.url is None:
-                raise RuntimeError(f"the lab is not started, so {name!r} cannot join")
-            peer.signaling_url = self.url
-            await peer.join()
+            try:
+                if self.url is None:
+                    raise RuntimeError(f"the lab is not started, so {name!r} cannot join")
+                peer.signaling_url = self.url
+                await peer.join()
+            except BaseException:
+                # nothing half-made: a retry with the same name must work
+                if self.peers.get(name) is peer:
+                    self.collector.remove(peer)
+                    del self.peers[name]
+                raise
             return peer
 
-        self._soon(f"add_peer({name!r})", join)
+        self._soon(f"add_peer({name!r})", join, instead=instead)
         return peer
 
     def stop_soon(self) -> None:
         """``stop()`` without ``await``, after the steps queued before it."""
-        self._soon("stop_soon", self.stop)
+        self._soon("stop_soon()", self.stop, instead="await lab.stop()")
 
     async def settled(self) -> None:
         """Wait for every step queued without ``await`` (``launch``, ``add_peer``, ...)."""
@@ -441,6 +480,11 @@ class Lab:
         return selected_pairs_frame(self.samples, changes_only=changes_only)
 
     async def stop(self) -> None:
+        """Close every peer, coturn, browser peers, the collector and the server (frees port)."""
+        guardian: asyncio.Task[None] | None = getattr(self, "_guardian", None)
+        self._guardian = None
+        if guardian is not None and guardian is not asyncio.current_task():
+            guardian.cancel()
         await asyncio.gather(*(p.close() for p in self.peers.values()), return_exceptions=True)
         for peer in self.peers.values():
             self.collector.remove(peer)

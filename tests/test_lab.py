@@ -60,7 +60,8 @@ async def test_rerunning_the_cell_stops_the_previous_lab() -> None:
     await first.peer("alice", video=False, audio=False)
     port = first.server.port
     second = Lab()  # same default name: as when a notebook cell runs again
-    await second.start()
+    with pytest.warns(RuntimeWarning, match=r"stopped the running Lab 'default'.*name="):
+        await second.start()
     try:
         assert first.url is None and first.peers == {}
         assert _port_free(port)
@@ -96,7 +97,7 @@ async def test_driving_the_lab_without_await_queues_steps_in_order() -> None:
     bob = lab.add_peer("bob", room="r", video=False, audio=False)
     assert lab.url is None and alice.state != "joined"  # nothing ran yet: no blocking
     carol = Peer("carol", "ws://127.0.0.1:9/signal", room="r")  # a step that must fail
-    lab._soon("join-carol", carol.join)
+    lab._soon("join-carol", carol.join, instead="await carol.join()")
     with pytest.raises(ValueError, match="already exists"):
         lab.add_peer("alice")
     await lab.settled()
@@ -116,8 +117,29 @@ async def test_driving_the_lab_without_await_queues_steps_in_order() -> None:
 
 
 def test_without_a_running_loop_the_error_says_what_to_do() -> None:
-    with pytest.raises(RuntimeError, match="needs a running event loop"):
-        Lab(name="no-loop").launch()
+    lab = Lab(name="no-loop")
+    with pytest.raises(RuntimeError, match=r"needs a running event loop.*`await lab\.start\(\)`"):
+        lab.launch()
+    with pytest.raises(RuntimeError, match=r"lab\.add_peer\('x'\) needs.*`await lab\.peer\('x'"):
+        lab.add_peer("x")
+    assert lab.peers == {}  # nothing half-made
+
+
+async def test_a_failed_add_peer_leaves_nothing_behind() -> None:
+    lab = Lab(name="retry")
+    alice = lab.add_peer("alice", room="r", video=False, audio=False)  # lab not started
+    await lab.settled()
+    assert alice.state == "new"
+    assert lab.errors == ["add_peer('alice') failed: RuntimeError: the lab is not started, "
+                          "so 'alice' cannot join"]  # fmt: skip
+    assert lab.peers == {} and lab.collector._sources == []
+    lab.launch()
+    again = lab.add_peer("alice", room="r", video=False, audio=False)  # the retry works
+    await lab.settled()
+    try:
+        assert again.state == "joined" and lab.peers == {"alice": again}
+    finally:
+        await lab.stop()
 
 
 _DASHBOARD_MID_EXPERIMENT = """

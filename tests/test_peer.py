@@ -320,3 +320,37 @@ async def test_answerer_sends_only_what_the_offer_has_room_for(make_peer: MakePe
     assert any(e.event == "media-not-offered" and e.value == "audio" for e in alice.events)
     await _until(lambda: bob.latest_frame("alice") is not None)
     await _until(lambda: alice.latest_frame("bob") is not None)
+
+
+async def test_wait_connected_means_usable_and_a_send_that_cannot_arrive_says_so(
+    make_peer: MakePeer,
+) -> None:
+    alice = await make_peer("alice", video=False, audio=False)
+    with pytest.raises(ConnectionError, match="nobody else is in the room"):
+        await alice.send_chat("alone")
+    assert alice.chat_log == []  # never logged as sent
+    assert alice.send_cursor(1, 2) == 0
+    bob = await make_peer("bob", video=False, audio=False)
+    # at once, right after wait_connected: every channel on both sides is open
+    for peer in (bob, alice):
+        (conn,) = await peer.wait_connected(count=1)
+        assert conn.chat is not None and conn.chat.is_open
+        assert conn.cursors is not None and conn.cursors.is_open
+    assert await bob.send_chat("first") == 1
+    assert alice.send_cursor(3, 4) == 1
+    await _until(lambda: [m.text for m in alice.chat_log] == ["first"])
+    await _until(lambda: bob.cursor_positions.get("alice") == (3.0, 4.0))
+    # offerer (bob, the joiner) and answerer (alice) both report their channels open
+    for peer in (alice, bob):
+        opened = sorted(e.value for e in peer.events if e.event == "datachannel-open")
+        assert opened == ["chat", "cursors"], (peer.name, opened)
+
+
+async def test_candidates_gathered_counts_one_transport(make_peer: MakePeer) -> None:
+    alice = await make_peer("alice")
+    bob = await make_peer("bob")
+    await bob.wait_connected(count=1)
+    for peer in (alice, bob):
+        counts = [e.value for e in peer.events if e.event == "candidates-gathered"]
+        # loopback only: one host candidate per transport (audio, video and data bundled)
+        assert counts == [1], (peer.name, counts)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import fractions
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
@@ -195,9 +196,20 @@ def _count_rtp(receiver: RTCRtpReceiver, counters: ConnectionCounters, kind: str
 
 
 def _sdp_candidate_count(description: RTCSessionDescription | None) -> int:
+    """Candidates of one ICE transport: the first m-section that lists any.
+
+    aiortc's offer gathers a set per m-section (before the answer settles BUNDLE, each has
+    its own transport and port), and the answer repeats its set in every m-section; BUNDLE
+    keeps the first one. Counting every line reported one loopback candidate as three.
+    """
     if description is None:
         return 0
-    return sum(1 for line in description.sdp.splitlines() if line.startswith("a=candidate:"))
+    sections = re.split(r"\r?\nm=", description.sdp)
+    for section in sections:
+        count = sum(1 for line in section.splitlines() if line.startswith("a=candidate:"))
+        if count:
+            return count
+    return 0
 
 
 class RemoteConnection:
@@ -241,6 +253,30 @@ class RemoteConnection:
         if self.connected_at is None:
             return None
         return (self.connected_at - self.created_at) * 1000
+
+    @property
+    def channels_open(self) -> bool:
+        """Every data channel of this connection is open, so a send is delivered.
+
+        The offerer knows its channels when it creates them, and each opens when the
+        answerer acknowledges it — after the answerer made its side, already open. The
+        answerer learns the channels from the remote: once the remote's description has an
+        ``m=application`` section, it waits for the first one to arrive (a lab peer and the
+        browser client announce ``chat`` and ``cursors`` together). So when both sides of a
+        pair are waited for (:meth:`Lab.wait_connected`), every channel is open on both.
+        """
+        if not all(channel.is_open for channel in self.channels.values()):
+            return False
+        remote = self.pc.remoteDescription
+        if self.role == "answerer" and remote is not None and "m=application" in remote.sdp:
+            return bool(self.channels)
+        return True
+
+    @property
+    def usable(self) -> bool:
+        """Connected and every negotiated data channel open: what :meth:`Peer.wait_connected`
+        waits for, so that a chat line sent right after it arrives."""
+        return self.state == "connected" and self.channels_open
 
     @property
     def chat(self) -> Channel | None:
@@ -421,9 +457,12 @@ class Peer:
         await self.close()
 
     async def wait_connected(
-        self, count: int | None = None, timeout: float | None = None
+        self, count: int | None = None, timeout: float | None = None, *, channels: bool = True
     ) -> list[RemoteConnection]:
-        """Wait until ``count`` connections (default: every known one) are connected.
+        """Wait until ``count`` connections (default: every known one) are usable: connected
+        and, with ``channels`` (default), their negotiated data channels open too — ICE and
+        DTLS come up some milliseconds before SCTP opens the channels, and a chat line sent
+        in between would reach nobody.
 
         Raises :class:`ConnectionError` naming the reason when one of them fails first.
         """
@@ -432,7 +471,7 @@ class Peer:
         deadline = loop.time() + timeout
         while True:
             conns = list(self.connections.values())
-            done = [c for c in conns if c.state == "connected"]
+            done = [c for c in conns if (c.usable if channels else c.state == "connected")]
             failed = [c for c in conns if c.failure_reason]
             if failed:
                 c = failed[0]
@@ -442,7 +481,12 @@ class Peer:
                 return done
             remaining = deadline - loop.time()
             if remaining <= 0:
-                states = {c.remote: c.state for c in conns}
+                states = {
+                    c.remote: "connected, data channels not open" if c.state == "connected"
+                    else c.state
+                    for c in conns
+                    if c not in done
+                }  # fmt: skip
                 raise TimeoutError(
                     f"{self.name}: {len(done)} of {wanted} connections up after {timeout}s "
                     f"({states})"
@@ -704,7 +748,12 @@ class Peer:
             conn.counters.channel(label),
             on_message=lambda message: self._on_channel_message(conn, label, message),
         )
-        channel.on("open", lambda: self._emit(conn.remote, "datachannel-open", label))
+        if channel.readyState == "open":
+            # the answerer's channels arrive open (aiortc opens them before the
+            # ``datachannel`` event): no ``open`` event will follow, so report it now
+            self._emit(conn.remote, "datachannel-open", label)
+        else:
+            channel.on("open", lambda: self._emit(conn.remote, "datachannel-open", label))
 
     def _on_channel_message(
         self, conn: RemoteConnection, label: str, message: dict[str, Any]
@@ -994,16 +1043,33 @@ class Peer:
         return self._current_video()
 
     async def send_chat(self, text: str) -> int:
-        """Send a chat line to every remote with an open chat channel; returns how many."""
+        """Send a chat line to every remote with an open chat channel; returns how many.
+
+        Raises :class:`ConnectionError` when no remote has one (nobody there yet, or the
+        channels are still opening: ``await peer.wait_connected()`` first); only a line
+        that went out is logged in :attr:`chat_log`.
+        """
+        targets = [c.chat for c in self.connections.values() if c.chat and c.chat.is_open]
+        if not targets:
+            pending = sorted(c.remote for c in self.connections.values())
+            raise ConnectionError(
+                f"{self.name} has no open chat channel to send on "
+                + (
+                    f"(connections to {', '.join(pending)} are not usable yet: "
+                    "`await peer.wait_connected()` or `await lab.wait_connected()` first)"
+                    if pending
+                    else "(nobody else is in the room)"
+                )
+            )
         self._chat_seq += 1
         message = {"type": "chat", "text": text, "seq": self._chat_seq, "t": time.time()}
-        targets = [c.chat for c in self.connections.values() if c.chat and c.chat.is_open]
         await asyncio.gather(*(ch.send(message) for ch in targets if ch is not None))
         self.chat_log.append(ChatMessage(time.time(), self.name, text, None))
         return len(targets)
 
     def send_cursor(self, x: float, y: float) -> int:
-        """Send a cursor position on the unreliable channel; returns how many remotes took it.
+        """Send a cursor position on the unreliable channel; returns how many remotes took it
+        (0 when no channel is open yet: the position is counted as dropped, not sent).
 
         Over the back-pressure threshold a position is dropped (and counted): a newer one is
         on its way, so queueing stale positions would only add latency.

@@ -257,9 +257,7 @@ class PeerWidget(widgets.VBox):  # type: ignore[misc]
         self.chat_text.value = ""
 
         async def send() -> None:
-            count = await self.peer.send_chat(text)
-            if count == 0:
-                raise RuntimeError("no open chat channel (not connected yet?)")
+            await self.peer.send_chat(text)  # raises, with the reason, when nobody can get it
 
         self._act("send chat", send())
 
