@@ -22,7 +22,8 @@ import aioice
 import aiortc
 from aiortc import RTCPeerConnection
 
-from rtclab.ice.config import GatheringLog, IceConfig, gathering_on
+from rtclab.ice.config import IceConfig
+from rtclab.ice.gathering import GatheringLog, gathering_on
 from rtclab.ice.coturn import Coturn, TurnTransport
 from rtclab.ice.inspect import selected_candidate_pair
 

@@ -8,6 +8,7 @@ signaling server small and quick to start.
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -73,3 +74,27 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *_EXPORTS])
+
+
+def _register_jupyter_display() -> None:
+    """Inside IPython, show a :class:`Peer` as its live widget.
+
+    Registered by name from the facade, so neither the core peer module nor this import
+    loads ipywidgets: the widget module is imported when a peer is first displayed.
+    """
+    if "IPython" not in sys.modules:
+        return
+    shell = sys.modules["IPython"].get_ipython()
+    if shell is None:
+        return
+
+    def show(peer: Any, include: Any = None, exclude: Any = None) -> Any:
+        from .widgets.peer_widget import peer_mimebundle
+
+        return peer_mimebundle(peer, include=include, exclude=exclude)
+
+    formatter = shell.display_formatter.mimebundle_formatter
+    formatter.for_type_by_name("rtclab.peer.peer", "Peer", show)
+
+
+_register_jupyter_display()

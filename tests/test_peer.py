@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
-from rtclab.ice.config import IceConfig, gathering_on
+from rtclab.ice.config import IceConfig
+from rtclab.ice.gathering import gathering_on
 from rtclab.peer import Peer
 from rtclab.signaling.client import SignalingClient, SignalingError
 

@@ -12,6 +12,7 @@ import pytest
 from rtclab.peer import Peer
 from rtclab.widgets import PeerWidget
 from rtclab.widgets._preview import JPEG_MAGIC, placeholder_jpeg
+from rtclab.widgets.peer_widget import peer_mimebundle, peer_widget
 
 MakePeer = Callable[..., Awaitable[Peer]]
 
@@ -73,10 +74,10 @@ async def test_widget_shows_state_path_and_previews_without_stalling_the_loop(
     make_peer: MakePeer,
 ) -> None:
     alice, _bob = await _pair(make_peer)
-    widget = alice.widget()
+    widget = peer_widget(alice)
     assert isinstance(widget, PeerWidget) and widget.live
-    assert alice.widget() is widget  # one per peer: re-displaying adds no task
-    bundle = alice._repr_mimebundle_()
+    assert peer_widget(alice) is widget  # one per peer: re-displaying adds no task
+    bundle = peer_mimebundle(alice)
     assert bundle is not None and "application/vnd.jupyter.widget-view+json" in bundle
     try:
         placeholder = placeholder_jpeg()
@@ -183,3 +184,32 @@ async def test_without_a_running_loop_it_is_a_static_snapshot(make_peer: MakePee
         assert alice.state == "joined"
     finally:
         widget.close()
+
+
+_IPYTHON_DISPLAY = """
+import json, sys
+from IPython.core.interactiveshell import InteractiveShell
+
+shell = InteractiveShell.instance()
+import rtclab
+from rtclab.peer import Peer
+
+peer = Peer("x", "ws://127.0.0.1:9/signal", video=False, audio=False)
+widgets_before = "ipywidgets" in sys.modules
+data, _ = shell.display_formatter.format(peer)
+print(json.dumps({"widgets_before": widgets_before, "mimetypes": sorted(data)}))
+"""
+
+
+def test_ipython_shows_a_peer_as_its_widget_without_the_core_importing_widgets() -> None:
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _IPYTHON_DISPLAY], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert not seen["widgets_before"]  # rtclab and rtclab.peer load no widget code
+    assert "application/vnd.jupyter.widget-view+json" in seen["mimetypes"], seen

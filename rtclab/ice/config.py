@@ -23,11 +23,9 @@ from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
 __all__ = [
     "LOOPBACK",
-    "GatheringLog",
     "IceConfig",
     "IceServer",
     "IceTransportPolicy",
-    "gathering_on",
 ]
 
 IceTransportPolicy = Literal["all", "relay"]
@@ -140,11 +138,3 @@ class IceConfig:
         import dataclasses
 
         return dataclasses.replace(self, **changes)
-
-
-# --- gathering hooks ----------------------------------------------------------------------
-#
-# The aioice hooks (host addresses, TURN/STUN server order, TLS trust, named failures) live
-# in :mod:`rtclab.ice.gathering`; ``gathering_on`` stays importable from here.
-
-from .gathering import GatheringLog, gathering_on  # noqa: E402

@@ -30,7 +30,8 @@ from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import candidate_from_sdp
 
-from ..ice.config import GatheringLog, IceConfig, gathering_on
+from ..ice.config import IceConfig
+from ..ice.gathering import GatheringLog, gathering_on
 from ..signaling.client import SignalingClient, SignalingError
 from .channels import CHAT, CURSORS, Channel, create_lab_channels
 from .counters import ConnectionCounters
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from ..net.base import NetworkAttachment
-    from ..widgets.peer_widget import PeerWidget
 
 log = logging.getLogger(__name__)
 
@@ -1142,32 +1142,6 @@ class Peer:
         """
         source = self._current_video()
         return None if source is None else self._relay.subscribe(source, buffered=False)
-
-    def widget(self, **options: Any) -> PeerWidget:
-        """This peer's live :class:`~rtclab.widgets.PeerWidget` (``options`` go to it).
-
-        One per peer: displaying the peer again shows the same widget, so re-running a cell
-        adds no task. New options replace (and close) the previous widget.
-        """
-        from ..widgets.peer_widget import PeerWidget
-
-        current: PeerWidget | None = getattr(self, "_widget", None)
-        try:
-            asyncio.get_running_loop()
-            in_loop = True
-        except RuntimeError:
-            in_loop = False
-        if current is None or current.closed or options or (in_loop and not current.live):
-            if current is not None:
-                current.close()
-            current = PeerWidget(self, **options)
-            self._widget: PeerWidget | None = current
-        return current
-
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any] | None:
-        """Jupyter shows a Peer as its :class:`~rtclab.widgets.PeerWidget`."""
-        bundle: dict[str, Any] | None = self.widget()._repr_mimebundle_(**kwargs)
-        return bundle
 
 
 def _description(conn: RemoteConnection) -> dict[str, Any]:

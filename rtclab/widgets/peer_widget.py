@@ -13,6 +13,7 @@ import html
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -562,3 +563,35 @@ def _strip_tags(text: str) -> str:
         elif not inside:
             out.append(char)
     return html.unescape("".join(out))
+
+
+_widgets: weakref.WeakKeyDictionary[Peer, PeerWidget] = weakref.WeakKeyDictionary()
+
+
+def peer_widget(peer: Peer, **options: Any) -> PeerWidget:
+    """``peer``'s live :class:`PeerWidget` (``options`` go to it).
+
+    One per peer: displaying the peer again shows the same widget, so re-running a cell
+    adds no task. New options replace (and close) the previous widget.
+    """
+    current = _widgets.get(peer)
+    try:
+        asyncio.get_running_loop()
+        in_loop = True
+    except RuntimeError:
+        in_loop = False
+    if current is None or current.closed or options or (in_loop and not current.live):
+        if current is not None:
+            current.close()
+        current = _widgets[peer] = PeerWidget(peer, **options)
+    return current
+
+
+def peer_mimebundle(peer: Peer, include: Any = None, exclude: Any = None) -> dict[str, Any] | None:
+    """IPython's mimebundle formatter for :class:`~rtclab.peer.Peer`: the peer shows as
+    its :func:`peer_widget`. Registered by ``import rtclab`` inside IPython, so the core
+    peer module never imports a widget."""
+    bundle: dict[str, Any] | None = peer_widget(peer)._repr_mimebundle_(
+        include=include, exclude=exclude
+    )
+    return bundle
