@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import pandas as pd
 
+from ._compat import warn_missing_hooks
 from .ice.config import IceConfig
 from .peer.peer import Peer
 from .signaling.server import SignalingServer
@@ -171,6 +172,7 @@ class Lab:
             log.warning(message)
             warnings.warn(message, RuntimeWarning, stacklevel=2)
             await previous.stop()
+        warn_missing_hooks()  # aiortc/aioice outside the tested range: say what degrades
         if self.preload_widgets:
             _preload_widgets()
         self.url = await self.server.start()

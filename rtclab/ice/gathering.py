@@ -5,14 +5,15 @@ aioice runs each STUN/TURN query as a task and, when one raises, drops the excep
 a word: a TURN 401, an unreachable server or an untrusted certificate all look like "no relay
 candidate". aiortc, for its part, hands aioice only the *first* STUN and the first TURN URL
 and lets aioice create TLS connections with the system trust store. Three module globals
-that aioice looks up at every gather are the hook points (nothing else is patched):
+that aioice looks up at every gather are the hook points, replaced through
+:mod:`rtclab._compat.aioice` like every other use of aioice's internals:
 
 - ``aioice.ice.get_host_addresses``: which interfaces to gather on (was in ``config.py``);
 - ``aioice.ice.relayed_candidate``: we try every TURN URL of the peer's
   :class:`~rtclab.ice.config.IceConfig` in order until one allocates (aiortc's own pick is
   the first, so the first URL still wins when it works), pass an :class:`ssl.SSLContext`
   trusting ``IceConfig.tls_ca_file`` for ``turns:``, name any failure, and pre-create TURN
-  permissions (see :func:`_prepermit`);
+  permissions (see :func:`rtclab._compat.aioice.turn_prepermit`);
 - ``aioice.ice.server_reflexive_candidate``: likewise for STUN URLs.
 
 What the hooks learn goes to the :class:`GatheringLog` of the connection being gathered. A
@@ -37,8 +38,17 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import aioice.ice
 from aioice import stun
+
+from .._compat.aioice import (
+    hold_early_channel_data,
+    on_error_received,
+    original_get_host_addresses,
+    original_relayed_candidate,
+    original_server_reflexive_candidate,
+    replace_gathering_functions,
+    turn_prepermit,
+)
 
 if TYPE_CHECKING:
     from .config import IceConfig
@@ -251,18 +261,11 @@ _context: contextvars.ContextVar[_Context | None] = contextvars.ContextVar(
     "rtclab_ice_gathering", default=None
 )
 
-_original_get_host_addresses = aioice.ice.get_host_addresses
-_original_relayed_candidate = aioice.ice.relayed_candidate
-_original_server_reflexive_candidate = aioice.ice.server_reflexive_candidate
-
 
 def _install() -> None:
-    if aioice.ice.get_host_addresses is not _get_host_addresses:
-        aioice.ice.get_host_addresses = _get_host_addresses
-    if aioice.ice.relayed_candidate is not _relayed_candidate:
-        aioice.ice.relayed_candidate = _relayed_candidate
-    if aioice.ice.server_reflexive_candidate is not _server_reflexive_candidate:
-        aioice.ice.server_reflexive_candidate = _server_reflexive_candidate
+    replace_gathering_functions(
+        _get_host_addresses, _relayed_candidate, _server_reflexive_candidate
+    )
 
 
 @contextlib.contextmanager
@@ -286,7 +289,7 @@ def gathering_on(
 def _get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
     ctx = _context.get()
     if ctx is None or ctx.interfaces is None:
-        return list(_original_get_host_addresses(use_ipv4=use_ipv4, use_ipv6=use_ipv6))
+        return list(original_get_host_addresses(use_ipv4=use_ipv4, use_ipv6=use_ipv6))
     out = []
     for address in ctx.interfaces:
         version = ipaddress.ip_address(address).version
@@ -365,7 +368,7 @@ def describe_turn_error(exc: BaseException, server: ServerUrl, timeout: float) -
 async def _relayed_candidate(**kwargs: Any) -> tuple[Any, Any]:
     ctx = _context.get()
     if ctx is None or ctx.config is None:
-        return await _original_relayed_candidate(**kwargs)  # type: ignore[no-any-return]
+        return await original_relayed_candidate(**kwargs)  # type: ignore[no-any-return]
     config, glog = ctx.config, ctx.log
     if glog is not None:
         glog._mark_host_bound()
@@ -375,7 +378,7 @@ async def _relayed_candidate(**kwargs: Any) -> tuple[Any, Any]:
         if not server.supported and glog is not None:
             glog.fail("turn-unsupported", server.url, f"aioice cannot use {server.url} (skipped)")
     if not usable:  # aiortc found one we do not parse: let aioice do it
-        return await _original_relayed_candidate(**kwargs)  # type: ignore[no-any-return]
+        return await original_relayed_candidate(**kwargs)  # type: ignore[no-any-return]
 
     loop = asyncio.get_running_loop()
     # Leave aioice's own deadline a margin, so *we* report the timeout, not a cancellation.
@@ -404,7 +407,7 @@ async def _relayed_candidate(**kwargs: Any) -> tuple[Any, Any]:
         )
         try:
             candidate, protocol = await asyncio.wait_for(
-                _original_relayed_candidate(**attempt), budget
+                original_relayed_candidate(**attempt), budget
             )
         except asyncio.CancelledError:
             if glog is not None:
@@ -429,8 +432,8 @@ async def _relayed_candidate(**kwargs: Any) -> tuple[Any, Any]:
             glog._server_candidate(candidate, server)
             _watch_relay_errors(protocol, server, glog)
         if config.turn_prepermit:
-            await _prepermit(protocol, candidate, made[0] if made else protocol)
-            _hold_early_channel_data(protocol)
+            await turn_prepermit(protocol, candidate, made[0] if made else protocol)
+            hold_early_channel_data(protocol)
         return candidate, protocol
     if last is None:
         last = TimeoutError("no time left for the TURN servers")
@@ -440,10 +443,9 @@ async def _relayed_candidate(**kwargs: Any) -> tuple[Any, Any]:
 def _watch_relay_errors(protocol: Any, server: ServerUrl, glog: GatheringLog) -> None:
     """Name failed sends on the relay (e.g. a 403 to ChannelBind) instead of dropping them.
 
-    aioice hands a failed ChannelBind to ``StunProtocol.error_received``, which only logs at
-    debug level; coturn without ``allow-loopback-peers`` fails exactly there.
+    aioice only logs a failed ChannelBind at debug level; coturn without
+    ``allow-loopback-peers`` fails exactly there.
     """
-    original = protocol.error_received
 
     def error_received(exc: Exception) -> None:
         if isinstance(exc, stun.TransactionFailed):
@@ -457,89 +459,8 @@ def _watch_relay_errors(protocol: Any, server: ServerUrl, glog: GatheringLog) ->
                 )
             else:
                 glog.fail("turn-error", server.url, f"TURN error {code} {reason} from {server.url}")
-        original(exc)
 
-    protocol.error_received = error_received
-
-
-async def _prepermit(protocol: Any, candidate: Any, made: Any) -> None:
-    """Create TURN permissions for the addresses a check may come from, before any check.
-
-    Measured: relay-to-relay on one coturn took ~520 ms. The answerer's first check reaches
-    the offerer's relay before the offerer has bound a channel to it; coturn forwards it as
-    a Data indication, and aioice drops Data indications from any IP it has no channel for
-    (its reading of RFC 8656 §11.4), so the check waits for the 500 ms STUN retransmit.
-
-    A permission is per IP, so we create one (CreatePermission) for our own relay IP —
-    peers on the same TURN server relay from it — and for every remote candidate address
-    already known (an answerer knows the offer's), and record it in aioice's bookkeeping
-    (``peer_to_channel`` keyed ``(ip, 0)``: a port no real peer has, so no send ever uses
-    it) so that the Data indication is delivered. Private aioice state, read defensively:
-    if it is not there this does nothing and only the retransmit is paid again.
-    """
-    inner = getattr(getattr(protocol, "transport", None), "_TurnTransport__inner_protocol", None)
-    table = getattr(inner, "peer_to_channel", None)
-    if inner is None or not isinstance(table, dict):
-        return
-    version = ipaddress.ip_address(candidate.host).version
-    addresses = {str(candidate.host)}
-    connection = getattr(made, "receiver", None)
-    for remote in getattr(connection, "remote_candidates", None) or []:
-        with contextlib.suppress(ValueError):
-            if ipaddress.ip_address(remote.host).version == version:
-                addresses.add(str(remote.host))
-
-    async def permit(address: str) -> None:
-        # aioice's codec keeps one value per attribute: one request per address
-        message = stun.Message(
-            message_method=stun.Method.CREATE_PERMISSION, message_class=stun.Class.REQUEST
-        )
-        message.attributes["XOR-PEER-ADDRESS"] = (address, 0)
-        await inner.request_with_retry(message)
-        table.setdefault((address, 0), 0)
-
-    results = await asyncio.gather(
-        *(asyncio.wait_for(permit(a), 1.0) for a in sorted(addresses)), return_exceptions=True
-    )
-    for address, result in zip(sorted(addresses), results, strict=True):
-        if isinstance(result, BaseException):  # best effort (see above)
-            log.debug("TURN pre-permission for %s failed: %r", address, result)
-
-
-def _hold_early_channel_data(protocol: Any) -> None:
-    """Do not drop ChannelData that overtakes aioice's own ChannelBind bookkeeping.
-
-    Measured over TURN/TCP and TLS (1 run in 5): coturn sends the ChannelBind success and,
-    right behind it in the same TCP segment, the remote's first check as ChannelData on
-    that channel. aioice records the channel only when the coroutine awaiting the bind
-    resumes, a loop iteration later; the ChannelData, parsed synchronously, finds no channel
-    and is dropped — another 500 ms retransmit. While a bind is in flight we re-deliver an
-    unknown channel's data a few ms later (for at most ~50 ms) instead.
-    """
-    inner = getattr(getattr(protocol, "transport", None), "_TurnTransport__inner_protocol", None)
-    channels = getattr(inner, "channel_to_peer", None)
-    binding = getattr(inner, "peer_connect_waiters", None)
-    if inner is None or not isinstance(channels, dict) or not isinstance(binding, dict):
-        return
-    original = inner.datagram_received
-    loop = asyncio.get_running_loop()
-
-    def deliver(data: bytes, addr: Any, tries: int) -> None:
-        if (
-            len(data) >= 4
-            and (data[0] & 0xC0) == 0x40  # ChannelData (RFC 8656 §12.4)
-            and int.from_bytes(data[:2], "big") not in channels
-            and binding
-            and tries < 25
-        ):
-            loop.call_later(0.002, deliver, data, addr, tries + 1)
-            return
-        original(data, addr)
-
-    def datagram_received(data: bytes, addr: Any) -> None:
-        deliver(data, addr, 0)
-
-    inner.datagram_received = datagram_received
+    on_error_received(protocol, error_received)
 
 
 # --- STUN ----------------------------------------------------------------------------------
@@ -548,7 +469,7 @@ def _hold_early_channel_data(protocol: Any) -> None:
 async def _server_reflexive_candidate(protocol: Any, stun_server: tuple[str, int]) -> Any:
     ctx = _context.get()
     if ctx is None or ctx.config is None:
-        return await _original_server_reflexive_candidate(protocol, stun_server)
+        return await original_server_reflexive_candidate(protocol, stun_server)
     glog = ctx.log
     if glog is not None:
         glog._mark_host_bound()
@@ -565,7 +486,7 @@ async def _server_reflexive_candidate(protocol: Any, stun_server: tuple[str, int
         budget = min(ctx.config.turn_timeout, remaining / (len(servers) - index))
         try:
             result = await asyncio.wait_for(
-                _original_server_reflexive_candidate(protocol, (server.host, server.port)),
+                original_server_reflexive_candidate(protocol, (server.host, server.port)),
                 budget,
             )
         except asyncio.CancelledError:

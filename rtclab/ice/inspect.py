@@ -1,17 +1,17 @@
 """Gathered candidates and the selected pair, read from aioice (what aiortc's getStats lacks).
 
 aiortc 1.16 reports no ``candidate-pair`` / ``local-candidate`` stats, so the ICE path has to
-be read from the aioice :class:`aioice.Connection` behind each ``RTCIceTransport``. That needs
-private attributes; every one is read with ``getattr`` and a default so that an aiortc/aioice
-upgrade degrades to "unknown" (``None`` / ``[]``) instead of raising in the middle of a poll:
+be read from the aioice :class:`aioice.Connection` behind each ``RTCIceTransport``:
 
 - ``RTCRtpSender.transport`` / ``RTCRtpReceiver.transport`` / ``RTCSctpTransport.transport``
-  (public) -> ``RTCDtlsTransport.transport`` (public) -> ``RTCIceTransport._connection``
-  (private, aiortc) -> ``aioice.Connection``;
-- ``aioice.Connection._nominated`` (private): ``{component: CandidatePair}``, filled when
-  the controlling side nominates a pair (both sides see it once the check completes);
+  (public) -> ``RTCDtlsTransport.transport`` (public) -> the ``aioice.Connection``
+  (private: :func:`rtclab._compat.aiortc.ice_transport_connection`);
+- its nominated pair (private: :func:`rtclab._compat.aioice.nominated_pair`);
 - ``aioice.Connection.turn_transport`` / ``turn_ssl`` (public attributes set from the
   constructor) for the transport used to reach the TURN server.
+
+The private reads live in :mod:`rtclab._compat` and degrade to "unknown" (``None`` / ``[]``)
+on an aiortc/aioice that lacks them, instead of raising in the middle of a poll.
 
 The candidate frames (:func:`candidate_rows`, :func:`candidates_frame`,
 :func:`selected_pairs_frame`) are what the WebRTC samples' trickle-ice page shows: every
@@ -25,6 +25,9 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from .._compat.aioice import connection_protocols, nominated_pair
+from .._compat.aiortc import ice_transport_connection
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -175,7 +178,7 @@ def ice_connections(pc: Any) -> list[Any]:
     connections: list[Any] = []
     for dtls in _dtls_transports(pc):
         ice_transport = getattr(dtls, "transport", None)
-        connection = getattr(ice_transport, "_connection", None)
+        connection = ice_transport_connection(ice_transport)
         if connection is not None:
             connections.append(connection)
     return _dedupe(connections)
@@ -188,10 +191,7 @@ def selected_candidate_pair(pc: Any) -> CandidatePair | None:
     m-line's connection is reported — they normally share the same path on a lab network.
     """
     for connection in ice_connections(pc):
-        nominated = getattr(connection, "_nominated", None)
-        if not isinstance(nominated, dict):
-            continue
-        pair = nominated.get(1)
+        pair = nominated_pair(connection, 1)
         if pair is None:
             continue
         local = getattr(pair, "local_candidate", None)
@@ -271,7 +271,7 @@ def candidate_rows(
     selected_remote = pair.remote if pair is not None else None
     relay_tags: dict[tuple[str, str, int], tuple[str | None, str | None]] = {}
     for connection in ice_connections(pc):
-        for protocol in list(getattr(connection, "_protocols", None) or []):
+        for protocol in connection_protocols(connection):
             candidate = getattr(protocol, "local_candidate", None)
             if candidate is not None:
                 relay_tags[_key(candidate_info(candidate))] = (

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from .._compat.loop import route_datagram_endpoints
 from ..ice.config import IceConfig, IceServer
 from .link import Link, LinkState
 from .nat import Address, NatBehavior, NatTable, nat_behavior
@@ -96,31 +97,19 @@ def attached_host() -> Host | None:
 
 def _patch_loop(loop: asyncio.AbstractEventLoop) -> None:
     """Route ``create_datagram_endpoint`` through the attached host, if any (per loop)."""
-    if getattr(loop, "_rtclab_net_patched", False):
-        return
-    original = loop.create_datagram_endpoint
+    route_datagram_endpoints(loop, _open_on_attached_host)
 
-    async def create_datagram_endpoint(
-        protocol_factory: Callable[[], asyncio.DatagramProtocol],
-        local_addr: Any = None,
-        remote_addr: Any = None,
-        **kwargs: Any,
-    ) -> tuple[asyncio.DatagramTransport, asyncio.DatagramProtocol]:
-        host = _attached.get()
-        if host is None:
-            return await original(  # type: ignore[no-any-return]
-                protocol_factory, local_addr=local_addr, remote_addr=remote_addr, **kwargs
-            )
-        return host._open(protocol_factory, local_addr, remote_addr, kwargs)
 
-    try:
-        loop.create_datagram_endpoint = create_datagram_endpoint  # type: ignore[method-assign,assignment]
-        loop._rtclab_net_patched = True  # type: ignore[attr-defined]
-    except AttributeError:  # e.g. uvloop: its loop takes no attributes
-        raise RuntimeError(
-            f"the emulated network needs an asyncio event loop it can hook, not {type(loop)} "
-            "(use the default asyncio loop, as Jupyter does)"
-        ) from None
+def _open_on_attached_host(
+    protocol_factory: Callable[[], asyncio.DatagramProtocol],
+    local_addr: Any,
+    remote_addr: Any,
+    options: dict[str, Any],
+) -> tuple[asyncio.DatagramTransport, asyncio.DatagramProtocol] | None:
+    host = _attached.get()
+    if host is None:
+        return None  # a real socket
+    return host._open(protocol_factory, local_addr, remote_addr, options)
 
 
 # --- transports -------------------------------------------------------------------------------

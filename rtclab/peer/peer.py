@@ -30,6 +30,7 @@ from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import candidate_from_sdp
 
+from .._compat.aiortc import cap_encoder_bitrate, dtls_transport_stats, on_rtp_packet
 from ..ice.config import IceConfig
 from ..ice.gathering import GatheringLog, gathering_on
 from ..signaling.client import SignalingClient, SignalingError
@@ -96,7 +97,7 @@ class _CountingTrack(MediaStreamTrack):
         frame = await self._source.recv()
         cap = self._caps.get(self.kind)
         if cap != self._applied_cap and self.sender is not None:
-            if _cap_encoder(self.sender, cap):
+            if cap_encoder_bitrate(self.sender, cap):
                 self._applied_cap = cap
         if self._muted.get(self.kind) and isinstance(frame, (av.VideoFrame, av.AudioFrame)):
             frame = blank_like(frame)
@@ -122,77 +123,20 @@ _CLOCK0 = time.monotonic()
 _VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK_RATE)
 
 
-def _target_attr(encoder: Any) -> str | None:
-    """The name-mangled attribute where an aiortc encoder keeps its target bitrate."""
-    for klass in type(encoder).__mro__:
-        name = f"_{klass.__name__}__target_bitrate"
-        if name in vars(encoder):
-            return name
-    return None
-
-
-def _cap_encoder(sender: Any, cap_bps: int | None) -> bool:
-    """Cap the target bitrate of ``sender``'s encoder; False until the encoder exists.
-
-    aiortc sets the target from the receiver's REMB and clamps it to 250 kbps-1.5 Mbps;
-    a lab wants to go lower. The capped value is written into the encoder's own stored
-    target, because aiortc's VP8 encoder sizes its rate-control buffer from that attribute
-    (``bufsize``, meant to be 1 s) and not from the ``target_bitrate`` property: capping
-    only the property left a buffer of 3-10 s at low caps. The encoder's class gets a
-    subclass whose setter remembers what REMB asked for, so lifting the cap restores it
-    (aiortc re-creates the codec when the target moves by more than 10 %).
-    """
-    encoder = getattr(sender, "_RTCRtpSender__encoder", None)
-    if encoder is None or not hasattr(type(encoder), "target_bitrate"):
-        return False
-    attr = _target_attr(encoder)
-    if attr is None:
-        return False
-    cls = type(encoder)
-    if not getattr(cls, "_rtclab_capped", False):
-        base = cls.target_bitrate
-
-        def set_(self: Any, value: int) -> None:
-            base.fset(self, value)  # aiortc's own clamp
-            self._rtclab_requested = getattr(self, attr)
-            _apply_cap(self, attr)
-
-        cls = type(
-            f"Capped{cls.__name__}",
-            (cls,),
-            {"_rtclab_capped": True, "target_bitrate": property(base.fget, set_)},
-        )
-        encoder._rtclab_requested = getattr(encoder, attr)
-        encoder.__class__ = cls
-    encoder._rtclab_cap = cap_bps
-    _apply_cap(encoder, attr)
-    return True
-
-
-def _apply_cap(encoder: Any, attr: str) -> None:
-    requested, cap = encoder._rtclab_requested, encoder._rtclab_cap
-    setattr(encoder, attr, requested if cap is None else min(requested, cap))
-
-
 def _count_rtp(receiver: RTCRtpReceiver, counters: ConnectionCounters, kind: str) -> None:
     """Count RTP payload bytes as they arrive: aiortc's inbound-rtp has no bytesReceived.
 
     Payload bytes, like aiortc's outbound ``bytesSent`` (the RTCP sender-report octet count),
     so inbound and outbound bitrates compare like for like.
     """
-    original = receiver._handle_rtp_packet
-    if getattr(original, "_rtclab_counted", False):
-        return
 
-    async def counted(packet: Any, arrival_time_ms: int) -> None:
+    def count(packet: Any) -> None:
         counters.rtp_bytes_received[kind] = counters.rtp_bytes_received.get(kind, 0) + len(
             packet.payload
         )
         counters.rtp_packets_received[kind] = counters.rtp_packets_received.get(kind, 0) + 1
-        await original(packet, arrival_time_ms)
 
-    counted._rtclab_counted = True  # type: ignore[attr-defined]
-    setattr(receiver, "_handle_rtp_packet", counted)  # noqa: B010 (instance override)
+    on_rtp_packet(receiver, count)
 
 
 def _sdp_candidate_count(description: RTCSessionDescription | None) -> int:
@@ -856,7 +800,7 @@ class Peer:
             total = 0
             for transport in dtls_transports(conn.pc):
                 with contextlib.suppress(Exception):
-                    for stats in transport._get_stats().values():
+                    for stats in (dtls_transport_stats(transport) or {}).values():
                         total += int(getattr(stats, "bytesReceived", 0) or 0)
             return total
 

@@ -31,6 +31,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import pandas as pd
 
+from rtclab._compat.aiortc import (
+    dtls_transport_stats,
+    receiver_rtx_ssrcs,
+    receiver_streams,
+    sctp_rtt_ms,
+    transceiver_codecs,
+)
 from rtclab.ice.inspect import CandidatePair, dtls_transports, selected_candidate_pair
 from rtclab.stats.convert import (
     EVENT_COLUMNS,
@@ -474,12 +481,8 @@ def _transport_totals(pc: Any) -> dict[str, Any] | None:
     """DTLS transport counters summed over the pc's transports (one with bundle)."""
     totals: dict[str, Any] | None = None
     for dtls in dtls_transports(pc):
-        get_stats = getattr(dtls, "_get_stats", None)
-        if get_stats is None:
-            continue
-        try:
-            report = get_stats()
-        except Exception:
+        report = dtls_transport_stats(dtls)
+        if report is None:
             continue
         for stats in report.values():
             if getattr(stats, "type", None) != "transport":
@@ -491,12 +494,8 @@ def _transport_totals(pc: Any) -> dict[str, Any] | None:
     return totals
 
 
-def _sctp_rtt_ms(pc: Any) -> float | None:
-    """aiortc's SCTP smoothed RTT (private ``_srtt``, seconds), once an SACK has measured it."""
-    srtt = getattr(getattr(pc, "sctp", None), "_srtt", None)
-    if isinstance(srtt, (int, float)) and not isinstance(srtt, bool):
-        return float(srtt) * 1000.0
-    return None
+#: aiortc's SCTP smoothed RTT in ms (the experiments import it from here too).
+_sctp_rtt_ms = sctp_rtt_ms
 
 
 def _inbound_rtp_per_ssrc(pc: Any, report: dict[str, Any]) -> dict[str, Any]:
@@ -513,8 +512,8 @@ def _inbound_rtp_per_ssrc(pc: Any, report: dict[str, Any]) -> dict[str, Any]:
         return report
     for transceiver in transceivers:
         receiver = transceiver.receiver
-        streams = getattr(receiver, "_RTCRtpReceiver__remote_streams", None)
-        rtx = getattr(receiver, "_RTCRtpReceiver__rtx_ssrc", None)
+        streams = receiver_streams(receiver)
+        rtx = receiver_rtx_ssrcs(receiver)
         shared_id = f"inbound-rtp_{id(receiver)}"
         entry = report.get(shared_id)
         if not isinstance(streams, dict) or not isinstance(rtx, dict) or entry is None:
@@ -535,14 +534,14 @@ def _inbound_rtp_per_ssrc(pc: Any, report: dict[str, Any]) -> dict[str, Any]:
 
 
 def _clock_rates(pc: Any) -> dict[str, int]:
-    """Negotiated RTP clock per kind (private ``transceiver._codecs``, first = primary codec)."""
+    """Negotiated RTP clock per kind (the transceiver's codecs, first = primary codec)."""
     rates: dict[str, int] = {}
     try:
         transceivers = list(pc.getTransceivers())
     except Exception:
         return rates
     for transceiver in transceivers:
-        codecs = getattr(transceiver, "_codecs", None) or []
+        codecs = transceiver_codecs(transceiver)
         kind = getattr(transceiver, "kind", None)
         rate = getattr(codecs[0], "clockRate", None) if codecs else None
         if isinstance(kind, str) and isinstance(rate, int) and kind not in rates:

@@ -1,0 +1,161 @@
+"""Every read of aiortc's private state, and the two places rtclab changes aiortc's behaviour.
+
+aiortc's getStats leaves out what a lab needs (inbound bytes, candidate pairs, SCTP RTT,
+per-SSRC counters) and offers no bitrate cap below its REMB clamp, so rtclab reaches into
+its objects. Each access is one function here, read defensively: an aiortc that no longer
+has the attribute gives ``None``/``[]``/``False``, never an exception in the middle of a poll,
+and :func:`rtclab._compat.probe` names what is missing. Verified against aiortc 1.16.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+__all__ = [
+    "cap_encoder_bitrate",
+    "dtls_transport_stats",
+    "ice_transport_connection",
+    "on_rtp_packet",
+    "receiver_rtx_ssrcs",
+    "receiver_streams",
+    "sctp_rtt_ms",
+    "sender_encoder",
+    "transceiver_codecs",
+]
+
+
+def sender_encoder(sender: Any) -> Any | None:
+    """The codec encoder of an ``RTCRtpSender`` (``__encoder``), or ``None`` before its first
+    frame: aiortc creates it lazily and keeps it private, and the bitrate cap needs it."""
+    return getattr(sender, "_RTCRtpSender__encoder", None)
+
+
+def _target_attr(encoder: Any) -> str | None:
+    """The name-mangled attribute where an aiortc encoder keeps its target bitrate."""
+    for klass in type(encoder).__mro__:
+        name = f"_{klass.__name__}__target_bitrate"
+        if name in vars(encoder):
+            return name
+    return None
+
+
+def cap_encoder_bitrate(sender: Any, cap_bps: int | None) -> bool:
+    """Cap the target bitrate of ``sender``'s encoder (``None`` lifts the cap); False until
+    the encoder exists.
+
+    aiortc sets the target from the receiver's REMB and clamps it to 250 kbps-1.5 Mbps;
+    a lab wants to go lower. The capped value is written into the encoder's own stored
+    target (``__target_bitrate``), because aiortc's VP8 encoder sizes its rate-control
+    buffer from that attribute (``bufsize``, meant to be 1 s) and not from the
+    ``target_bitrate`` property: capping only the property left a buffer of 3-10 s at low
+    caps. The encoder's ``__class__`` is swapped for a subclass whose setter remembers what
+    REMB asked for, so lifting the cap restores it (aiortc re-creates the codec when the
+    target moves by more than 10 %).
+    """
+    encoder = sender_encoder(sender)
+    if encoder is None or not hasattr(type(encoder), "target_bitrate"):
+        return False
+    attr = _target_attr(encoder)
+    if attr is None:
+        return False
+    cls = type(encoder)
+    if not getattr(cls, "_rtclab_capped", False):
+        base = cls.target_bitrate
+
+        def set_(self: Any, value: int) -> None:
+            base.fset(self, value)  # aiortc's own clamp
+            self._rtclab_requested = getattr(self, attr)
+            _apply_cap(self, attr)
+
+        cls = type(
+            f"Capped{cls.__name__}",
+            (cls,),
+            {"_rtclab_capped": True, "target_bitrate": property(base.fget, set_)},
+        )
+        encoder._rtclab_requested = getattr(encoder, attr)
+        encoder.__class__ = cls
+    encoder._rtclab_cap = cap_bps
+    _apply_cap(encoder, attr)
+    return True
+
+
+def _apply_cap(encoder: Any, attr: str) -> None:
+    requested, cap = encoder._rtclab_requested, encoder._rtclab_cap
+    setattr(encoder, attr, requested if cap is None else min(requested, cap))
+
+
+def on_rtp_packet(receiver: Any, callback: Callable[[Any], None]) -> bool:
+    """Call ``callback(packet)`` for every RTP packet an ``RTCRtpReceiver`` is handed, before
+    aiortc handles it; False if already hooked or aiortc has no ``_handle_rtp_packet``.
+
+    aiortc's inbound-rtp has no ``bytesReceived``: counting as packets arrive is the only
+    way. ``RTCDtlsTransport`` calls the method on the receiver instance, so an instance
+    attribute wraps it for this receiver alone.
+    """
+    original = getattr(receiver, "_handle_rtp_packet", None)
+    if original is None or getattr(original, "_rtclab_hooked", False):
+        return False
+
+    async def hooked(packet: Any, arrival_time_ms: int) -> None:
+        callback(packet)
+        await original(packet, arrival_time_ms)
+
+    hooked._rtclab_hooked = True  # type: ignore[attr-defined]
+    setattr(receiver, "_handle_rtp_packet", hooked)  # noqa: B010 (instance override)
+    return True
+
+
+def receiver_streams(receiver: Any) -> dict[int, Any] | None:
+    """Per-SSRC ``StreamStatistics`` of an ``RTCRtpReceiver`` (``__remote_streams``), or None.
+
+    aiortc's report gives every SSRC of a receiver one stats id, so RTX packets overwrite
+    the media stream's counters; these are the counters before that merge.
+    """
+    streams = getattr(receiver, "_RTCRtpReceiver__remote_streams", None)
+    return streams if isinstance(streams, dict) else None
+
+
+def receiver_rtx_ssrcs(receiver: Any) -> dict[int, int] | None:
+    """``{rtx ssrc: media ssrc}`` of an ``RTCRtpReceiver`` (``__rtx_ssrc``), or None: which of
+    :func:`receiver_streams` are retransmissions."""
+    rtx = getattr(receiver, "_RTCRtpReceiver__rtx_ssrc", None)
+    return rtx if isinstance(rtx, dict) else None
+
+
+def transceiver_codecs(transceiver: Any) -> list[Any]:
+    """Negotiated ``RTCRtpCodecParameters`` of a transceiver (``_codecs``, first = primary);
+    the RTP clock rate that converts aiortc's jitter to seconds is only found here."""
+    return list(getattr(transceiver, "_codecs", None) or [])
+
+
+def dtls_transport_stats(dtls: Any) -> Mapping[str, Any] | None:
+    """The ``transport`` stats of an ``RTCDtlsTransport`` (``_get_stats()``), or None.
+
+    aiortc merges them into ``pc.getStats()`` only through the senders and receivers, so a
+    data-channel-only connection reports nothing; this reads them at the source.
+    """
+    get_stats = getattr(dtls, "_get_stats", None)
+    if get_stats is None:
+        return None
+    with contextlib.suppress(Exception):  # never let a private call break a poll
+        report = get_stats()
+        if isinstance(report, Mapping):
+            return report
+    return None
+
+
+def ice_transport_connection(ice_transport: Any) -> Any | None:
+    """The ``aioice.Connection`` behind an ``RTCIceTransport`` (``_connection``), or None:
+    candidates and the nominated pair exist only there."""
+    return getattr(ice_transport, "_connection", None)
+
+
+def sctp_rtt_ms(pc: Any) -> float | None:
+    """aiortc's SCTP smoothed RTT in ms (``pc.sctp._srtt``, seconds), once a SACK measured it;
+    the one RTT a data-channel-only connection has."""
+    srtt = getattr(getattr(pc, "sctp", None), "_srtt", None)
+    if isinstance(srtt, (int, float)) and not isinstance(srtt, bool):
+        return float(srtt) * 1000.0
+    return None
