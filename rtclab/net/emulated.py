@@ -3,12 +3,12 @@ a public side — all inside the Python process, no root, no real packet.
 
 Two hook points bind aioice to it (see DESIGN.md "Networks"): the host addresses a peer
 gathers on (through :func:`rtclab.ice.gathering.gathering_on`) and
-``create_datagram_endpoint`` on the *running loop object*, which returns an
-:class:`EmulatedTransport` when a host is attached to the current context (a contextvar,
-copied into the tasks aioice spawns) and the real thing otherwise. Real sockets are guarded
-too: a process audit hook refuses to bind, connect or send a real socket to any address of a
-live emulated network (:class:`EmulationLeakError`), so an emulated packet cannot escape even
-if a task loses its context.
+``create_datagram_endpoint`` on the *running loop object* (:mod:`rtclab._compat.loop`),
+which returns an :class:`EmulatedTransport` when a host is attached to the current context
+(a contextvar, copied into the tasks aioice spawns) and the real thing otherwise. Real
+sockets are guarded too: a process audit hook refuses to bind, connect or send a real socket
+to any address of a live emulated network (:class:`EmulationLeakError`), so an emulated
+packet cannot escape even if a task loses its context.
 """
 
 from __future__ import annotations
