@@ -38,6 +38,8 @@ def check_output_folder(out: str | Path) -> Path:
     """Create ``out`` and write (then remove) a probe file in it, so that a folder nobody can
     write is reported in a second, not after the whole run."""
     folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise OutputFolderError(folder, "it is a file, not a folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".rtclab-probe-"):

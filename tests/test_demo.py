@@ -65,11 +65,11 @@ def test_cli_demo_console_script(tmp_path: Path) -> None:
 # -- an output folder that cannot be written (issue 17, item 3) ----------------------------
 
 
-@pytest.mark.parametrize("where", ["/proc/forbidden", "under-a-file"])
+@pytest.mark.parametrize("where", ["/proc/forbidden", "under-a-file", "a-file"])
 def test_cli_demo_refuses_an_unwritable_out_before_starting(tmp_path: Path, where: str) -> None:
-    if where == "under-a-file":
+    if where != "/proc/forbidden":
         (tmp_path / "file").write_text("")
-        where = str(tmp_path / "file" / "out")
+        where = str(tmp_path / "file" / "out" if where == "under-a-file" else tmp_path / "file")
     started = time.monotonic()
     proc = subprocess.run(
         [str(Path(sys.executable).with_name("rtclab")), "demo", "--out", where],
@@ -112,7 +112,7 @@ def test_cli_demo_that_cannot_write_at_the_end_still_prints_the_summary(tmp_path
     stdout = "".join(seen) + rest
     assert proc.returncode == 1, err
     assert "Traceback" not in err, err
-    assert "alice -> bob" in stdout and "host/host" in stdout  # the summary came first
+    assert "host/host" in stdout  # the summary table came first
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
     assert lines[0].startswith("rtclab demo: could not write samples.csv and events.csv ("), err
