@@ -9,12 +9,49 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from . import __version__
+
+
+class UsageError(Exception):
+    """A mistake the user can fix: :func:`main` prints ``rtclab COMMAND: message`` and exits 2
+    instead of showing a traceback."""
+
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo import OutputFolderError, OutputWriteError, run_demo
 
-    asyncio.run(run_demo(args.out, peers=args.peers, duration=args.duration))
+    try:
+        asyncio.run(run_demo(args.out, peers=args.peers, duration=args.duration))
+    except OutputFolderError as exc:
+        raise UsageError(f"{exc}; pass --out a folder you can write to") from None
+    except OutputWriteError as exc:
+        print(f"rtclab demo: {exc}; rerun with --out a folder you can write to", file=sys.stderr)
+        return 1
     return 0
+
+
+_DEMO_PEERS = (2, 8)  # rtclab.demo.run_demo names its peers alice..heidi
+
+
+def _demo_peers(text: str) -> int:
+    low, high = _DEMO_PEERS
+    try:
+        value = int(text)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"give a whole number from {low} to {high}, not {text!r}")
+    return value
+
+
+def _positive_seconds(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"give a positive whole number of seconds, not {text!r}")
+    return value
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -28,24 +65,44 @@ def _serve(args: argparse.Namespace) -> int:
     )  # fmt: skip
 
 
-def _read_turn_secret(path: str | None) -> str:
+def _read_turn_secret(path: str | None, option: str) -> str:
     """The TURN secret from a file (``-`` = stdin) or ``$RTCLAB_TURN_SECRET``: never from
-    the command line, where ``ps`` and shell history would show it."""
+    the command line, where ``ps`` and shell history would show it. Only the first line
+    counts (coturn's ``static-auth-secret`` is one line)."""
     import os
 
+    if path is None:
+        value = os.environ.get("RTCLAB_TURN_SECRET", "").strip()
+        if not value:
+            raise UsageError(
+                f"no TURN secret: pass {option} FILE (or - for stdin) or set RTCLAB_TURN_SECRET"
+            )
+        return value
     if path == "-":
-        value = sys.stdin.readline()
-    elif path:
+        value = sys.stdin.readline().strip()
+        if not value:
+            raise UsageError(f"{option} -: stdin gave no secret; pipe it in as one line")
+        return value
+    try:
         with open(path, encoding="utf-8") as fh:
-            value = fh.readline()
+            text = fh.read(1 << 16)
+    except FileNotFoundError:
+        problem = "no such file"
+    except IsADirectoryError:
+        problem = "it is a folder, not a file"
+    except OSError as exc:
+        problem = f"cannot read it ({exc.strerror or exc})"
+    except UnicodeDecodeError:
+        problem = "it is not UTF-8 text"
     else:
-        value = os.environ.get("RTCLAB_TURN_SECRET", "")
-    value = value.strip()
-    if not value:
-        raise SystemExit(
-            "rtclab: no TURN secret: pass --secret-file FILE (or -) or set RTCLAB_TURN_SECRET"
-        )
-    return value
+        value = text.partition("\n")[0].strip()
+        if value:
+            return value
+        problem = "its first line is empty" if text.strip() else "the file is empty"
+    raise UsageError(
+        f"{option} {path}: {problem}; give a file with coturn's static-auth-secret "
+        "on its first line"
+    )
 
 
 def _turn_credentials(args: argparse.Namespace) -> int:
@@ -53,7 +110,7 @@ def _turn_credentials(args: argparse.Namespace) -> int:
 
     from .ice.credentials import turn_credentials
 
-    secret = _read_turn_secret(args.secret_file)
+    secret = _read_turn_secret(args.secret_file, "--secret-file")
     try:
         creds = turn_credentials(secret, args.user, args.url or [_DEFAULT_TURN_URL], ttl=args.ttl)
     except ValueError as exc:
@@ -73,7 +130,7 @@ def _serve_with_turn(args: argparse.Namespace) -> int:
     from .ice.credentials import TURN_CREDENTIALS_PATH, make_credentials_handler
     from .signaling.server import SignalingServer, server_options
 
-    secret = _read_turn_secret(args.turn_secret_file)
+    secret = _read_turn_secret(args.turn_secret_file, "--turn-secret-file")
     token = os.environ.get("RTCLAB_TURN_TOKEN") or secrets.token_urlsafe(24)
     urls = args.turn_url or [_DEFAULT_TURN_URL]
 
@@ -170,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rtclab", description="A WebRTC lab: signaling, aiortc peers, stats."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = sub.add_parser(
@@ -180,7 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
         "dashboard.html to the output folder.",
     )
     demo.add_argument("--out", default="rtclab-out", help="output folder (default: %(default)s)")
-    demo.add_argument("--peers", type=int, default=3, help="number of peers (default: %(default)s)")
+    demo.add_argument(
+        "--peers", type=_demo_peers, default=3, metavar="N",
+        help=f"number of peers, {_DEMO_PEERS[0]} to {_DEMO_PEERS[1]} (default: %(default)s)",
+    )  # fmt: skip
     demo.add_argument(
         "--duration", type=float, default=10.0, help="seconds of media (default: %(default)s)"
     )
@@ -236,7 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
     creds.add_argument("--secret-file", metavar="FILE", help="file with the secret (- = stdin)")
     creds.add_argument("--user", default="lab", help="user name (default: %(default)s)")
     creds.add_argument(
-        "--ttl", type=int, default=24 * 3600, help="lifetime in seconds (default: %(default)s)"
+        "--ttl",
+        type=_positive_seconds,
+        default=24 * 3600,
+        metavar="SECONDS",
+        help="lifetime in seconds, > 0 (default: %(default)s)",
     )
     creds.add_argument(
         "--url", action="append", metavar="URL",
@@ -292,6 +357,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args))
+    except UsageError as exc:
+        print(f"rtclab {args.command}: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,38 @@ import pandas as pd
 
 from .lab import Lab
 from .stats.figures import stats_figure, write_html
+
+
+class OutputFolderError(Exception):
+    """The output folder cannot be created or written: found before the demo starts."""
+
+    def __init__(self, folder: Path, reason: str) -> None:
+        super().__init__(f"cannot write to the output folder {folder}: {reason}")
+        self.folder = folder
+
+
+class OutputWriteError(Exception):
+    """Writing a result file failed after the run; the summary was printed already."""
+
+    def __init__(self, failures: list[str], summary: pd.DataFrame) -> None:
+        super().__init__("could not write " + "; ".join(failures))
+        self.failures = failures
+        self.summary = summary
+
+
+def check_output_folder(out: str | Path) -> Path:
+    """Create ``out`` and write (then remove) a probe file in it, so that a folder nobody can
+    write is reported in a second, not after the whole run."""
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise OutputFolderError(folder, "it is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".rtclab-probe-"):
+            pass
+    except OSError as exc:
+        raise OutputFolderError(folder, exc.strerror or str(exc)) from None
+    return folder
 
 
 @dataclass
@@ -82,7 +115,7 @@ async def run_demo(
     names = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"]
     if not 2 <= peers <= len(names):
         raise ValueError(f"peers must be between 2 and {len(names)}")
-    out = Path(out)
+    out = check_output_folder(out)
     async with Lab(stats_interval=interval) as lab:
         print(f"signaling server on {lab.url}", file=stream)
         started = time.monotonic()
@@ -118,10 +151,23 @@ async def run_demo(
             )
         await lab.collector.poll()
         summary = lab.summary()
-        paths = lab.to_csv(out)
-        html = write_html(stats_figure(lab.samples, title="rtclab demo"), out / "dashboard.html")
+        # Each write may still fail (folder removed, disk full): the summary is printed anyway.
+        files: dict[str, Path] = {}
+        failures: list[str] = []
+        try:
+            files.update(lab.to_csv(out))
+        except OSError as exc:
+            failures.append(f"samples.csv and events.csv ({exc})")
+        try:
+            figure = stats_figure(lab.samples, title="rtclab demo")
+            files["report"] = write_html(figure, out / "dashboard.html")
+        except OSError as exc:
+            failures.append(f"dashboard.html ({exc})")
     print("", file=stream)
     print(format_summary(summary), file=stream)
     print("", file=stream)
-    print(f"samples: {paths['samples']}\nevents:  {paths['events']}\nreport:  {html}", file=stream)
-    return DemoResult(summary, paths["samples"], paths["events"], html)
+    for label, path in files.items():
+        print(f"{label + ':':<8} {path}", file=stream)
+    if failures:
+        raise OutputWriteError(failures, summary)
+    return DemoResult(summary, files["samples"], files["events"], files["report"])

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from rtclab.signaling.client import SignalingClient
+from rtclab.signaling.server import SignalingServer
 
 EXE = str(Path(sys.executable).with_name("rtclab"))
 
@@ -70,3 +71,112 @@ def test_peer_with_malformed_ice_servers_says_what_is_expected(
     assert main([*args, '[{"nourls": 1}]']) == 2
     err = capsys.readouterr().err
     assert err.count("--ice-servers must be a JSON list like") == 2 and "'urls'" in err
+
+
+# -- mistakes a new user makes: one line, exit 2, no traceback (issue 17, items 4 and 14) --
+
+
+async def _run(*args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        EXE, *args,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={"PATH": "/usr/bin:/bin"},  # no $RTCLAB_TURN_SECRET from the caller
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(stdin), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def _one_line_refusal(code: int, err: str) -> str:
+    assert code == 2, err
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+async def test_version() -> None:
+    import rtclab
+
+    code, out, err = await _run("--version")
+    assert code == 0, err
+    assert out.strip() == f"rtclab {rtclab.__version__}"
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (None, "no such file"),
+        ("DIR", "it is a folder"),
+        ("", "the file is empty"),
+        ("\n\nsecret-on-line-3\n", "its first line is empty"),
+    ],
+    ids=["missing", "directory", "empty", "blank-first-line"],
+)
+async def test_turn_credentials_bad_secret_file(
+    tmp_path: Path, content: str | None, says: str
+) -> None:
+    path = tmp_path / "secret"
+    if content == "DIR":
+        path.mkdir()
+    elif content is not None:
+        path.write_text(content)
+    code, out, err = await _run("turn-credentials", "--secret-file", str(path))
+    line = _one_line_refusal(code, err)
+    assert line.startswith(f"rtclab turn-credentials: --secret-file {path}: {says}"), line
+    assert "first line" in line  # how to fix it
+    assert out == ""
+
+
+async def test_turn_credentials_empty_stdin_and_no_secret_at_all() -> None:
+    code, _, err = await _run("turn-credentials", "--secret-file", "-", stdin=b"")
+    assert "stdin gave no secret" in _one_line_refusal(code, err)
+    code, _, err = await _run("turn-credentials")
+    assert "set RTCLAB_TURN_SECRET" in _one_line_refusal(code, err)
+
+
+@pytest.mark.parametrize("ttl", ["-5", "0", "soon"])
+async def test_turn_credentials_refuses_a_non_positive_ttl(tmp_path: Path, ttl: str) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret\n")
+    code, out, err = await _run("turn-credentials", "--secret-file", str(secret), "--ttl", ttl)
+    assert code == 2 and "Traceback" not in err, err
+    assert out == ""  # no (expired) credentials printed
+    assert f"argument --ttl: give a positive whole number of seconds, not '{ttl}'" in err
+
+
+async def test_serve_with_a_missing_turn_secret_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    code, out, err = await _run("serve", "--port", "0", "--turn-secret-file", str(missing))
+    line = _one_line_refusal(code, err)
+    assert line.startswith(f"rtclab serve: --turn-secret-file {missing}: no such file"), line
+    assert "listening" not in out
+
+
+@pytest.mark.parametrize("peers", ["0", "1", "9", "three"])
+async def test_demo_peers_out_of_range_is_refused_by_argparse(tmp_path: Path, peers: str) -> None:
+    code, out, err = await _run("demo", "--peers", peers, "--out", str(tmp_path / "out"))
+    assert code == 2 and "Traceback" not in err, err
+    assert f"argument --peers: give a whole number from 2 to 8, not '{peers}'" in err
+    assert out == "" and not (tmp_path / "out").exists()  # refused before anything started
+
+
+async def test_demo_help_states_the_peer_range() -> None:
+    code, out, _ = await _run("demo", "--help")
+    assert code == 0 and "number of peers, 2 to 8" in out
+
+
+async def test_peer_with_a_name_already_in_the_room(server: SignalingServer) -> None:
+    carl = await SignalingClient.connect(server.url)
+    try:
+        assert await carl.join("lab", "carl") == []
+        code, out, err = await _run(
+            "peer", "--signal", server.url, "--name", "carl", "--room", "lab",
+            "--no-video", "--no-audio", "--no-data", "--duration", "5",
+        )  # fmt: skip
+    finally:
+        await carl.close()
+    line = _one_line_refusal(code, err)
+    assert "user 'carl' is already in room 'lab'" in line and "pick another --name" in line
+    assert '"event": "error"' in out  # the event stream still says it, as JSON

@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import math
 import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -58,3 +60,60 @@ def test_cli_demo_console_script(tmp_path: Path) -> None:
     assert "host/host" in proc.stdout
     for name in ("samples.csv", "events.csv", "dashboard.html"):
         assert (tmp_path / name).stat().st_size > 0
+
+
+# -- an output folder that cannot be written (issue 17, item 3) ----------------------------
+
+
+@pytest.mark.parametrize("where", ["/proc/forbidden", "under-a-file", "a-file"])
+def test_cli_demo_refuses_an_unwritable_out_before_starting(tmp_path: Path, where: str) -> None:
+    if where != "/proc/forbidden":
+        (tmp_path / "file").write_text("")
+        where = str(tmp_path / "file" / "out" if where == "under-a-file" else tmp_path / "file")
+    started = time.monotonic()
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("rtclab")), "demo", "--out", where],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    took = time.monotonic() - started
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"rtclab demo: cannot write to the output folder {where}: ")
+    assert lines[0].endswith("pass --out a folder you can write to")
+    assert "signaling server on" not in proc.stdout  # nothing started
+    assert took < 8.0, took  # the 10 s demo did not run first
+
+
+def test_cli_demo_that_cannot_write_at_the_end_still_prints_the_summary(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("rtclab")), "demo", "--out", str(out),
+         "--peers", "2", "--duration", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if "peer connections up" in line:
+                break
+        assert out.is_dir(), seen  # the check created it
+        shutil.rmtree(out)  # the folder goes away mid-run and a file takes its place
+        out.write_text("not a folder")
+        rest, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stdout = "".join(seen) + rest
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err, err
+    assert "host/host" in stdout  # the summary table came first
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("rtclab demo: could not write samples.csv and events.csv ("), err
+    assert "dashboard.html (" in lines[0] and str(out) in lines[0]

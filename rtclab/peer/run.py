@@ -10,7 +10,14 @@ import signal
 import sys
 from typing import Any
 
+from ..signaling.client import SignalingError
 from .peer import Peer
+
+_JOIN_HINTS = {
+    "duplicate-user": "pick another --name (or stop the peer using this one)",
+    "unauthorized": "add ?token=TOKEN (the server's) to the --signal URL",
+    "room-full": "join another --room",
+}
 
 
 def run_peer(
@@ -56,6 +63,11 @@ def run_peer(
         except (ConnectionError, OSError) as exc:
             print(f"rtclab peer: {exc}", file=sys.stderr)
             return 1
+        except SignalingError as exc:  # the server refused the join: a fixable usage error
+            hint = _JOIN_HINTS.get(exc.code, f"the server said {exc.code!r}")
+            print(f"rtclab peer: the server refused the join: {exc.message}; {hint}",
+                  file=sys.stderr)  # fmt: skip
+            return 2
         try:
             if collector is not None:
                 await collector.start()
