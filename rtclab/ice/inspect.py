@@ -23,11 +23,11 @@ Verified against aioice 0.13 / aiortc 1.16.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._compat.aioice import connection_protocols, nominated_pair
 from .._compat.aiortc import ice_transport_connection
+from ..model import CandidateInfo, CandidatePair
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -85,58 +85,6 @@ PAIR_COLUMNS = [
     "local_address",
     "remote_address",
 ]
-
-
-@dataclass(frozen=True)
-class CandidateInfo:
-    """One ICE candidate as plain data (an aioice ``Candidate`` is mutable and has no ``==``)."""
-
-    foundation: str
-    component: int
-    protocol: str
-    priority: int
-    address: str
-    port: int
-    type: str
-    related_address: str | None = None
-    related_port: int | None = None
-
-    @property
-    def address_port(self) -> str:
-        """``"ip:port"`` (IPv6 in brackets), the form used in the samples frame."""
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"{host}:{self.port}"
-
-
-@dataclass(frozen=True)
-class CandidatePair:
-    """The pair ICE selected: which path the media and data actually take.
-
-    ``protocol`` is the transport between the two candidates (what the remote sees);
-    ``relay_protocol`` is how *we* reach our TURN server (``udp``/``tcp``/``tls``) when the
-    local candidate is a relay, else ``None`` — the two differ for TURN over TCP/TLS.
-    """
-
-    local: CandidateInfo
-    remote: CandidateInfo
-    protocol: str
-    relay_protocol: str | None = None
-
-    @property
-    def local_candidate_type(self) -> str:
-        return self.local.type
-
-    @property
-    def remote_candidate_type(self) -> str:
-        return self.remote.type
-
-    @property
-    def local_address(self) -> str:
-        return self.local.address_port
-
-    @property
-    def remote_address(self) -> str:
-        return self.remote.address_port
 
 
 def candidate_info(candidate: Any) -> CandidateInfo:

@@ -1,0 +1,114 @@
+"""Value types shared across layers: plain data, no I/O, no rtclab imports.
+
+The bottom of the dependency graph (see docs/ARCHITECTURE.md): signaling, ice, peer,
+stats and widgets all speak these types, so none has to import another for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "CandidateInfo",
+    "CandidatePair",
+    "ChannelCounters",
+    "ConnectionCounters",
+    "EventListener",
+]
+
+#: ``listener(peer, remote, event, value)``: how peers, the signaling server and the lab
+#: report events (a peer name, the remote or ``None``, the event name, its value).
+EventListener = Callable[[str, "str | None", str, Any], None]
+
+
+@dataclass(frozen=True)
+class CandidateInfo:
+    """One ICE candidate as plain data (an aioice ``Candidate`` is mutable and has no ``==``)."""
+
+    foundation: str
+    component: int
+    protocol: str
+    priority: int
+    address: str
+    port: int
+    type: str
+    related_address: str | None = None
+    related_port: int | None = None
+
+    @property
+    def address_port(self) -> str:
+        """``"ip:port"`` (IPv6 in brackets), the form used in the samples frame."""
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class CandidatePair:
+    """The pair ICE selected: which path the media and data actually take.
+
+    ``protocol`` is the transport between the two candidates (what the remote sees);
+    ``relay_protocol`` is how *we* reach our TURN server (``udp``/``tcp``/``tls``) when the
+    local candidate is a relay, else ``None`` — the two differ for TURN over TCP/TLS.
+    """
+
+    local: CandidateInfo
+    remote: CandidateInfo
+    protocol: str
+    relay_protocol: str | None = None
+
+    @property
+    def local_candidate_type(self) -> str:
+        return self.local.type
+
+    @property
+    def remote_candidate_type(self) -> str:
+        return self.remote.type
+
+    @property
+    def local_address(self) -> str:
+        return self.local.address_port
+
+    @property
+    def remote_address(self) -> str:
+        return self.remote.address_port
+
+
+@dataclass
+class ChannelCounters:
+    """One data channel's traffic, as W3C ``RTCDataChannelStats`` plus what back-pressure refused.
+
+    ``messages_dropped`` counts sends refused because ``bufferedAmount`` was over the
+    threshold (unreliable channels drop; they never queue without bound).
+    """
+
+    label: str
+    messages_sent: int = 0
+    bytes_sent: int = 0
+    messages_received: int = 0
+    bytes_received: int = 0
+    messages_dropped: int = 0
+    backpressure_waits: int = 0
+
+
+@dataclass
+class ConnectionCounters:
+    """Per-remote counters; keys of the dicts are ``"audio"`` / ``"video"``.
+
+    ``rtp_bytes_received`` / ``rtp_packets_received`` are counted as RTP packets arrive
+    (aiortc's inbound-rtp has no ``bytesReceived``), so inbound bitrate is measured, not guessed.
+    """
+
+    frames_sent: dict[str, int] = field(default_factory=dict)
+    frames_received: dict[str, int] = field(default_factory=dict)
+    rtp_bytes_received: dict[str, int] = field(default_factory=dict)
+    rtp_packets_received: dict[str, int] = field(default_factory=dict)
+    channels: dict[str, ChannelCounters] = field(default_factory=dict)
+
+    def channel(self, label: str) -> ChannelCounters:
+        """The counters for ``label``, created on first use."""
+        counters = self.channels.get(label)
+        if counters is None:
+            counters = self.channels[label] = ChannelCounters(label)
+        return counters
