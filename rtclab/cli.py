@@ -187,7 +187,7 @@ _DEFAULT_TURN_URL = "turn:127.0.0.1:3478?transport=udp"
 
 def _peer(args: argparse.Namespace) -> int:
     from .ice.config import IceConfig, IceServer
-    from .peer.run import run_peer
+    from .peer_process import run_peer
 
     try:
         servers = tuple(

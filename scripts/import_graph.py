@@ -25,7 +25,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("stats",),
     ("widgets", "experiments"),
     ("lab", "demo"),
-    ("cli", "__main__"),
+    ("cli", "__main__", "peer_process"),
 )
 
 

@@ -10,8 +10,8 @@ import signal
 import sys
 from typing import Any
 
-from ..signaling.client import SignalingError
 from .peer import Peer
+from .signaling.client import SignalingError
 
 _JOIN_HINTS = {
     "duplicate-user": "pick another --name (or stop the peer using this one)",
@@ -53,7 +53,7 @@ def run_peer(
         peer.add_listener(show)
         collector = None
         if stats_interval is not None:
-            from ..stats.collector import StatsCollector
+            from .stats.collector import StatsCollector
 
             collector = StatsCollector(interval=stats_interval, window=None)
             collector.add(peer)
