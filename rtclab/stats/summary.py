@@ -49,7 +49,8 @@ def pair_summary(samples: pd.DataFrame, events: pd.DataFrame | None = None) -> p
     median RTCP round trip of ``peer``'s outbound media rows (``rtcp_rtt_ms`` column), the
     media path's RTT; the SCTP and STUN measures (``sctp_rtt_ms``, ``ice_rtt_ms``) are left
     out, so a data-only pair has none. Browser rows (``Lab`` adds them from the page's own
-    getStats) fill the same columns and read the same way.
+    getStats) fill the same columns and read the same way; only ``connect_ms`` comes from
+    the kernel peers' ``connected`` events, which browsers do not send.
     """
     rows: list[dict[str, Any]] = []
     connect: dict[tuple[str, str], float] = {}
