@@ -41,8 +41,8 @@ def rows_for(pairs: int, seconds: int) -> list[dict[str, object]]:
                     **common,
                     "kind": "video",
                     "direction": "outbound",
-                    "rtt_ms": 5 + rng.random(),
-                    "fraction_lost": 0.0,
+                    "rtcp_rtt_ms": 5 + rng.random(),
+                    "remote_fraction_lost": 0.0,
                     "bitrate_kbps": 300 + 20 * rng.random(),
                 }
             )

@@ -66,17 +66,22 @@ def _fmt(value: object, digits: int = 1) -> str:
 
 
 def format_summary(summary: pd.DataFrame) -> str:
-    """A plain-text table (no extra dependency) of :func:`rtclab.stats.summary.pair_summary`."""
+    """A plain-text table (no extra dependency) of :func:`rtclab.stats.summary.pair_summary`.
+
+    Each row is one ``peer -> remote`` pair; every traffic column says its direction with
+    an arrow (``->`` what ``peer`` sends to ``remote``, ``<-`` what it receives from
+    ``remote``), and a legend under the table spells that out.
+    """
     headers = [
-        "pair",
+        "peer -> remote",
         "connect ms",
         "path",
-        "RTT ms",
-        "loss %",
-        "jitter ms",
-        "send kbps",
-        "recv kbps",
-        "recv fps",
+        "RTCP RTT ms",
+        "-> kbps",
+        "<- kbps",
+        "<- video fps",
+        "<- loss %",
+        "<- jitter ms",
     ]
     lines = []
     for row in summary.itertuples(index=False):
@@ -85,12 +90,12 @@ def format_summary(summary: pd.DataFrame) -> str:
                 f"{row.peer} -> {row.remote}",
                 _fmt(row.connect_ms),
                 _fmt(row.path),
-                _fmt(row.rtt_ms),
-                _fmt(row.loss_pct, 2),
-                _fmt(row.jitter_ms),
+                _fmt(row.rtcp_rtt_ms),
                 _fmt(row.send_kbps, 0),
                 _fmt(row.recv_kbps, 0),
                 _fmt(row.recv_fps),
+                _fmt(row.recv_loss_pct, 2),
+                _fmt(row.recv_jitter_ms),
             ]
         )
     widths = [
@@ -99,6 +104,11 @@ def format_summary(summary: pd.DataFrame) -> str:
     out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
     out.append("  ".join("-" * w for w in widths))
     out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in lines]
+    out.append("")
+    out.append(
+        "-> : peer sends to remote (audio + video);  <- : peer receives from remote "
+        "(kbps: audio + video; fps, loss, jitter: video)"
+    )
     return "\n".join(out)
 
 

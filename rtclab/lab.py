@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
+import shutil
 import sys
+import tempfile
 import time
 import warnings
 import weakref
@@ -120,6 +123,13 @@ class Lab:
     (:mod:`rtclab.web`, see :meth:`browser_url`), and browsers' ``stats`` reports land in
     :attr:`samples` beside the kernel peers' rows (``peer`` = the browser's userId).
 
+    Nothing measured is dropped: ``stats_window`` (seconds) bounds the rows kept in memory
+    and the live views; older rows spill to ``samples.csv`` (and ``samples.events.csv``) in
+    ``spill_dir``, and :attr:`samples`, :attr:`events`, :meth:`to_csv` and :meth:`to_parquet`
+    return the whole run. Without ``spill_dir`` the lab uses a temporary folder of its own,
+    removed when the lab is garbage-collected or the process exits; a ``spill_dir`` you pass
+    is kept (:attr:`spill_dir` says where the files are).
+
     ``preload_widgets`` (default: when running in a Jupyter kernel) imports the plotly and
     widget stack in :meth:`start`, before any peer runs, so that opening a dashboard later
     does not freeze running media for the 3-4 s those imports take.
@@ -139,12 +149,21 @@ class Lab:
         keep_messages: int = 5_000,
         client: bool = True,
         preload_widgets: bool | None = None,
+        spill_dir: str | Path | None = None,
     ) -> None:
         self.name = name
         self.preload_widgets = _in_kernel() if preload_widgets is None else preload_widgets
         self.server = SignalingServer(host=host, port=port)
         self._messages = _MessageLog(keep_messages)
-        self.collector = StatsCollector(interval=stats_interval, window=stats_window)
+        if spill_dir is None:
+            # created on the first spill (a short lab never touches the disk), removed with
+            # the lab or at exit
+            spill_dir = Path(tempfile.gettempdir()) / f"rtclab-{os.getpid()}-{secrets.token_hex(4)}"
+            weakref.finalize(self, shutil.rmtree, spill_dir, True)
+        self.spill_dir = Path(spill_dir)
+        self.collector = StatsCollector(
+            interval=stats_interval, window=stats_window, spill_path=self.spill_dir / "samples.csv"
+        )
         self.ice = ice or IceConfig()
         self.peers: dict[str, Peer] = {}
         self.url: str | None = None
@@ -410,7 +429,12 @@ class Lab:
         return self._dashboard
 
     def to_csv(self, directory: str | Path) -> dict[str, Path]:
+        """``samples.csv`` and ``events.csv`` of the whole run (see ``StatsCollector.to_csv``)."""
         return self.collector.to_csv(directory)
+
+    def to_parquet(self, directory: str | Path) -> dict[str, Path]:
+        """``samples.parquet`` and ``events.parquet`` of the whole run; needs pyarrow."""
+        return self.collector.to_parquet(directory)
 
     # --- TURN and ICE paths (issue 4) ---------------------------------------------------------
 

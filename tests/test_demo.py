@@ -11,10 +11,12 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from rtclab import read_events_csv, read_samples_csv
-from rtclab.demo import run_demo
+from rtclab.demo import format_summary, run_demo
+from rtclab.stats.summary import SUMMARY_COLUMNS
 
 pytestmark = pytest.mark.slow
 
@@ -25,19 +27,21 @@ async def test_demo_outputs(tmp_path: Path) -> None:
     text = out.getvalue()
     assert "6 peer connections up" in text
     assert "alice -> bob" in text and "carol -> bob" in text
+    header = next(line for line in text.splitlines() if line.startswith("peer -> remote"))
+    assert "-> kbps" in header and "<- kbps" in header
 
     summary = result.summary
     assert len(summary) == 6
     assert set(summary["path"]) == {"host/host"}
     for row in summary.itertuples():
         assert 0 < row.connect_ms < 5000
-        assert 0 < row.rtt_ms < 200, row
+        assert 0 < row.rtcp_rtt_ms < 200, row
         assert 15 * 0.8 <= row.recv_fps <= 15 * 1.2, row
         assert row.send_kbps > 20 and row.recv_kbps > 20, row
-        assert row.loss_pct == 0 or math.isclose(row.loss_pct, 0, abs_tol=1.0)
+        assert row.recv_loss_pct == 0 or math.isclose(row.recv_loss_pct, 0, abs_tol=1.0)
 
     samples = read_samples_csv(result.samples_csv)
-    assert {"rtt_ms", "jitter_ms", "fraction_lost", "bitrate_kbps"} <= set(samples.columns)
+    assert {"rtcp_rtt_ms", "jitter_ms", "fraction_lost", "bitrate_kbps"} <= set(samples.columns)
     assert set(samples["peer"]) == {"alice", "bob", "carol"}
     assert {"audio", "video"} <= set(samples["kind"])
     events = read_events_csv(result.events_csv)
@@ -117,3 +121,19 @@ def test_cli_demo_that_cannot_write_at_the_end_still_prints_the_summary(tmp_path
     assert len(lines) == 1, err
     assert lines[0].startswith("rtclab demo: could not write samples.csv and events.csv ("), err
     assert "dashboard.html (" in lines[0] and str(out) in lines[0]
+
+
+def test_summary_table_labels_each_column_by_direction() -> None:
+    """Issue 17 item 12: ``alice -> bob`` showed what alice receives *from* bob under a
+    plain "recv kbps": each traffic column now carries its direction."""
+    row = dict.fromkeys(SUMMARY_COLUMNS, math.nan)
+    row.update(peer="alice", remote="bob", path="host/host", send_kbps=300.0, recv_kbps=120.0)
+    text = format_summary(pd.DataFrame([row], columns=SUMMARY_COLUMNS))
+    header, _, line = text.splitlines()[:3]
+    columns = [c for c in header.split("  ") if c.strip()]
+    cells = [c for c in line.split("  ") if c.strip()]
+    by_header = dict(zip([c.strip() for c in columns], [c.strip() for c in cells], strict=True))
+    assert by_header["peer -> remote"] == "alice -> bob"
+    assert by_header["-> kbps"] == "300" and by_header["<- kbps"] == "120"
+    assert {"<- video fps", "<- loss %", "<- jitter ms"} <= set(by_header)
+    assert "peer sends to remote" in text and "peer receives from remote" in text

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
+from pathlib import Path
 
 import pytest
 
-from rtclab import Lab, Peer
+from rtclab import Lab, Peer, read_events_csv, read_samples_csv
 from rtclab.lab import _summarize
+from rtclab.stats import read_samples_parquet
 
 pytestmark = pytest.mark.slow
 
@@ -193,3 +196,40 @@ async def test_preloaded_widgets_keep_media_running_when_a_dashboard_opens() -> 
     cold = await _dashboard_mid_experiment(False)  # outside a kernel the default is off
     assert not cold["imported_at_start"]
     assert cold["lag_max_ms"] > preloaded["lag_max_ms"], (cold, preloaded)
+
+
+async def test_rows_older_than_the_window_spill_and_nothing_is_lost(tmp_path: Path) -> None:
+    """Issue 17 item 2, the reported run: ``Lab(stats_interval=0.5, stats_window=3)`` for
+    6 s kept rows from 3.5 s on only, in memory and in the CSV."""
+    lab = Lab(name="spill", stats_interval=0.5, stats_window=3)
+    spill_dir = lab.spill_dir
+    async with lab:
+        await lab.peer("alice", room="r", video=False, audio=False)
+        await lab.peer("bob", room="r", video=False, audio=False)
+        await lab.wait_connected(timeout=10)
+        await asyncio.sleep(6.5)
+        kept = lab.collector.rows_within(3600)
+        assert kept[-1]["elapsed_s"] - kept[0]["elapsed_s"] <= 3.0  # memory stays bounded
+        assert (spill_dir / "samples.csv").exists()
+    samples = lab.samples  # after stop too: the spill outlives stop()
+    first = samples.groupby("peer")["elapsed_s"].min()
+    assert (first < 1.5).all() and samples["elapsed_s"].max() > 6.0, first
+    paths = lab.to_csv(tmp_path / "csv")
+    assert len(read_samples_csv(paths["samples"])) == len(samples)
+    assert (read_events_csv(paths["events"])["event"] == "connected").sum() == 2
+    assert len(read_samples_parquet(lab.to_parquet(tmp_path / "pq")["samples"])) == len(samples)
+    del lab, samples
+    gc.collect()
+    assert not spill_dir.exists()  # the lab's own temporary folder goes with it
+
+
+async def test_a_spill_dir_the_user_names_is_kept(tmp_path: Path) -> None:
+    async with Lab(name="spill-kept", stats_interval=0.2, stats_window=0.5,
+                   spill_dir=tmp_path / "keep") as lab:  # fmt: skip
+        await lab.peer("alice", room="r", video=False, audio=False)
+        await lab.peer("bob", room="r", video=False, audio=False)
+        await lab.wait_connected(timeout=10)
+        await asyncio.sleep(1.5)
+    del lab
+    gc.collect()
+    assert len(read_samples_csv(tmp_path / "keep" / "samples.csv")) > 0

@@ -153,7 +153,7 @@ async def test_namespace_peers_stream_their_stats_into_the_lab() -> None:
     assert set(video["peer"]) == {"alice", "bob"}
     got = video[(video["direction"] == "inbound") & video["frames_per_second"].notna()]
     assert got.groupby("peer")["frames_per_second"].median().between(10, 20).all()
-    rtt = video["rtt_ms"].dropna()
+    rtt = video["rtcp_rtt_ms"].dropna()
     assert len(rtt) and (rtt < 50).all()
     # restricted cone lets the symmetric side's new port in: a direct path, no relay
     pairs = video.dropna(subset=["local_candidate_type"])
@@ -196,11 +196,14 @@ async def test_impaired_namespace_links_show_up_in_the_lab_stats() -> None:
             assert lossy is not None
             counters = lossy.close()
     video = samples[(samples["kind"] == "video") & (samples["direction"] == "outbound")]
-    rtt = video[video["peer"] == "slow"]["rtt_ms"].dropna()
+    rtt = video[video["peer"] == "slow"]["rtcp_rtt_ms"].dropna()
     assert len(rtt) >= 5 and rtt.median() == pytest.approx(100, rel=0.15)
-    sent = video[video["peer"] == "lossy"].dropna(subset=["packets_lost", "packets_received"])
+    sent = video[video["peer"] == "lossy"].dropna(
+        subset=["remote_packets_lost", "remote_packets_received"]
+    )
     last = sent.iloc[-1]
-    fraction = last["packets_lost"] / (last["packets_lost"] + last["packets_received"])
+    lost, received = last["remote_packets_lost"], last["remote_packets_received"]
+    fraction = lost / (lost + received)
     assert last["packets_sent"] > 300
     assert fraction == pytest.approx(0.05, abs=0.02)
     up = counters["up"]

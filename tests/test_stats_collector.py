@@ -208,7 +208,10 @@ async def media_run() -> AsyncIterator[MediaRun]:
         while loop.time() < deadline:  # until RTCP has produced an RTT for both kinds
             s = collector.samples
             out = s[(s.peer == "a") & (s.direction == "outbound") & s.kind.isin(["audio", "video"])]
-            if out.groupby("kind").rtt_ms.count().reindex(["audio", "video"]).fillna(0).min() >= 2:
+            if (
+                out.groupby("kind").rtcp_rtt_ms.count().reindex(["audio", "video"]).fillna(0).min()
+                >= 2
+            ):
                 break
             await asyncio.sleep(0.25)
         await collector.stop()
@@ -279,24 +282,27 @@ def test_units_are_plausible(media_run: MediaRun) -> None:
     s = media_run.samples
     for kind in ("audio", "video"):
         out = rows_of(s, "a", kind, "outbound")
-        rtt = out.rtt_ms.dropna()
+        rtt = out.rtcp_rtt_ms.dropna()
         assert len(rtt) >= 1, f"no RTT for {kind} after RTCP"
         assert ((rtt > 0) & (rtt < 100)).all(), rtt  # ms on loopback, not s nor µs
-        assert out.fraction_lost.dropna().between(0, 1).all()
-        jitter = pd.concat([out.jitter_ms, rows_of(s, "b", kind, "inbound").jitter_ms]).dropna()
+        assert out.remote_fraction_lost.dropna().between(0, 1).all()
+        jitter = pd.concat(
+            [out.remote_jitter_ms, rows_of(s, "b", kind, "inbound").jitter_ms]
+        ).dropna()
         assert len(jitter) and jitter.between(0, 200).all(), jitter  # ms, not timestamp units
         inb = rows_of(s, "b", kind, "inbound")
         assert inb.bytes_received.dropna().iloc[-1] > 0
         assert inb.packets_received.dropna().iloc[-1] > 0
         assert inb.fraction_lost.dropna().between(0, 1).all()
-    transport_rtt = rows_of(s, "a", "transport", "outbound").rtt_ms.dropna()
-    assert len(transport_rtt) and transport_rtt.between(0, 100).all()  # RTCP fallback, no SCTP
+    transport = rows_of(s, "a", "transport", "outbound")
+    assert transport.sctp_rtt_ms.isna().all() and transport.rtcp_rtt_ms.isna().all()  # no SCTP
     fps_out = rows_of(s, "a", "video", "outbound").frames_per_second.dropna()
     fps_in = rows_of(s, "b", "video", "inbound").frames_per_second.dropna()
     assert 10 <= fps_out.median() <= 20, fps_out
     assert 8 <= fps_in.median() <= 20, fps_in
-    audio_fps = rows_of(s, "a", "audio", "outbound").frames_per_second.dropna()
-    assert 40 <= audio_fps.median() <= 60  # 20 ms audio frames
+    audio = rows_of(s, "a", "audio", "outbound")
+    assert audio.frames_per_second.isna().all()  # video's column
+    assert 40 <= audio.audio_frames_per_second.dropna().median() <= 60  # 20 ms audio frames
     first = s[s.elapsed_s == s.elapsed_s.min()]
     assert first.bitrate_kbps.isna().all()  # no previous sample, no rate
 
@@ -437,7 +443,7 @@ async def test_data_channel_only_connection_still_has_rows(
     t_out = one("a", "transport", "outbound")
     assert t_out["bytes_sent"] > 50_000 and t_out["bitrate_kbps"] > 0
     assert one("b", "transport", "inbound")["bytes_received"] > 50_000
-    assert t_out["rtt_ms"] is not None and 0 < t_out["rtt_ms"] < 1000
+    assert t_out["sctp_rtt_ms"] is not None and 0 < t_out["sctp_rtt_ms"] < 1000
     assert t_out["connection_state"] == "connected"
 
     # a closed pc: one final sample, no exception, then it stops producing rows
@@ -512,10 +518,11 @@ async def test_max_rows_bound_and_spill(tmp_path: Path) -> None:
     for i in range(15):  # 2 data rows per poll
         counters.channel("chat").bytes_sent = 10 * (i + 1)
         await collector.poll()
-        assert len(collector.samples) <= 10
-    kept, spilled = collector.samples, read_samples_csv(spill)
-    assert len(kept) == 10 and len(spilled) == 20
-    whole = pd.concat([spilled, kept], ignore_index=True)
+        assert len(collector._rows) <= 10
+    spilled, whole = read_samples_csv(spill), collector.samples
+    assert len(collector._rows) == 10 and len(spilled) == 20
+    assert len(whole) == 30  # samples: what spilled, then what is in memory
+    pdt.assert_frame_equal(whole.iloc[:20], spilled)
     assert whole.elapsed_s.is_monotonic_increasing
     assert list(whole[whole.direction == "outbound"].bytes_sent) == [
         10.0 * (i + 1) for i in range(15)
@@ -530,9 +537,9 @@ async def test_window_bound() -> None:
         await collector.poll()
         await asyncio.sleep(0.1)
     await collector.poll()
-    s = collector.samples
-    assert s.elapsed_s.max() - s.elapsed_s.min() <= 0.25
-    assert s.elapsed_s.max() >= 0.5
+    kept = collector.rows_within(60.0)
+    assert kept[-1]["elapsed_s"] - kept[0]["elapsed_s"] <= 0.25
+    assert kept[-1]["elapsed_s"] >= 0.5
 
 
 async def test_rows_within_and_recent_rows_read_without_a_frame() -> None:
@@ -556,14 +563,15 @@ async def test_events_bounded_and_values_round_trip(tmp_path: Path) -> None:
     collector = StatsCollector(max_rows=3, spill_path=tmp_path / "s.csv")
     for i in range(5):
         collector.record_event("p", None if i % 2 else "r", "gathered", {"n": i, "ms": 1.5})
-    assert len(collector.events) == 3
+    assert len(collector._events) == 3
     spilled = read_events_csv(tmp_path / "s.events.csv")
     assert list(spilled.value) == [{"n": 0, "ms": 1.5}, {"n": 1, "ms": 1.5}]
     assert spilled.remote.iloc[1] is None
+    assert [v["n"] for v in collector.events.value] == [0, 1, 2, 3, 4]  # nothing lost
     paths = collector.to_csv(tmp_path / "csv")
     pdt.assert_frame_equal(read_events_csv(paths["events"]), collector.events)
     raw = pd.read_csv(paths["events"], dtype=object)
-    assert json.loads(raw.value.iloc[0]) == {"n": 2, "ms": 1.5}  # JSON text in the file
+    assert json.loads(raw.value.iloc[2]) == {"n": 2, "ms": 1.5}  # dicts as JSON text
 
 
 async def test_start_stop_leaves_no_tasks_and_listeners_unsubscribe() -> None:
@@ -603,7 +611,7 @@ async def test_pair_change_is_an_event() -> None:
     collector = StatsCollector()
     collector.add(Source("p", [("r", pc, data_counters())]))
     rows = await collector.poll()
-    assert rows[0]["local_address"] == "127.0.0.1:1000" and rows[0]["rtt_ms"] == 4.0
+    assert rows[0]["local_address"] == "127.0.0.1:1000" and rows[0]["sctp_rtt_ms"] == 4.0
     await collector.poll()
     assert collector.events.empty
     connection._nominated[1] = pair(2000)
@@ -611,3 +619,58 @@ async def test_pair_change_is_an_event() -> None:
     assert rows[0]["local_address"] == "127.0.0.1:2000"
     assert list(collector.events.event) == ["pair-changed"]
     assert "127.0.0.1:2000" in collector.events.value.iloc[0]
+
+
+async def test_window_bounds_memory_only_and_exports_return_everything(tmp_path: Path) -> None:
+    """Issue 17 item 2: rows older than the window went missing from ``samples`` and
+    ``to_csv``/``to_parquet``; now they spill to the file and come back from all three."""
+    collector = StatsCollector(
+        interval=1.0, window=0.25, max_rows=None, spill_path=tmp_path / "spill" / "s.csv"
+    )
+    counters = data_counters()
+    collector.add(Source("p", [("r", FakePC(), counters)]))
+    for i in range(8):
+        counters.channel("chat").bytes_sent = 10 * (i + 1)
+        await collector.poll()
+        await asyncio.sleep(0.1)
+    memory = collector.rows_within(60.0)
+    assert memory[-1]["elapsed_s"] - memory[0]["elapsed_s"] <= 0.25  # memory stays bounded
+    assert len(memory) < 16
+    whole = collector.samples
+    assert len(whole) == 16 and whole.elapsed_s.min() == 0.0  # the first poll is still there
+    sent = whole[whole.direction == "outbound"].bytes_sent
+    assert list(sent) == [10.0 * (i + 1) for i in range(8)]
+    paths = collector.to_csv(tmp_path / "csv")
+    pdt.assert_frame_equal(read_samples_csv(paths["samples"]), whole)
+    parquet = collector.to_parquet(tmp_path / "pq")
+    pdt.assert_frame_equal(read_samples_parquet(parquet["samples"]), whole)
+    collector.clear()
+    assert collector.samples.empty and not (tmp_path / "spill" / "s.csv").exists()
+
+
+async def test_plain_pandas_reads_the_csv_files(tmp_path: Path) -> None:
+    """Issue 17 item 11: plain ``pd.read_csv`` (with the README's ``parse_dates``/``dtype``)
+    gets timestamps, text values as text and an empty ``relay_protocol`` as text."""
+    collector = StatsCollector(max_rows=2, spill_path=tmp_path / "spill.csv")
+    counters = data_counters()
+    collector.add(Source("p", [("r", FakePC(), counters)]))
+    collector.record_event("p", "r", "room", "demo")
+    collector.record_event("p", "r", "connected", 12.5)
+    collector.record_event("p", "r", "selected-pair", {"local": "host"})
+    collector.record_event("p", None, "note", None)
+    for _ in range(3):
+        await collector.poll()
+    paths = collector.to_csv(tmp_path / "out")
+    samples = pd.read_csv(paths["samples"], parse_dates=["t"], dtype={"relay_protocol": str})
+    assert isinstance(samples["t"].dtype, pd.DatetimeTZDtype) and len(samples) == 6
+    relay = samples["relay_protocol"]
+    assert not pd.api.types.is_float_dtype(relay) and relay.isna().all()  # text, not float64
+    assert samples["peer"].tolist() == ["p"] * 6 and samples["bytes_sent"].dtype == "float64"
+    events = pd.read_csv(paths["events"], parse_dates=["t"])
+    assert isinstance(events["t"].dtype, pd.DatetimeTZDtype)
+    assert events["value"].tolist()[0] == "demo"  # not '"demo"'
+    assert events["value"].tolist()[1] == "12.5"
+    assert json.loads(events["value"].tolist()[2]) == {"local": "host"}
+    assert pd.isna(events["value"].tolist()[3])
+    back = read_events_csv(paths["events"])
+    assert back["value"].tolist() == ["demo", 12.5, {"local": "host"}, None]

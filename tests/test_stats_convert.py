@@ -137,7 +137,7 @@ def row(rows: list[dict[str, Any]], kind: str, direction: str) -> dict[str, Any]
 
 
 def test_column_lists_are_consistent() -> None:
-    assert len(SAMPLE_COLUMNS) == len(set(SAMPLE_COLUMNS)) == 27
+    assert len(SAMPLE_COLUMNS) == len(set(SAMPLE_COLUMNS)) == 35
     assert set(NUMERIC_COLUMNS) | set(STRING_COLUMNS) | {"t"} == set(SAMPLE_COLUMNS)
     assert not set(NUMERIC_COLUMNS) & set(STRING_COLUMNS)
 
@@ -157,8 +157,8 @@ def test_jitter_uses_codec_clock_audio_48k_video_90k() -> None:
         None,
         elapsed_s=0.0,
     )
-    assert row(rows, "audio", "outbound")["jitter_ms"] == pytest.approx(10.0)
-    assert row(rows, "video", "outbound")["jitter_ms"] == pytest.approx(10.0)
+    assert row(rows, "audio", "outbound")["remote_jitter_ms"] == pytest.approx(10.0)
+    assert row(rows, "video", "outbound")["remote_jitter_ms"] == pytest.approx(10.0)
     assert row(rows, "audio", "inbound")["jitter_ms"] == pytest.approx(2.0)
     assert row(rows, "video", "inbound")["jitter_ms"] == pytest.approx(20.0)
 
@@ -188,10 +188,10 @@ def test_fraction_lost_is_0_to_1_and_rtt_is_ms() -> None:
         elapsed_s=0.0,
     )
     out = row(rows, "video", "outbound")
-    assert out["fraction_lost"] == pytest.approx(0.25)
-    assert out["rtt_ms"] == pytest.approx(12.5)
-    assert out["packets_lost"] == 40
-    assert out["packets_received"] == 960
+    assert out["remote_fraction_lost"] == pytest.approx(0.25)
+    assert out["rtcp_rtt_ms"] == pytest.approx(12.5)
+    assert out["remote_packets_lost"] == 40
+    assert out["remote_packets_received"] == 960
     assert out["packets_sent"] == 1000
     assert out["bytes_sent"] == 10**6
     full = snapshot_to_rows(
@@ -204,8 +204,8 @@ def test_fraction_lost_is_0_to_1_and_rtt_is_ms() -> None:
         None,
         elapsed_s=0.0,
     )
-    assert 0.0 <= row(full, "video", "outbound")["fraction_lost"] <= 1.0
-    assert row(full, "video", "outbound")["rtt_ms"] is None  # no RTCP round trip yet
+    assert 0.0 <= row(full, "video", "outbound")["remote_fraction_lost"] <= 1.0
+    assert row(full, "video", "outbound")["rtcp_rtt_ms"] is None  # no RTCP round trip yet
 
 
 def test_first_sample_has_no_rates() -> None:
@@ -235,7 +235,8 @@ def test_bitrate_and_fps_from_deltas() -> None:
     inb = row(rows, "audio", "inbound")
     assert inb["bytes_received"] == 6000
     assert inb["bitrate_kbps"] == pytest.approx(2000 * 8 / 0.5 / 1000)
-    assert inb["frames_per_second"] == pytest.approx(50.0)
+    assert inb["audio_frames_per_second"] == pytest.approx(50.0)
+    assert inb["frames_per_second"] is None and inb["frames"] is None  # video's columns
     assert out["elapsed_s"] == 0.5
     assert out["t"] == T0 + timedelta(seconds=0.5)
 
@@ -253,7 +254,7 @@ def test_inbound_fraction_lost_over_interval() -> None:
     inb = row(snapshot_to_rows(s1, s0, elapsed_s=1.0), "video", "inbound")
     assert inb["fraction_lost"] == pytest.approx(0.1)
     assert inb["packets_lost"] == 10
-    assert inb["rtt_ms"] is None
+    assert inb["rtcp_rtt_ms"] is None and inb["sctp_rtt_ms"] is None
     assert inb["bytes_received"] is None  # nobody counted RTP bytes: unknown, not 0
 
 
@@ -283,9 +284,9 @@ def test_streams_of_one_kind_are_aggregated() -> None:
     out = row(rows, "video", "outbound")
     assert out["packets_sent"] == 30
     assert out["bytes_sent"] == 4000
-    assert out["rtt_ms"] == pytest.approx(20.0)
-    assert out["jitter_ms"] == pytest.approx(10.0)  # worst stream
-    assert out["fraction_lost"] == pytest.approx(0.5)
+    assert out["rtcp_rtt_ms"] == pytest.approx(20.0)
+    assert out["remote_jitter_ms"] == pytest.approx(10.0)  # worst stream
+    assert out["remote_fraction_lost"] == pytest.approx(0.5)
 
 
 def test_data_only_connection_gives_data_and_transport_rows() -> None:
@@ -318,7 +319,7 @@ def test_data_only_connection_gives_data_and_transport_rows() -> None:
     assert d_out["messages_sent"] == 24
     assert d_out["bytes_sent"] == 1400
     assert d_out["bitrate_kbps"] == pytest.approx((1400 - 300) * 8 / 2 / 1000)
-    assert d_out["rtt_ms"] == 2.5
+    assert d_out["sctp_rtt_ms"] == 2.5
     d_in = row(rows, "data", "inbound")
     assert d_in["messages_received"] == 1
     assert d_in["bytes_received"] == 50
@@ -331,7 +332,7 @@ def test_data_only_connection_gives_data_and_transport_rows() -> None:
     t_in = row(rows, "transport", "inbound")
     assert t_in["bytes_received"] == 900
     assert t_in["bitrate_kbps"] == pytest.approx(400 * 8 / 2 / 1000)
-    assert t_in["rtt_ms"] == 2.5
+    assert t_in["sctp_rtt_ms"] == 2.5
 
 
 def test_no_channels_and_no_transport_gives_no_rows() -> None:
@@ -382,15 +383,71 @@ def test_no_nan_sneaks_in() -> None:
             assert r[c] is None or not math.isnan(r[c])
 
 
-def test_transport_rtt_falls_back_to_rtcp_without_sctp() -> None:
+def test_each_rtt_source_has_its_own_column() -> None:
+    """Issue 17 item 10: RTCP (media) and SCTP (data, transport) round trips differ (1.73 vs
+    4.73 ms were seen at one time): never one column for both, never one in place of the
+    other."""
     rep = report(
         outbound("audio", 5, 500),
         remote_inbound("audio", jitter=0, fraction_lost=0, rtt=0.002),
         outbound("video", 5, 500),
         remote_inbound("video", jitter=0, fraction_lost=0, rtt=0.004),
     )
-    rows = snapshot_to_rows(snap(rep=rep, transport=transport_stats(1, 1)), None, elapsed_s=0.0)
-    assert row(rows, "transport", "outbound")["rtt_ms"] == pytest.approx(3.0)
-    with_sctp = snap(rep=rep, transport=transport_stats(1, 1), sctp_rtt_ms=7.0)
-    rows = snapshot_to_rows(with_sctp, None, elapsed_s=0.0)
-    assert row(rows, "transport", "inbound")["rtt_ms"] == 7.0
+    counters = ConnectionCounters()
+    counters.channel("chat")
+    rows = snapshot_to_rows(
+        snap(rep=rep, counters=counters, transport=transport_stats(1, 1), sctp_rtt_ms=7.0),
+        None,
+        elapsed_s=0.0,
+    )
+    assert "rtt_ms" not in SAMPLE_COLUMNS
+    assert row(rows, "video", "outbound")["rtcp_rtt_ms"] == pytest.approx(4.0)
+    assert row(rows, "audio", "outbound")["rtcp_rtt_ms"] == pytest.approx(2.0)
+    for kind in ("audio", "video"):
+        assert row(rows, kind, "outbound")["sctp_rtt_ms"] is None
+    for kind in ("data", "transport"):
+        for direction in ("outbound", "inbound"):
+            r = row(rows, kind, direction)
+            assert r["sctp_rtt_ms"] == 7.0 and r["rtcp_rtt_ms"] is None
+    # media only (no SCTP): the transport rows say nothing rather than borrow RTCP's
+    media_only = snap(rep=rep, transport=transport_stats(1, 1))
+    rows = snapshot_to_rows(media_only, None, elapsed_s=0.0)
+    assert row(rows, "transport", "outbound")["sctp_rtt_ms"] is None
+    assert row(rows, "transport", "outbound")["rtcp_rtt_ms"] is None
+
+
+def test_outbound_rows_name_remote_reported_counts_as_remote() -> None:
+    """Issue 17 item 8: video at t=2 s showed packets_sent 53 beside packets_received 13 (the
+    receiver's lagging RTCP count), which reads as 75 % loss. Local counts keep the plain
+    names; what the remote reported is named remote_*."""
+    rep = report(
+        outbound("video", 53, 50_000),
+        remote_inbound("video", jitter=900, fraction_lost=0, rtt=0.002, lost=0, received=13),
+    )
+    out = row(snapshot_to_rows(snap(rep=rep), None, elapsed_s=2.0), "video", "outbound")
+    assert out["packets_sent"] == 53
+    assert out["remote_packets_received"] == 13 and out["remote_packets_lost"] == 0
+    assert out["remote_fraction_lost"] == 0.0 and out["remote_jitter_ms"] == pytest.approx(10.0)
+    for local in ("packets_received", "packets_lost", "fraction_lost", "jitter_ms"):
+        assert out[local] is None, local
+
+
+def test_frames_per_second_is_video_only() -> None:
+    """Issue 17 item 9: ~50 audio frames/s and 15 video frames/s shared one column."""
+    c0 = ConnectionCounters(
+        frames_sent={"audio": 0, "video": 0}, frames_received={"audio": 0, "video": 0}
+    )
+    c1 = ConnectionCounters(
+        frames_sent={"audio": 50, "video": 15}, frames_received={"audio": 48, "video": 15}
+    )
+    s0 = snap(at=0.0, rep=report(outbound("audio", 1, 100), outbound("video", 1, 100)), counters=c0)
+    s1 = snap(
+        at=1.0, rep=report(outbound("audio", 51, 9000), outbound("video", 31, 90_000)), counters=c1
+    )
+    rows = snapshot_to_rows(s1, s0, elapsed_s=1.0)
+    for direction, audio_fps in (("outbound", 50.0), ("inbound", 48.0)):
+        audio, video = row(rows, "audio", direction), row(rows, "video", direction)
+        assert video["frames_per_second"] == pytest.approx(15.0)
+        assert audio["frames_per_second"] is None and audio["frames"] is None
+        assert audio["audio_frames_per_second"] == pytest.approx(audio_fps)
+        assert video["audio_frames_per_second"] is None

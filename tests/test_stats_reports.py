@@ -68,7 +68,7 @@ def test_collector_add_rows_normalises_and_stamps() -> None:
                 **ROW,
                 "peer": "someone-else",
                 "t": 0,
-                "rtt_ms": True,
+                "ice_rtt_ms": True,
                 "packets_lost": "3",
                 "fraction_lost": float("nan"),
                 "unknown": 1,
@@ -82,7 +82,7 @@ def test_collector_add_rows_normalises_and_stamps() -> None:
     assert set(df["peer"]) == {"a"}  # the bound identity, not the row's claim
     assert df["bitrate_kbps"].tolist() == [250.0, 250.0] and df["jitter_ms"].dtype == "float64"
     last = df.iloc[-1]
-    assert last["rtt_ms"] != last["rtt_ms"]  # booleans and strings are not numbers: NaN
+    assert last["ice_rtt_ms"] != last["ice_rtt_ms"]  # booleans and strings are not numbers: NaN
     assert last["packets_lost"] != last["packets_lost"]
     assert str(df["t"].dtype).startswith("datetime64")
 

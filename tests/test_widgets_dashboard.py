@@ -155,8 +155,8 @@ def test_outside_a_loop_rows_fed_by_hand_redraw_synchronously() -> None:
                     "remote": "b",
                     "kind": "video",
                     "direction": "outbound",
-                    "rtt_ms": 1.5,
-                    "fraction_lost": 0.01,
+                    "rtcp_rtt_ms": 1.5,
+                    "remote_fraction_lost": 0.01,
                     "bitrate_kbps": 300.0,
                     "local_candidate_type": "relay",
                     "remote_candidate_type": "srflx",
@@ -180,7 +180,7 @@ def test_long_windows_are_thinned_to_max_points() -> None:
     for second in range(3600):
         dashboard._ingest(
             {"t": now, "elapsed_s": float(second), "peer": p, "remote": r, "kind": "video",
-             "direction": "outbound", "rtt_ms": float(second)}
+             "direction": "outbound", "rtcp_rtt_ms": float(second)}
             for p, r in pairs
         )  # fmt: skip
     dashboard.refresh()

@@ -357,7 +357,8 @@ async def _one_run(
 
 
 def _path_and_rates(samples: pd.DataFrame, peer: str, remote: str) -> dict[str, Any]:
-    """Selected path (last sample), median RTT and median sent media bitrate of one run."""
+    """Selected path (last sample), median RTT (RTCP with media, else SCTP) and median sent
+    bitrate of one run."""
     if samples.empty:
         return {}
     mine = samples[(samples["peer"] == peer) & (samples["remote"] == remote)]
@@ -367,7 +368,10 @@ def _path_and_rates(samples: pd.DataFrame, peer: str, remote: str) -> dict[str, 
     for column in ("local_candidate_type", "remote_candidate_type", "protocol", "relay_protocol"):
         values = mine[column].dropna()
         out[column] = values.iloc[-1] if len(values) else None
-    rtt = pd.to_numeric(mine["rtt_ms"], errors="coerce").dropna()
+    # the media path's RTCP round trip when media flowed, else the data channel's SCTP one
+    rtt = pd.to_numeric(mine["rtcp_rtt_ms"], errors="coerce").dropna()
+    if rtt.empty:
+        rtt = pd.to_numeric(mine["sctp_rtt_ms"], errors="coerce").dropna()
     out["rtt_ms"] = float(rtt.median()) if len(rtt) else math.nan
     sent = mine[(mine["direction"] == "outbound") & mine["kind"].isin(["audio", "video", "data"])]
     per_kind = [

@@ -308,7 +308,7 @@ async def _first_rtt(collector: Any, timeout: float = 6.0) -> None:
     deadline = loop.time() + timeout
     while loop.time() < deadline:
         for row in collector.recent_rows():
-            rtt = row.get("rtt_ms")
+            rtt = row.get("rtcp_rtt_ms")
             if row.get("peer") == "sender" and rtt is not None and rtt == rtt:  # not NaN
                 return
         await asyncio.sleep(0.1)
@@ -325,14 +325,14 @@ def _measure(samples: pd.DataFrame) -> dict[str, Any]:
         return float(values.median()) if len(values) else math.nan
 
     out: dict[str, Any] = {
-        "rtt_ms": median(sent, "rtt_ms"),
+        "rtt_ms": median(sent, "rtcp_rtt_ms"),
         "jitter_ms": median(got, "jitter_ms"),
         "bitrate_kbps": median(got, "bitrate_kbps"),
         "frames_per_second": median(got, "frames_per_second"),
     }
     # the receiver's cumulative counts, as the sender learns them from RTCP receiver reports
-    lost = pd.to_numeric(sent["packets_lost"], errors="coerce").dropna()
-    received = pd.to_numeric(sent["packets_received"], errors="coerce").dropna()
+    lost = pd.to_numeric(sent["remote_packets_lost"], errors="coerce").dropna()
+    received = pd.to_numeric(sent["remote_packets_received"], errors="coerce").dropna()
     packets = pd.to_numeric(sent["packets_sent"], errors="coerce").dropna()
     if len(lost) and len(received) and lost.iloc[-1] + received.iloc[-1] > 0:
         out["loss_fraction"] = float(lost.iloc[-1] / (lost.iloc[-1] + received.iloc[-1]))

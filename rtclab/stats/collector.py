@@ -4,8 +4,10 @@ Runs as a task in the *running* loop (a Jupyter kernel's), never ``asyncio.run``
 kept as plain dicts in a bounded deque and a DataFrame is built only when asked for, so
 polling stays cheap. Memory is bounded by ``window`` (seconds of ``elapsed_s``) and
 ``max_rows``; with ``spill_path`` the evicted rows are appended to that CSV (samples) and to
-``<stem>.events.csv`` beside it (events) instead of being lost — ``read_samples_csv`` reads the
-spill file, and spill + ``to_csv`` output together are the whole run.
+``<stem>.events.csv`` beside it (events), and :attr:`~StatsCollector.samples`,
+:attr:`~StatsCollector.events`, ``to_csv`` and ``to_parquet`` read them back: the window then
+bounds memory and live views only, never what the run returns. (``Lab`` always gives its
+collector a spill file.) Without ``spill_path`` evicted rows are gone.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import json
 import logging
 import math
 import operator
+import shutil
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -197,7 +200,7 @@ class StatsCollector:
         if self.max_rows is not None and len(self._events) > self.max_rows:
             evicted = [self._events.popleft() for _ in range(len(self._events) - self.max_rows)]
             if self.spill_path is not None:
-                _append_csv_rows(self._events_spill_path(), EVENT_COLUMNS, evicted, json_value=True)
+                _append_csv_rows(self._events_spill_path(), EVENT_COLUMNS, evicted)
 
     def add_rows(self, rows: Iterable[Mapping[str, Any]], *, peer: str) -> list[dict[str, Any]]:
         """Append rows measured elsewhere (a browser's own getStats) as ``peer``'s, stamped now.
@@ -429,40 +432,80 @@ class StatsCollector:
 
     # -- frames and export -------------------------------------------------------------
 
+    def _spilled(self, path: Path | None) -> Path | None:
+        if path is None or not path.exists() or path.stat().st_size == 0:
+            return None
+        return path
+
     @property
     def samples(self) -> pd.DataFrame:
-        """Rows still in memory, ``SAMPLE_COLUMNS`` order; ``t`` UTC, numbers float64."""
-        return _samples_frame(self._rows)
+        """Every row of the run (spilled ones read back first), ``SAMPLE_COLUMNS`` order;
+        ``t`` UTC, numbers float64."""
+        memory = _samples_frame(self._rows)
+        spill = self._spilled(self.spill_path)
+        if spill is None:
+            return memory
+        frame: pd.DataFrame = pd.concat([read_samples_csv(spill), memory], ignore_index=True)
+        return frame
 
     @property
     def events(self) -> pd.DataFrame:
-        """Events still in memory, ``EVENT_COLUMNS`` order; ``value`` as recorded."""
-        return _events_frame(self._events)
+        """Every event of the run, ``EVENT_COLUMNS`` order; ``value`` as recorded (spilled
+        ones as :func:`read_events_csv` decodes them)."""
+        memory = _events_frame(self._events)
+        spill = self._spilled(self._events_spill_path()) if self.spill_path else None
+        if spill is None:
+            return memory
+        frame: pd.DataFrame = pd.concat([read_events_csv(spill), memory], ignore_index=True)
+        return frame
 
     def clear(self) -> None:
-        """Forget all rows and events (not the previous snapshots: rates continue)."""
+        """Forget all rows and events, spilled ones too (not the previous snapshots: rates
+        continue)."""
         self._rows.clear()
         self._events.clear()
+        if self.spill_path is not None:
+            for path in (self.spill_path, self._events_spill_path()):
+                path.unlink(missing_ok=True)
 
     def to_csv(self, directory: str | Path) -> dict[str, Path]:
-        """Write ``samples.csv`` and ``events.csv`` (values JSON-encoded) into ``directory``."""
+        """Write ``samples.csv`` and ``events.csv`` (the whole run) into ``directory``.
+
+        Streamed: the spill file is copied and the rows in memory appended, so no frame of
+        the whole run is built. Plain ``pd.read_csv`` works on both (see the README:
+        ``parse_dates=["t"]``); :func:`read_samples_csv` / :func:`read_events_csv` give back
+        exactly the dtypes of :attr:`samples` / :attr:`events`.
+        """
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         paths = {"samples": out / "samples.csv", "events": out / "events.csv"}
-        self.samples.to_csv(paths["samples"], index=False)
-        _events_frame(self._events, for_file=True).to_csv(paths["events"], index=False)
+        spills = (self.spill_path, self._events_spill_path() if self.spill_path else None)
+        parts = zip(
+            (paths["samples"], paths["events"]),
+            spills,
+            (SAMPLE_COLUMNS, EVENT_COLUMNS),
+            (self._rows, self._events),
+            strict=True,
+        )
+        for path, spill, columns, rows in parts:
+            spilled = self._spilled(spill)
+            if spilled is not None:
+                shutil.copyfile(spilled, path)
+            else:
+                path.write_text("")
+            _append_csv_rows(path, columns, list(rows))
         return paths
 
     def to_parquet(self, directory: str | Path) -> dict[str, Path]:
-        """Write ``samples.parquet`` and ``events.parquet``; needs pyarrow."""
+        """Write ``samples.parquet`` and ``events.parquet`` (the whole run); needs pyarrow."""
         _require_pyarrow()
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         paths = {"samples": out / "samples.parquet", "events": out / "events.parquet"}
         self.samples.to_parquet(paths["samples"], index=False, engine="pyarrow")
-        _events_frame(self._events, for_file=True).to_parquet(
-            paths["events"], index=False, engine="pyarrow"
-        )
+        events = self.events
+        events["value"] = [_event_cell(v) or None for v in events["value"]]
+        events.to_parquet(paths["events"], index=False, engine="pyarrow")
         return paths
 
 
@@ -588,7 +631,7 @@ def _normalize_samples(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _events_frame(events: Iterable[dict[str, Any]], *, for_file: bool = False) -> pd.DataFrame:
+def _events_frame(events: Iterable[dict[str, Any]]) -> pd.DataFrame:
     events = list(events)
     data = {c: [e.get(c) for e in events] for c in EVENT_COLUMNS}
     df = pd.DataFrame(data, columns=EVENT_COLUMNS)
@@ -596,10 +639,7 @@ def _events_frame(events: Iterable[dict[str, Any]], *, for_file: bool = False) -
     out["t"] = _to_time(df["t"])
     for column in ("peer", "remote", "event"):
         out[column] = _to_object(df[column])
-    values = list(df["value"])
-    if for_file:  # files hold text: JSON keeps numbers, None and dicts distinguishable
-        values = [json.dumps(v, default=str) for v in values]
-    out["value"] = pd.Series(values, dtype=object)
+    out["value"] = pd.Series(list(df["value"]), dtype=object)
     return out
 
 
@@ -622,13 +662,36 @@ def _to_object(values: pd.Series) -> pd.Series:
     return result
 
 
-def _append_csv_rows(
-    path: Path, columns: list[str], rows: list[dict[str, Any]], *, json_value: bool = False
-) -> None:
+def _event_cell(value: Any) -> str:
+    """An event ``value`` as CSV text: strings as they are (what ``pd.read_csv`` users
+    expect), ``None`` empty, numbers, booleans, lists and dicts as JSON."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, default=str)
+
+
+def _event_value(text: Any) -> Any:
+    """Inverse of :func:`_event_cell`: JSON numbers, booleans, lists and dicts decoded, any
+    other text kept as the string it is (so a string that reads as a number comes back as
+    that number: the one ambiguity of plain-text values)."""
+    if not isinstance(text, str) or text == "":
+        return None
+    if text[0] in "[{-0123456789" or text in ("true", "false", "null"):
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+    return text
+
+
+def _append_csv_rows(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
     """Append rows with the csv module: a DataFrame per poll would cost ~30 ms in the loop.
 
     The text matches what ``read_samples_csv`` / ``read_events_csv`` parse: ISO timestamps,
-    ``repr`` floats (exact round trip), empty cells for ``None``, JSON event values.
+    ``repr`` floats (exact round trip), empty cells for ``None``, event values as
+    :func:`_event_cell` writes them.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     header = not path.exists() or path.stat().st_size == 0
@@ -640,8 +703,8 @@ def _append_csv_rows(
             cells = []
             for column in columns:
                 value = row.get(column)
-                if json_value and column == "value":
-                    cells.append(json.dumps(value, default=str))
+                if column == "value":
+                    cells.append(_event_cell(value))
                 elif value is None:
                     cells.append("")
                 elif isinstance(value, datetime):
@@ -669,7 +732,8 @@ def read_samples_csv(path: str | Path) -> pd.DataFrame:
 
 
 def read_events_csv(path: str | Path) -> pd.DataFrame:
-    """Read ``events.csv`` back (JSON values decoded) with the dtypes of ``collector.events``."""
+    """Read ``events.csv`` back (non-string values decoded) with the dtypes of
+    ``collector.events``."""
     df = pd.read_csv(path, dtype=object, keep_default_na=False, na_values=[""])
     return _decode_events(df)
 
@@ -681,7 +745,7 @@ def read_samples_parquet(path: str | Path) -> pd.DataFrame:
 
 
 def read_events_parquet(path: str | Path) -> pd.DataFrame:
-    """Read ``events.parquet`` back (JSON values decoded) like ``collector.events``."""
+    """Read ``events.parquet`` back (non-string values decoded) like ``collector.events``."""
     _require_pyarrow()
     return _decode_events(pd.read_parquet(path, engine="pyarrow"))
 
@@ -691,9 +755,7 @@ def _decode_events(df: pd.DataFrame) -> pd.DataFrame:
     out["t"] = _to_time(df["t"])
     for column in ("peer", "remote", "event"):
         out[column] = _to_object(df[column])
-    out["value"] = pd.Series(
-        [json.loads(v) if isinstance(v, str) and v else None for v in df["value"]], dtype=object
-    )
+    out["value"] = pd.Series([_event_value(v) for v in df["value"]], dtype=object)
     return out
 
 

@@ -3,19 +3,35 @@
 No I/O and no asyncio here, so every unit and every trap is unit-testable with hand-built
 aiortc stats objects. Units live in the column names and a number means what its name says:
 
-- ``jitter_ms``: aiortc reports RTP ``jitter`` in RTP timestamp units; divided by the codec
-  clock rate (negotiated one when known, else 48 kHz audio / 90 kHz video).
-- ``fraction_lost`` (0-1): outbound rows take remote-inbound-rtp ``fractionLost``, the raw
-  RTCP 8-bit value, divided by 256. Inbound rows compute it over the sample interval from
-  inbound-rtp deltas (lost / expected), since aiortc exposes no receive-side fraction.
-- ``rtt_ms``: outbound media rows from remote-inbound-rtp ``roundTripTime`` (s); data and
-  transport rows from the SCTP smoothed RTT (transport rows of a connection without SCTP fall
-  back to the mean RTCP RTT). Inbound media rows: ``None`` (aiortc measures no RTT there).
+- Local and remote figures never share a column. ``packets_*``, ``fraction_lost`` and
+  ``jitter_ms`` are this peer's own: ``packets_sent`` on outbound rows, what arrived here on
+  inbound rows. What the *remote* reported about our outbound stream (RTCP receiver
+  reports, W3C remote-inbound-rtp) goes to ``remote_packets_received``,
+  ``remote_packets_lost``, ``remote_fraction_lost`` and ``remote_jitter_ms`` on outbound
+  rows. Those lag ``packets_sent`` by up to a report interval (~1 s): compare them with
+  each other, not with ``packets_sent``.
+- ``jitter_ms`` / ``remote_jitter_ms``: aiortc reports RTP ``jitter`` in RTP timestamp
+  units; divided by the codec clock rate (negotiated one when known, else 48 kHz audio /
+  90 kHz video).
+- ``fraction_lost`` (0-1, inbound rows): over the sample interval from inbound-rtp deltas
+  (lost / expected), since aiortc exposes no receive-side fraction.
+  ``remote_fraction_lost`` (outbound rows): remote-inbound-rtp ``fractionLost``, the raw
+  RTCP 8-bit value, divided by 256.
+- One column per way of measuring a round trip, since they differ: ``rtcp_rtt_ms`` on
+  outbound media rows (remote-inbound-rtp ``roundTripTime``, from RTCP sender/receiver
+  reports); ``sctp_rtt_ms`` on data and transport rows (aiortc's SCTP smoothed RTT, once an
+  SCTP association exists); ``ice_rtt_ms`` on transport rows reported by browsers (the
+  selected pair's STUN ``currentRoundTripTime``; aioice measures none). Inbound media rows
+  have none (aiortc measures no RTT there).
 - ``bytes_*`` of media are RTP payload bytes, as W3C ``bytesSent``/``bytesReceived``:
   outbound from outbound-rtp ``bytesSent``; inbound from ``ConnectionCounters.rtp_bytes_received``
-  (aiortc's inbound-rtp has no bytes).
-- ``bitrate_kbps`` / ``frames_per_second``: deltas between this and the previous snapshot of
-  the same connection; ``None`` on the first sample and when a counter went backwards (reset).
+  (aiortc's inbound-rtp has no bytes). ``bitrate_kbps`` is kilobits per second of them.
+- ``frames`` / ``frames_per_second`` are video only; audio rows carry ``audio_frames`` /
+  ``audio_frames_per_second`` (Opus: 20 ms frames, 50 a second), so a column's mean never
+  mixes kinds.
+- Rates (``bitrate_kbps``, ``*frames_per_second``): deltas between this and the previous
+  snapshot of the same connection; ``None`` on the first sample and when a counter went
+  backwards (reset).
 
 Row granularity (one row per sample, peer, remote, kind, direction):
 
@@ -59,17 +75,25 @@ SAMPLE_COLUMNS: list[str] = [
     "remote",
     "kind",
     "direction",
-    "rtt_ms",
+    "rtcp_rtt_ms",
+    "sctp_rtt_ms",
+    "ice_rtt_ms",
     "jitter_ms",
     "packets_sent",
     "packets_received",
     "packets_lost",
     "fraction_lost",
+    "remote_packets_received",
+    "remote_packets_lost",
+    "remote_fraction_lost",
+    "remote_jitter_ms",
     "bytes_sent",
     "bytes_received",
     "bitrate_kbps",
     "frames",
     "frames_per_second",
+    "audio_frames",
+    "audio_frames_per_second",
     "messages_sent",
     "messages_received",
     "messages_dropped",
@@ -209,17 +233,16 @@ def _media_rows(
             rtts = [v for v in _values(rin, "roundTripTime") if v is not None]
             row = dict(base, kind=kind, direction="outbound")
             row.update(
-                rtt_ms=sum(rtts) / len(rtts) * 1000.0 if rtts else None,
-                jitter_ms=_jitter_ms(_max(rin, "jitter"), clock),
+                rtcp_rtt_ms=sum(rtts) / len(rtts) * 1000.0 if rtts else None,
                 packets_sent=packets_sent,
-                packets_received=_sum(rin, "packetsReceived"),
-                packets_lost=_sum(rin, "packetsLost"),
-                fraction_lost=fraction / 256.0 if fraction is not None else None,
+                remote_packets_received=_sum(rin, "packetsReceived"),
+                remote_packets_lost=_sum(rin, "packetsLost"),
+                remote_fraction_lost=fraction / 256.0 if fraction is not None else None,
+                remote_jitter_ms=_jitter_ms(_max(rin, "jitter"), clock),
                 bytes_sent=bytes_sent,
                 bitrate_kbps=_rate(bytes_sent, prev_bytes, dt, 8 / 1000),
-                frames=frames,
-                frames_per_second=_rate(frames, prev_frames, dt),
             )
+            row.update(_frame_columns(kind, frames, _rate(frames, prev_frames, dt)))
             rows.append(row)
 
         # inbound: what we receive, measured here
@@ -244,9 +267,8 @@ def _media_rows(
                 ),
                 bytes_received=bytes_received,
                 bitrate_kbps=_rate(bytes_received, prev_bytes, dt, 8 / 1000),
-                frames=frames,
-                frames_per_second=_rate(frames, prev_frames, dt),
             )
+            row.update(_frame_columns(kind, frames, _rate(frames, prev_frames, dt)))
             rows.append(row)
     return rows
 
@@ -269,7 +291,7 @@ def _data_rows(
     bytes_received = total(channels, "bytes_received")
     outbound = dict(base, kind="data", direction="outbound")
     outbound.update(
-        rtt_ms=current.sctp_rtt_ms,
+        sctp_rtt_ms=current.sctp_rtt_ms,
         bytes_sent=bytes_sent,
         bitrate_kbps=_rate(bytes_sent, total(prev, "bytes_sent"), dt, 8 / 1000),
         messages_sent=total(channels, "messages_sent"),
@@ -277,7 +299,7 @@ def _data_rows(
     )
     inbound = dict(base, kind="data", direction="inbound")
     inbound.update(
-        rtt_ms=current.sctp_rtt_ms,
+        sctp_rtt_ms=current.sctp_rtt_ms,
         bytes_received=bytes_received,
         bitrate_kbps=_rate(bytes_received, total(prev, "bytes_received"), dt, 8 / 1000),
         messages_received=total(channels, "messages_received"),
@@ -299,27 +321,18 @@ def _transport_rows(
     def get(obj: Any, name: str) -> float | None:
         return None if obj is None else _number(_field(obj, name))
 
-    rtt_ms = current.sctp_rtt_ms
-    if rtt_ms is None:  # media-only: the RTCP round trip measures the same path
-        rtts = [
-            v
-            for stats in _by_kind(current.report, "remote-inbound-rtp").values()
-            for v in _values(stats, "roundTripTime")
-            if v is not None
-        ]
-        rtt_ms = sum(rtts) / len(rtts) * 1000.0 if rtts else None
     bytes_sent = get(transport, "bytesSent")
     bytes_received = get(transport, "bytesReceived")
     outbound = dict(base, kind="transport", direction="outbound")
     outbound.update(
-        rtt_ms=rtt_ms,
+        sctp_rtt_ms=current.sctp_rtt_ms,
         packets_sent=get(transport, "packetsSent"),
         bytes_sent=bytes_sent,
         bitrate_kbps=_rate(bytes_sent, get(prev, "bytesSent"), dt, 8 / 1000),
     )
     inbound = dict(base, kind="transport", direction="inbound")
     inbound.update(
-        rtt_ms=rtt_ms,
+        sctp_rtt_ms=current.sctp_rtt_ms,
         packets_received=get(transport, "packetsReceived"),
         bytes_received=bytes_received,
         bitrate_kbps=_rate(bytes_received, get(prev, "bytesReceived"), dt, 8 / 1000),
@@ -374,6 +387,13 @@ def _sum(items: list[Any], name: str) -> float | None:
 def _max(items: list[Any], name: str) -> float | None:
     values = [v for v in _values(items, name) if v is not None]
     return max(values) if values else None
+
+
+def _frame_columns(kind: str, frames: float | None, rate: float | None) -> dict[str, Any]:
+    """Video frames in ``frames``/``frames_per_second``; audio's 20 ms frames apart."""
+    if kind == "audio":
+        return {"audio_frames": frames, "audio_frames_per_second": rate}
+    return {"frames": frames, "frames_per_second": rate}
 
 
 def _jitter_ms(jitter: float | None, clock_rate: int | None) -> float | None:

@@ -18,15 +18,15 @@ from plotly.subplots import make_subplots
 #: (title, column, direction, kind-or-None) per panel; one trace per peer -> remote in each.
 #: ``kind=None`` sums audio and video (a pair's whole media bitrate).
 PANELS: list[tuple[str, str, str, str | None]] = [
-    ("RTT (ms), video sent", "rtt_ms", "outbound", "video"),
-    ("Packet loss (%), video sent", "fraction_lost", "outbound", "video"),
+    ("RTCP RTT (ms), video sent", "rtcp_rtt_ms", "outbound", "video"),
+    ("Loss (%) the remote reports, video sent", "remote_fraction_lost", "outbound", "video"),
     ("Jitter (ms), video received", "jitter_ms", "inbound", "video"),
     ("Bitrate (kbps), audio + video sent", "bitrate_kbps", "outbound", None),
     ("Frames per second, video received", "frames_per_second", "inbound", "video"),
 ]
 
 #: Multiplier from the column's unit to the panel's unit (fraction 0-1 -> percent).
-PANEL_SCALE: dict[str, float] = {"fraction_lost": 100.0}
+PANEL_SCALE: dict[str, float] = {"remote_fraction_lost": 100.0}
 
 #: One colour per peer -> remote pair, the same in every panel (plotly's default cycle).
 PALETTE: list[str] = [

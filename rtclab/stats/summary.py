@@ -12,12 +12,12 @@ SUMMARY_COLUMNS = [
     "remote",
     "connect_ms",
     "path",
-    "rtt_ms",
-    "loss_pct",
-    "jitter_ms",
+    "rtcp_rtt_ms",
     "send_kbps",
     "recv_kbps",
     "recv_fps",
+    "recv_loss_pct",
+    "recv_jitter_ms",
 ]
 
 
@@ -41,10 +41,16 @@ def _stream_total(rows: pd.DataFrame, column: str) -> float:
 
 
 def pair_summary(samples: pd.DataFrame, events: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Per (peer, remote): connect time, path, median RTT, loss, jitter, bitrates and fps.
+    """Per (peer, remote): connect time, path, median RTT, bitrates, fps, loss and jitter.
 
-    Sending-side figures (RTT, ``send_kbps``) are for what ``peer`` sends to ``remote``;
-    receiving-side figures (loss, jitter, ``recv_kbps``, ``recv_fps``) for what it receives.
+    Columns say their direction: ``send_kbps`` is what ``peer`` sends to ``remote``; the
+    ``recv_*`` columns are what ``peer`` receives *from* ``remote`` (``recv_loss_pct``,
+    ``recv_jitter_ms`` of its video, ``recv_fps`` of its video). ``rtcp_rtt_ms`` is the
+    median RTCP round trip of ``peer``'s outbound media rows (``rtcp_rtt_ms`` column), the
+    media path's RTT; the SCTP and STUN measures (``sctp_rtt_ms``, ``ice_rtt_ms``) are left
+    out, so a data-only pair has none. Browser rows (``Lab`` adds them from the page's own
+    getStats) fill the same columns and read the same way; only ``connect_ms`` comes from
+    the kernel peers' ``connected`` events, which browsers do not send.
     """
     rows: list[dict[str, Any]] = []
     connect: dict[tuple[str, str], float] = {}
@@ -86,20 +92,22 @@ def pair_summary(samples: pd.DataFrame, events: pd.DataFrame | None = None) -> p
             got = pd.to_numeric(latest["packets_received"], errors="coerce").fillna(0).sum()
             if lost + got > 0:
                 loss_pct = float(max(lost, 0) / (max(lost, 0) + got) * 100)
-        rtt = _median(mine["rtt_ms"]) if not mine.empty else math.nan
+        rtt = _median(outbound["rtcp_rtt_ms"]) if not outbound.empty else math.nan
         rows.append(
             {
                 "peer": peer,
                 "remote": remote,
                 "connect_ms": connect.get((peer, remote), math.nan),
                 "path": path,
-                "rtt_ms": rtt,
-                "loss_pct": loss_pct,
-                "jitter_ms": _median(video_in["jitter_ms"]) if not video_in.empty else math.nan,
+                "rtcp_rtt_ms": rtt,
                 "send_kbps": _stream_total(outbound, "bitrate_kbps"),
                 "recv_kbps": _stream_total(inbound, "bitrate_kbps"),
                 "recv_fps": (
                     _median(video_in["frames_per_second"]) if not video_in.empty else math.nan
+                ),
+                "recv_loss_pct": loss_pct,
+                "recv_jitter_ms": (
+                    _median(video_in["jitter_ms"]) if not video_in.empty else math.nan
                 ),
             }
         )

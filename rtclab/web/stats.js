@@ -2,10 +2,12 @@
 //
 // The kernel's StatsCollector builds the same rows from aiortc; these columns must mean the
 // same thing (see rtclab/stats/convert.py): jitter_ms (W3C jitter is in seconds: x1000),
-// fraction_lost 0-1 (outbound: remote-inbound-rtp fractionLost, already 0-1 in browsers;
-// inbound: lost / expected over the interval), rtt_ms (seconds x1000), bitrate_kbps from
-// byte deltas between two reports of the same connection (null on the first one), and the
-// selected candidate pair's types, protocol and addresses on every row.
+// fraction_lost 0-1 over the interval on inbound rows; on outbound rows what the remote
+// reported (remote-inbound-rtp) under remote_* names (remote_fraction_lost already 0-1 in
+// browsers) and its roundTripTime as rtcp_rtt_ms; transport rows carry the selected pair's
+// STUN currentRoundTripTime as ice_rtt_ms; bitrate_kbps from byte deltas between two
+// reports of the same connection (null on the first one); frames/frames_per_second are
+// video only; and the selected candidate pair's types, protocol and addresses on every row.
 //
 // No imports, so the BrowserPeer widget can inline it (see mesh.js).
 
@@ -94,11 +96,12 @@ export function reportToRows(remote, report, prev, {connectionState = null, drop
       const jitter = max(rin, 'jitter');
       rows.push({
         ...base, kind, direction: 'outbound',
-        rtt_ms: rtt === null ? null : rtt * 1000,
-        jitter_ms: jitter === null ? null : jitter * 1000,
+        rtcp_rtt_ms: rtt === null ? null : rtt * 1000,
         packets_sent: packetsSent,
-        packets_lost: sum(rin, 'packetsLost'),
-        fraction_lost: max(rin, 'fractionLost'),
+        remote_packets_received: sum(rin, 'packetsReceived'),
+        remote_packets_lost: sum(rin, 'packetsLost'),
+        remote_fraction_lost: max(rin, 'fractionLost'),
+        remote_jitter_ms: jitter === null ? null : jitter * 1000,
         bytes_sent: bytes,
         bitrate_kbps: rate(bytes, before(`${kind}-out-bytes`), dt, 8 / 1000),
         frames,
@@ -158,10 +161,10 @@ export function reportToRows(remote, report, prev, {connectionState = null, drop
     const rtt = typeof p.currentRoundTripTime === 'number' ? p.currentRoundTripTime * 1000 : null;
     totals['tr-out'] = p.bytesSent;
     totals['tr-in'] = p.bytesReceived;
-    rows.push({...base, kind: 'transport', direction: 'outbound', rtt_ms: rtt,
+    rows.push({...base, kind: 'transport', direction: 'outbound', ice_rtt_ms: rtt,
                packets_sent: p.packetsSent ?? null, bytes_sent: p.bytesSent ?? null,
                bitrate_kbps: rate(p.bytesSent ?? null, before('tr-out'), dt, 8 / 1000)});
-    rows.push({...base, kind: 'transport', direction: 'inbound', rtt_ms: rtt,
+    rows.push({...base, kind: 'transport', direction: 'inbound', ice_rtt_ms: rtt,
                packets_received: p.packetsReceived ?? null, bytes_received: p.bytesReceived ?? null,
                bitrate_kbps: rate(p.bytesReceived ?? null, before('tr-in'), dt, 8 / 1000)});
   }
@@ -221,7 +224,7 @@ export function renderDiagnostics(element, rows) {
     const any = rs[0];
     const path = any.local_candidate_type ? `${any.local_candidate_type}/${any.remote_candidate_type} ${any.protocol || ''}` : '–';
     lines.push(`<tr data-remote="${escapeHtml(remote)}"><td>${escapeHtml(remote)}</td><td>${escapeHtml(any.connection_state || '')}</td>`
-      + `<td>${escapeHtml(path)}</td><td>${fmt(tr.rtt_ms, 1, ' ms')}</td>`
+      + `<td>${escapeHtml(path)}</td><td>${fmt(tr.ice_rtt_ms, 1, ' ms')}</td>`
       + `<td>${fmt(vin.fraction_lost === null || vin.fraction_lost === undefined ? null : vin.fraction_lost * 100, 1, ' %')}</td>`
       + `<td>${fmt(vin.jitter_ms ?? ain.jitter_ms, 1, ' ms')}</td>`
       + `<td>${fmt(vin.bitrate_kbps, 0)} / ${fmt(vout.bitrate_kbps, 0)} kbps</td>`
