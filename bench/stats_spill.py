@@ -82,7 +82,7 @@ def main() -> None:
                     collector.record_event(f"peer{s // 2}", f"remote{s // 2}", "note", second)
         store_s = time.perf_counter() - began
         store_peak = _status_kb("VmHWM") - base
-        in_memory = len(collector._rows)
+        in_memory = len(collector.store.rows)
         spill = collector.spill_path
         spill_mb = spill.stat().st_size / 1e6 if spill is not None and spill.exists() else 0.0
 

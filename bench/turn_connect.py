@@ -23,8 +23,8 @@ import aiortc
 from aiortc import RTCPeerConnection
 
 from rtclab.ice.config import IceConfig
-from rtclab.ice.gathering import GatheringLog, gathering_on
 from rtclab.ice.coturn import Coturn, TurnTransport
+from rtclab.ice.gathering import GatheringLog, gathering_on
 from rtclab.ice.inspect import selected_candidate_pair
 
 

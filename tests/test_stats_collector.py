@@ -518,9 +518,9 @@ async def test_max_rows_bound_and_spill(tmp_path: Path) -> None:
     for i in range(15):  # 2 data rows per poll
         counters.channel("chat").bytes_sent = 10 * (i + 1)
         await collector.poll()
-        assert len(collector._rows) <= 10
+        assert len(collector.store.rows) <= 10
     spilled, whole = read_samples_csv(spill), collector.samples
-    assert len(collector._rows) == 10 and len(spilled) == 20
+    assert len(collector.store.rows) == 10 and len(spilled) == 20
     assert len(whole) == 30  # samples: what spilled, then what is in memory
     pdt.assert_frame_equal(whole.iloc[:20], spilled)
     assert whole.elapsed_s.is_monotonic_increasing
@@ -563,7 +563,7 @@ async def test_events_bounded_and_values_round_trip(tmp_path: Path) -> None:
     collector = StatsCollector(max_rows=3, spill_path=tmp_path / "s.csv")
     for i in range(5):
         collector.record_event("p", None if i % 2 else "r", "gathered", {"n": i, "ms": 1.5})
-    assert len(collector._events) == 3
+    assert len(collector.store.event_rows) == 3
     spilled = read_events_csv(tmp_path / "s.events.csv")
     assert list(spilled.value) == [{"n": 0, "ms": 1.5}, {"n": 1, "ms": 1.5}]
     assert spilled.remote.iloc[1] is None

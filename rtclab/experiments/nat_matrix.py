@@ -84,10 +84,10 @@ async def run_nat_scenario(
     settle_seconds: float = 0.3,
 ) -> dict[str, Any]:
     """One scenario on the emulated network -> one row (never raises for a failed connect)."""
+    from .._compat.aiortc import sctp_rtt_ms
     from ..ice.inspect import selected_candidate_pair
     from ..net.emulated import Network
     from ..peer.peer import Peer
-    from ..stats.collector import _sctp_rtt_ms
 
     if scenario.backend != "emulated":
         from ..net.netns import run_netns_scenario
@@ -127,7 +127,7 @@ async def run_nat_scenario(
                 deadline = time.monotonic() + settle_seconds + 1.0
                 rtt = None
                 while time.monotonic() < deadline:
-                    rtt = _sctp_rtt_ms(conn.pc)
+                    rtt = sctp_rtt_ms(conn.pc)
                     if rtt is not None and time.monotonic() - began > settle_seconds:
                         break
                     await asyncio.sleep(0.05)

@@ -633,10 +633,10 @@ async def _exec(args: list[str], timeout: float) -> str:
 
 async def _peer_main(spec: dict[str, Any]) -> dict[str, Any]:
     """What ``python -m rtclab.net.netns peer SPEC`` runs inside a host namespace."""
+    from .._compat.aiortc import sctp_rtt_ms
     from ..ice.config import IceConfig, IceServer
     from ..ice.inspect import selected_candidate_pair
     from ..peer.peer import Peer
-    from ..stats.collector import _sctp_rtt_ms
 
     servers = tuple(IceServer(s["urls"], s.get("username"), s.get("credential"))
                     for s in spec["ice_servers"])  # fmt: skip
@@ -668,7 +668,7 @@ async def _peer_main(spec: dict[str, Any]) -> dict[str, Any]:
                 row["remote_candidate_type"] = pair.remote_candidate_type
             deadline = time.monotonic() + spec["settle_seconds"] + 1.0
             while time.monotonic() < deadline:
-                rtt = _sctp_rtt_ms(conn.pc)
+                rtt = sctp_rtt_ms(conn.pc)
                 row["rtt_ms"] = rtt
                 if rtt is not None and time.monotonic() - began > spec["settle_seconds"]:
                     break

@@ -164,12 +164,11 @@ class Dashboard:
     def _read_events(self) -> None:
         """Take the collector's events recorded since the last call (newest first, then flip).
 
-        Reads the collector's event deque from its end back to the last event seen, so a
-        refresh costs O(new events) however long the run; falls back to nothing if the
-        collector changes shape.
+        Reads the store's in-memory event rows from the end back to the last event seen,
+        so a refresh costs O(new events) however long the run.
         """
-        events = getattr(self.collector, "_events", None)
-        if not isinstance(events, deque) or not events:
+        events = self.collector.store.event_rows
+        if not events:
             return
         fresh: list[Mapping[str, Any]] = []
         for event in reversed(events):

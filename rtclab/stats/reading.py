@@ -1,0 +1,124 @@
+"""Reading one RTCPeerConnection for a stats sample: getStats plus what it hides.
+
+aiortc's ``getStats`` lacks the selected candidate pair, the SCTP RTT, transport totals,
+clock rates and per-SSRC receive counts; they are read here, through
+:mod:`rtclab._compat` only, into a :class:`~rtclab.stats.convert.ConnectionSnapshot`
+that the pure converter turns into rows. Defensive: a read never raises from a poll.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from .._compat.aiortc import (
+    dtls_transport_stats,
+    receiver_rtx_ssrcs,
+    receiver_streams,
+    sctp_rtt_ms,
+    transceiver_codecs,
+)
+from ..ice.inspect import dtls_transports, selected_candidate_pair
+from ..model import ConnectionCounters
+from .convert import ConnectionSnapshot
+
+__all__ = ["read_snapshot"]
+
+_TRANSPORT_FIELDS = ("bytesSent", "bytesReceived", "packetsSent", "packetsReceived")
+
+
+async def read_snapshot(
+    peer: str, remote: str, pc: Any, counters: ConnectionCounters, now: datetime
+) -> ConnectionSnapshot:
+    """One connection's numbers at ``now``: its report and counters read together."""
+    state = str(getattr(pc, "connectionState", "unknown"))
+    report: Mapping[str, Any] = {}
+    if state != "closed":
+        report = _inbound_rtp_per_ssrc(pc, dict(await pc.getStats()))
+    # read everything else right after getStats so counters and report are simultaneous
+    monotonic = time.monotonic()
+    return ConnectionSnapshot(
+        peer=peer,
+        remote=remote,
+        t=now,
+        monotonic=monotonic,
+        report=report,
+        transport=_transport_totals(pc),
+        candidate_pair=selected_candidate_pair(pc),
+        counters=copy.deepcopy(counters),
+        connection_state=state,
+        sctp_rtt_ms=sctp_rtt_ms(pc),
+        clock_rates=_clock_rates(pc),
+    )
+
+
+def _transport_totals(pc: Any) -> dict[str, Any] | None:
+    """DTLS transport counters summed over the pc's transports (one with bundle)."""
+    totals: dict[str, Any] | None = None
+    for dtls in dtls_transports(pc):
+        report = dtls_transport_stats(dtls)
+        if report is None:
+            continue
+        for stats in report.values():
+            if getattr(stats, "type", None) != "transport":
+                continue
+            if totals is None:
+                totals = dict.fromkeys(_TRANSPORT_FIELDS, 0)
+            for name in list(totals):
+                totals[name] += int(getattr(stats, name, 0) or 0)
+    return totals
+
+
+def _inbound_rtp_per_ssrc(pc: Any, report: dict[str, Any]) -> dict[str, Any]:
+    """One inbound-rtp entry per received media SSRC, retransmission (RTX) streams left out.
+
+    aiortc gives every SSRC a receiver sees the same stats id, so once the sender
+    retransmits (NACK -> RTX, e.g. on a jittery link) the RTX stream's few packets replace
+    the media stream's counters and jitter in the report. Rebuilt here from the receiver's
+    own (private) per-SSRC statistics; left as reported if those are not there.
+    """
+    try:
+        transceivers = list(pc.getTransceivers())
+    except Exception:
+        return report
+    for transceiver in transceivers:
+        receiver = transceiver.receiver
+        streams = receiver_streams(receiver)
+        rtx = receiver_rtx_ssrcs(receiver)
+        shared_id = f"inbound-rtp_{id(receiver)}"
+        entry = report.get(shared_id)
+        if not isinstance(streams, dict) or not isinstance(rtx, dict) or entry is None:
+            continue
+        del report[shared_id]
+        for ssrc, stream in list(streams.items()):
+            if ssrc in rtx:
+                continue
+            report[f"{shared_id}_{ssrc}"] = dataclasses.replace(
+                entry,
+                id=f"{shared_id}_{ssrc}",
+                ssrc=ssrc,
+                packetsReceived=stream.packets_received,
+                packetsLost=stream.packets_lost,
+                jitter=stream.jitter,
+            )
+    return report
+
+
+def _clock_rates(pc: Any) -> dict[str, int]:
+    """Negotiated RTP clock per kind (the transceiver's codecs, first = primary codec)."""
+    rates: dict[str, int] = {}
+    try:
+        transceivers = list(pc.getTransceivers())
+    except Exception:
+        return rates
+    for transceiver in transceivers:
+        codecs = transceiver_codecs(transceiver)
+        kind = getattr(transceiver, "kind", None)
+        rate = getattr(codecs[0], "clockRate", None) if codecs else None
+        if isinstance(kind, str) and isinstance(rate, int) and kind not in rates:
+            rates[kind] = rate
+    return rates

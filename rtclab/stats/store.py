@@ -1,0 +1,183 @@
+"""Where a collector keeps rows: a bounded window in memory, everything older spilled.
+
+The window (seconds of ``elapsed_s``) and ``max_rows`` bound memory and what live views
+see; with a ``spill_path`` evicted rows are appended to that CSV (events to
+``<stem>.events.csv`` beside it) and :attr:`SampleStore.samples`,
+:attr:`SampleStore.events`, :meth:`~SampleStore.to_csv` and :meth:`~SampleStore.to_parquet`
+read them back, so the window never bounds what a run returns. Without ``spill_path``
+evicted rows are gone (``Lab`` always gives its collector one).
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .convert import EVENT_COLUMNS, SAMPLE_COLUMNS
+from .files import (
+    append_csv_rows,
+    event_cell,
+    events_frame,
+    read_events_csv,
+    read_samples_csv,
+    require_pyarrow,
+    samples_frame,
+)
+
+__all__ = ["SampleStore"]
+
+
+class SampleStore:
+    """Sample rows and events as plain dicts; a DataFrame is built only when asked for."""
+
+    def __init__(
+        self,
+        *,
+        window: float | None = 600.0,
+        max_rows: int | None = 200_000,
+        spill_path: str | Path | None = None,
+    ) -> None:
+        if window is not None and window <= 0:
+            raise ValueError("window must be > 0 or None")
+        if max_rows is not None and max_rows < 1:
+            raise ValueError("max_rows must be >= 1 or None")
+        self.window = window
+        self.max_rows = max_rows
+        self.spill_path = Path(spill_path) if spill_path is not None else None
+        self.rows: deque[dict[str, Any]] = deque()  # in memory, oldest first
+        self.event_rows: deque[dict[str, Any]] = deque()
+
+    def recent_rows(self, count: int = 500) -> list[dict[str, Any]]:
+        """The newest ``count`` sample rows, newest first, as dicts (no DataFrame built):
+        cheap enough to call from a loop that waits for a condition."""
+        return list(itertools.islice(reversed(self.rows), count))
+
+    def rows_within(self, window_s: float) -> list[dict[str, Any]]:
+        """The sample rows of the last ``window_s`` seconds (by ``elapsed_s``), oldest first:
+        what a live view backfills when it opens, without building a DataFrame."""
+        if not self.rows:
+            return []
+        latest = self.rows[-1].get("elapsed_s")
+        if not isinstance(latest, (int, float)):
+            return []
+        recent: list[dict[str, Any]] = []
+        for row in reversed(self.rows):
+            elapsed = row.get("elapsed_s")
+            if isinstance(elapsed, (int, float)) and elapsed < latest - window_s:
+                break
+            recent.append(row)
+        recent.reverse()
+        return recent
+
+    def append_event(self, event: dict[str, Any]) -> None:
+        """Keep an event row; beyond ``max_rows`` the oldest spill (or go)."""
+        self.event_rows.append(event)
+        if self.max_rows is not None and len(self.event_rows) > self.max_rows:
+            excess = len(self.event_rows) - self.max_rows
+            evicted = [self.event_rows.popleft() for _ in range(excess)]
+            if self.spill_path is not None:
+                append_csv_rows(self.events_spill_path(), EVENT_COLUMNS, evicted)
+
+    def append_rows(self, rows: list[dict[str, Any]], elapsed: float) -> None:
+        self.rows.extend(rows)
+        evicted: list[dict[str, Any]] = []
+        if self.window is not None:
+            cutoff = elapsed - self.window
+            while self.rows and self.rows[0]["elapsed_s"] < cutoff:
+                evicted.append(self.rows.popleft())
+        if self.max_rows is not None:
+            while len(self.rows) > self.max_rows:
+                evicted.append(self.rows.popleft())
+        if evicted and self.spill_path is not None:
+            append_csv_rows(self.spill_path, SAMPLE_COLUMNS, evicted)
+
+    def _events_spill_path(self) -> Path:
+        assert self.spill_path is not None
+        return self.spill_path.with_name(self.spill_path.stem + ".events.csv")
+
+    def events_spill_path(self) -> Path:
+        assert self.spill_path is not None
+        return self.spill_path.with_name(self.spill_path.stem + ".events.csv")
+
+    # -- frames and export -------------------------------------------------------------
+
+    def _spilled(self, path: Path | None) -> Path | None:
+        if path is None or not path.exists() or path.stat().st_size == 0:
+            return None
+        return path
+
+    @property
+    def samples(self) -> pd.DataFrame:
+        """Every row of the run (spilled ones read back first), ``SAMPLE_COLUMNS`` order;
+        ``t`` UTC, numbers float64."""
+        memory = samples_frame(self.rows)
+        spill = self._spilled(self.spill_path)
+        if spill is None:
+            return memory
+        frame: pd.DataFrame = pd.concat([read_samples_csv(spill), memory], ignore_index=True)
+        return frame
+
+    @property
+    def events(self) -> pd.DataFrame:
+        """Every event of the run, ``EVENT_COLUMNS`` order; ``value`` as recorded (spilled
+        ones as :func:`read_events_csv` decodes them)."""
+        memory = events_frame(self.event_rows)
+        spill = self._spilled(self.events_spill_path()) if self.spill_path else None
+        if spill is None:
+            return memory
+        frame: pd.DataFrame = pd.concat([read_events_csv(spill), memory], ignore_index=True)
+        return frame
+
+    def clear(self) -> None:
+        """Forget all rows and events, spilled ones too (not the previous snapshots: rates
+        continue)."""
+        self.rows.clear()
+        self.event_rows.clear()
+        if self.spill_path is not None:
+            for path in (self.spill_path, self.events_spill_path()):
+                path.unlink(missing_ok=True)
+
+    def to_csv(self, directory: str | Path) -> dict[str, Path]:
+        """Write ``samples.csv`` and ``events.csv`` (the whole run) into ``directory``.
+
+        Streamed: the spill file is copied and the rows in memory appended, so no frame of
+        the whole run is built. Plain ``pd.read_csv`` works on both (see the README:
+        ``parse_dates=["t"]``); :func:`read_samples_csv` / :func:`read_events_csv` give back
+        exactly the dtypes of :attr:`samples` / :attr:`events`.
+        """
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {"samples": out / "samples.csv", "events": out / "events.csv"}
+        spills = (self.spill_path, self.events_spill_path() if self.spill_path else None)
+        parts = zip(
+            (paths["samples"], paths["events"]),
+            spills,
+            (SAMPLE_COLUMNS, EVENT_COLUMNS),
+            (self.rows, self.event_rows),
+            strict=True,
+        )
+        for path, spill, columns, rows in parts:
+            spilled = self._spilled(spill)
+            if spilled is not None:
+                shutil.copyfile(spilled, path)
+            else:
+                path.write_text("")
+            append_csv_rows(path, columns, list(rows))
+        return paths
+
+    def to_parquet(self, directory: str | Path) -> dict[str, Path]:
+        """Write ``samples.parquet`` and ``events.parquet`` (the whole run); needs pyarrow."""
+        require_pyarrow()
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {"samples": out / "samples.parquet", "events": out / "events.parquet"}
+        self.samples.to_parquet(paths["samples"], index=False, engine="pyarrow")
+        events = self.events
+        events["value"] = [event_cell(v) or None for v in events["value"]]
+        events.to_parquet(paths["events"], index=False, engine="pyarrow")
+        return paths
