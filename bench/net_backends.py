@@ -2,8 +2,10 @@
 
 1. NFQUEUE: packets per second through one queue with an immediate ACCEPT per packet, and
    the round-trip time of a UDP echo through it, for rtclab's standard-library client
-   (:class:`rtclab.net.nfqueue.NfqueueSocket`) and for ``NetfilterQueue`` (libnetfilter_queue
-   through Cython). Both run the same loop: an asyncio reader on the queue's socket.
+   (:class:`rtclab.net.nfqueue.NfqueueSocket`: one ``send`` per verdict, and the worker's
+   way, the verdicts of one burst in one ``send``) and for ``NetfilterQueue``
+   (libnetfilter_queue through Cython). All run the same loop: an asyncio reader on the
+   queue's socket.
 2. Namespace setup: a host namespace on a bridge (namespace, ``lo`` up, a veth pair into it,
    an address) built with ``ip`` subprocesses (what :class:`NetnsNetwork` does) and with
    ``pyroute2``.
@@ -38,14 +40,19 @@ async def main():
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    if impl == "rtclab":
+    if impl.startswith("rtclab"):
         from rtclab.net.nfqueue import NF_ACCEPT, NfqueueSocket
         sock = NfqueueSocket(0)
+        batch = impl == "rtclab-batched"
         def readable():
             global count
-            for packet in sock.receive():
-                sock.verdict(packet.packet_id, NF_ACCEPT)
-                count += 1
+            packets = sock.receive()
+            if batch:  # what the impairing worker does: one send per burst
+                sock.verdicts([(packet.packet_id, NF_ACCEPT) for packet in packets])
+            else:
+                for packet in packets:
+                    sock.verdict(packet.packet_id, NF_ACCEPT)
+            count += len(packets)
         fd = sock.fileno()
     else:
         from netfilterqueue import NetfilterQueue
@@ -228,7 +235,7 @@ def main() -> int:
 
         results: dict[str, list[dict[str, float | None]]] = {}
         for _ in range(args.rounds):  # interleaved, so a busy neighbour hits all alike
-            for impl in (None, "rtclab", "netfilterqueue"):
+            for impl in (None, "rtclab", "rtclab-batched", "netfilterqueue"):
                 key = impl or "no queue"
                 results.setdefault(key, []).append(run_nfqueue(impl, args.packets, args.size))
         print(f"NFQUEUE, {args.packets} x {args.size} B UDP, median of {args.rounds} rounds")
