@@ -10,10 +10,10 @@ import sys
 import time
 from typing import Any
 
+from .._compat.aiortc import sctp_rtt_ms
 from ..ice.config import IceConfig, IceServer
 from ..ice.inspect import selected_candidate_pair
 from ..peer.peer import Peer
-from ..stats.collector import _sctp_rtt_ms
 
 
 async def run_peer(spec: dict[str, Any]) -> dict[str, Any]:
@@ -48,7 +48,7 @@ async def run_peer(spec: dict[str, Any]) -> dict[str, Any]:
                 row["remote_candidate_type"] = pair.remote_candidate_type
             deadline = time.monotonic() + spec["settle_seconds"] + 1.0
             while time.monotonic() < deadline:
-                rtt = _sctp_rtt_ms(conn.pc)
+                rtt = sctp_rtt_ms(conn.pc)
                 row["rtt_ms"] = rtt
                 if rtt is not None and time.monotonic() - began > spec["settle_seconds"]:
                     break
