@@ -174,6 +174,9 @@ async def test_no_emulated_packet_reaches_a_real_socket() -> None:
 async def test_network_close_stops_guarding() -> None:
     net = Network()
     ip = net.host("x").address
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        with pytest.raises(EmulationLeakError):  # guarded while the network lives
+            sock.connect((ip, 9))
     net.close()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.setblocking(False)

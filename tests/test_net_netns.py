@@ -4,15 +4,17 @@ and nothing left behind (root only; CI runs these as root)."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import json
 import os
 import subprocess
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from rtclab.net import PRESETS, Network, discover_nat, netns
 from rtclab.net.netns import NETNS_PRESETS, NetnsNetwork, NetnsUnavailable, require_netns
-
-pytestmark = pytest.mark.netns
 
 
 def _available() -> str | None:
@@ -23,16 +25,59 @@ def _available() -> str | None:
     return None
 
 
-needs_root = pytest.mark.skipif(_available() is not None, reason=str(_available()))
+def needs_root(test: Callable[..., Any]) -> Callable[..., Any]:
+    """Marked ``netns`` and skipped without root, test by test (not every test needs it)."""
+    skip = pytest.mark.skipif(_available() is not None, reason=str(_available()))
+    return pytest.mark.netns(skip(test))
 
 
 def _ours() -> list[str]:
+    """Namespaces this test process made (others on the machine may run rtclab too)."""
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    return [line.split()[0] for line in out.splitlines() if line.startswith("rtclab-")]
+    mine = f"rtclab-{os.getpid()}-"
+    return [line.split()[0] for line in out.splitlines() if line.startswith(mine)]
 
 
-def _routes(namespace: str) -> str:
-    return subprocess.run(["ip", "-n", namespace, "route"], capture_output=True, text=True).stdout
+OUR_NETS = (ipaddress.ip_network("203.0.113.0/24"), ipaddress.ip_network("10.0.0.0/8"))
+
+
+def _routes(namespace: str, family: str = "-4") -> list[dict[str, Any]]:
+    out = subprocess.run(
+        ["ip", family, "-j", "-n", namespace, "route"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    routes: list[dict[str, Any]] = json.loads(out or "[]")
+    return routes
+
+
+def _addresses(namespace: str) -> set[str]:
+    out = subprocess.run(
+        ["ip", "-4", "-j", "-n", namespace, "addr"], capture_output=True, text=True, check=True
+    ).stdout
+    return {a["local"] for link in json.loads(out) for a in link.get("addr_info", [])}
+
+
+def _assert_routes_stay_inside(net: NetnsNetwork) -> None:
+    """Every IPv4 route of every namespace leads into our own networks: a host's default
+    route goes to its own router, and neither routers nor the public namespace have one."""
+    gateways: set[str] = set()
+    for host in net.hosts.values():
+        if host.router is not None:
+            (default,) = [r for r in _routes(host.namespace) if r["dst"] == "default"]
+            assert default["gateway"] in _addresses(host.router), host
+            gateways.add(default["gateway"])
+    for namespace in net._namespaces:
+        routes = _routes(namespace)
+        assert routes, namespace
+        for route in routes:
+            if route["dst"] == "default":
+                assert route["gateway"] in gateways, (namespace, route)
+            else:
+                prefix = ipaddress.ip_network(route["dst"])
+                assert any(prefix.subnet_of(ours) for ours in OUR_NETS), (namespace, route)
+        assert not [r for r in _routes(namespace, "-6") if r["dst"] == "default"], namespace
 
 
 def _root_links() -> set[str]:
@@ -58,9 +103,7 @@ async def test_kernel_nat_probes_match_presets_and_coturn_agrees() -> None:
         with pytest.raises(ValueError, match="unknown preset"):
             net.host("x", "cone-ish")
         # no namespace of ours routes anywhere but to our own bridge and routers
-        for host in hosts.values():
-            routes = _routes(host.namespace)
-            assert "203.0.113." in routes or "10.0." in routes
+        _assert_routes_stay_inside(net)
         names = list(net._namespaces)
     assert set(NETNS_PRESETS) == set(PRESETS)  # every preset exists in both backends
     for preset, found in seen.items():

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import pandas as pd
 
 from ..net.nat import PRESETS, predict_direct
+from ..net.netns import require_netns
+from .netns_runner import close_shared, run_netns_scenario
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -90,10 +92,18 @@ async def run_nat_scenario(
     from ..peer.peer import Peer
 
     if scenario.backend != "emulated":
-        from ..net.netns import run_netns_scenario
-
-        netns_row: dict[str, Any] = await run_netns_scenario(
-            scenario, connect_timeout=connect_timeout, settle_seconds=settle_seconds
+        netns_row = {**_keys(scenario), "connected": False}
+        netns_row.update(
+            await run_netns_scenario(
+                scenario.a,
+                scenario.b,
+                turn=scenario.turn,
+                connect_timeout=connect_timeout,
+                settle_seconds=settle_seconds,
+            )
+        )
+        netns_row["path"] = _path(
+            netns_row.get("local_candidate_type"), netns_row.get("remote_candidate_type")
         )
         return netns_row
     row: dict[str, Any] = {**_keys(scenario), "connected": False}
@@ -255,8 +265,6 @@ async def nat_matrix(
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
     if "netns" in backends:
-        from ..net.netns import require_netns
-
         require_netns()
     scenarios = [
         NatScenario(a, b, t, backend, seed)
@@ -290,8 +298,6 @@ async def nat_matrix(
             try:
                 await _run_many(local, options, on_row=lambda r: done([r]))
             finally:
-                from ..net.netns import close_shared
-
                 close_shared()
         if not scenarios:
             pass

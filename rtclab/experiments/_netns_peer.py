@@ -1,0 +1,73 @@
+"""The peer process of one namespace NAT-matrix scenario: ``python -m
+rtclab.experiments._netns_peer SPEC_JSON`` joins, connects (or fails), reads the selected
+pair and the SCTP round-trip time, and prints the row as its last JSON line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from typing import Any
+
+from .._compat.aiortc import sctp_rtt_ms
+from ..ice.config import IceConfig, IceServer
+from ..ice.inspect import selected_candidate_pair
+from ..peer.peer import Peer
+
+
+async def run_peer(spec: dict[str, Any]) -> dict[str, Any]:
+    """One side of a scenario inside its host namespace -> its part of the matrix row."""
+    servers = tuple(IceServer(s["urls"], s.get("username"), s.get("credential"))
+                    for s in spec["ice_servers"])  # fmt: skip
+    ice = IceConfig(ice_servers=servers, interfaces=(spec["address"],),
+                    connect_timeout=spec["connect_timeout"])  # fmt: skip
+    peer = Peer(spec["name"], spec["signaling_url"], room=spec["room"], ice=ice,
+                video=False, audio=False)  # fmt: skip
+    row: dict[str, Any] = {"connected": False}
+    began = time.monotonic()
+    try:
+        await peer.join()
+        print(json.dumps({"joined": True}), flush=True)
+        try:
+            # the clock starts when the other side shows up (its process may start slowly)
+            for _ in range(600):
+                if peer.connections:
+                    break
+                await asyncio.sleep(0.05)
+            await peer.wait_connected(count=1, timeout=spec["connect_timeout"] + 1)
+            row["connected"] = True
+        except (ConnectionError, TimeoutError) as exc:
+            row["error"] = str(exc)
+        conn = next(iter(peer.connections.values()), None)
+        if row["connected"] and conn is not None:
+            row["connect_ms"] = conn.connect_ms
+            pair = selected_candidate_pair(conn.pc)
+            if pair is not None:
+                row["local_candidate_type"] = pair.local_candidate_type
+                row["remote_candidate_type"] = pair.remote_candidate_type
+            deadline = time.monotonic() + spec["settle_seconds"] + 1.0
+            while time.monotonic() < deadline:
+                rtt = sctp_rtt_ms(conn.pc)
+                row["rtt_ms"] = rtt
+                if rtt is not None and time.monotonic() - began > spec["settle_seconds"]:
+                    break
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(spec.get("linger", 0.0))
+    finally:
+        await peer.close()
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m rtclab.experiments._netns_peer SPEC_JSON", file=sys.stderr)
+        return 2
+    row = asyncio.run(run_peer(json.loads(args[0])))
+    print(json.dumps(row), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
