@@ -10,10 +10,9 @@ import sys
 import time
 from typing import Any
 
-from .._compat.aiortc import sctp_rtt_ms
 from ..ice.config import IceConfig, IceServer
-from ..ice.inspect import selected_candidate_pair
 from ..peer.peer import Peer
+from ._harness import path_columns, settled_sctp_rtt
 
 
 async def run_peer(spec: dict[str, Any]) -> dict[str, Any]:
@@ -42,17 +41,11 @@ async def run_peer(spec: dict[str, Any]) -> dict[str, Any]:
         conn = next(iter(peer.connections.values()), None)
         if row["connected"] and conn is not None:
             row["connect_ms"] = conn.connect_ms
-            pair = selected_candidate_pair(conn.pc)
-            if pair is not None:
-                row["local_candidate_type"] = pair.local_candidate_type
-                row["remote_candidate_type"] = pair.remote_candidate_type
-            deadline = time.monotonic() + spec["settle_seconds"] + 1.0
-            while time.monotonic() < deadline:
-                rtt = sctp_rtt_ms(conn.pc)
-                row["rtt_ms"] = rtt
-                if rtt is not None and time.monotonic() - began > spec["settle_seconds"]:
-                    break
-                await asyncio.sleep(0.05)
+            path = path_columns(conn)
+            for key in ("local_candidate_type", "remote_candidate_type"):
+                if key in path:
+                    row[key] = path[key]
+            row["rtt_ms"] = await settled_sctp_rtt(conn, began, spec["settle_seconds"])
         await asyncio.sleep(spec.get("linger", 0.0))
     finally:
         await peer.close()

@@ -13,18 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import math
-import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from ..ice.config import LOOPBACK, IceConfig, IceTransportPolicy
+from ._harness import ExperimentResult, connect_pair, path_columns, progress_bar
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -115,98 +114,20 @@ DEFAULT_SCENARIOS: tuple[Scenario, ...] = (
 
 
 @dataclass
-class IcePathComparison:
+class IcePathComparison(ExperimentResult):
     """What :func:`compare_ice_paths` returns: ``frame``, ``figure``, CSV export.
 
     Unpacks as ``frame, figure = await compare_ice_paths(...)``.
     """
 
-    frame: pd.DataFrame
-    scenarios: tuple[Scenario, ...]
-    elapsed_s: float = 0.0
-    _figure: go.Figure | None = field(default=None, repr=False)
+    scenarios: tuple[Scenario, ...] = ()
 
-    @property
-    def figure(self) -> go.Figure:
-        if self._figure is None:
-            self._figure = ice_paths_figure(self.frame, [s.name for s in self.scenarios])
-        return self._figure
+    def _make_figure(self) -> go.Figure:
+        return ice_paths_figure(self.frame, [s.name for s in self.scenarios])
 
     def summary(self) -> pd.DataFrame:
         """Per scenario: runs, success rate, median connect/RTT/bitrate, the usual path."""
         return summarize(self.frame, [s.name for s in self.scenarios])
-
-    def to_csv(self, path: str | Path) -> Path:
-        """Write the runs (one row per scenario x repetition) to ``path``; returns it."""
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        self.frame.to_csv(out, index=False)
-        return out
-
-    def __iter__(self) -> Iterator[Any]:
-        yield self.frame
-        yield self.figure
-
-
-# --- progress ------------------------------------------------------------------------------
-
-
-class _Progress:
-    """tqdm when installed; else an ipywidgets bar inside a kernel; else lines on stderr.
-
-    None of them is a dependency: the plain-text fallback always works.
-    """
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.total = total
-        self.done = 0
-        self._tqdm: Any = None
-        self._bar: Any = None
-        self._label: Any = None
-        if not enabled:
-            return
-        # imported by name: optional, and neither ships type information
-        try:
-            tqdm = importlib.import_module("tqdm.auto").tqdm
-            self._tqdm = tqdm(total=total, desc="ICE paths", unit="run")
-            return
-        except ImportError:
-            pass
-        if _in_kernel():
-            try:
-                widgets = importlib.import_module("ipywidgets")
-                display = importlib.import_module("IPython.display").display
-                self._bar = widgets.IntProgress(min=0, max=total, description="ICE paths")
-                self._label = widgets.Label()
-                display(widgets.HBox([self._bar, self._label]))
-                return
-            except ImportError:
-                pass
-        self._text = True
-
-    def update(self, label: str) -> None:
-        self.done += 1
-        if self._tqdm is not None:
-            self._tqdm.set_postfix_str(label)
-            self._tqdm.update(1)
-        elif self._bar is not None:
-            self._bar.value = self.done
-            self._label.value = f"{self.done}/{self.total} {label}"
-        elif getattr(self, "_text", False):
-            print(f"[{self.done}/{self.total}] {label}", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self._tqdm is not None:
-            self._tqdm.close()
-
-
-def _in_kernel() -> bool:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and hasattr(shell, "kernel")
 
 
 # --- runs ----------------------------------------------------------------------------------
@@ -260,7 +181,7 @@ async def compare_ice_paths(
         collector = StatsCollector(interval=stats_interval, window=None)
         await collector.start()
         stack.push_async_callback(collector.stop)
-        bar = _Progress(len(chosen) * repetitions, progress)
+        bar = progress_bar(len(chosen) * repetitions, "ICE paths", "run", progress)
         stack.callback(bar.close)
         run = 0
         for repetition in range(repetitions):
@@ -283,9 +204,10 @@ async def compare_ice_paths(
                 if on_run is not None:
                     on_run(row)
                 ok = "ok" if row["connected"] else "FAILED"
-                bar.update(f"{scenario.name} #{repetition + 1} {ok}")
+                bar.set_postfix_str(f"{scenario.name} #{repetition + 1} {ok}")
+                bar.update(1)
     frame = _frame(rows, [s.name for s in chosen])
-    result = IcePathComparison(frame, chosen, elapsed_s=time.monotonic() - began)
+    result = IcePathComparison(frame, scenarios=chosen, elapsed_s=time.monotonic() - began)
     if csv is not None:
         result.to_csv(csv)
     return result
@@ -316,13 +238,9 @@ async def _one_run(
     for peer in peers:
         peer.add_listener(collector.record_event)
     try:
-        await answerer.join()
-        await offerer.join()  # the joiner offers
-        try:
-            await offerer.wait_connected(count=1, timeout=connect_timeout + 1.0)
-            await answerer.wait_connected(count=1, timeout=connect_timeout + 1.0)
-        except (ConnectionError, TimeoutError) as exc:
-            row["error"] = str(exc)
+        error = await connect_pair(answerer, offerer, timeout=connect_timeout + 1.0, both=True)
+        if error is not None:
+            row["error"] = error
         conn = offerer.connections.get(answerer.name)
         if conn is not None:
             row["connected"] = conn.connected_at is not None and conn.failure_reason is None
@@ -339,14 +257,7 @@ async def _one_run(
             collector.remove(offerer)
             row.update(_path_and_rates(collector.samples, offerer.name, answerer.name))
             if conn is not None and row.get("local_candidate_type") is None:
-                from ..ice.inspect import selected_candidate_pair
-
-                pair = selected_candidate_pair(conn.pc)
-                if pair is not None:
-                    row["local_candidate_type"] = pair.local_candidate_type
-                    row["remote_candidate_type"] = pair.remote_candidate_type
-                    row["protocol"] = pair.protocol
-                    row["relay_protocol"] = pair.relay_protocol
+                row.update(path_columns(conn))
     finally:
         for peer in peers:
             collector.remove(peer)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pandas as pd
 
 from ..net.link import Link
+from ._harness import ExperimentResult, connect_pair, progress_bar
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -61,20 +62,14 @@ def _label(link: Link) -> str:
 
 
 @dataclass
-class ImpairmentSweep:
+class ImpairmentSweep(ExperimentResult):
     """What :func:`impairment_sweep` returns: a summary row per setting, every stats sample
     (with its ``setting``), and a figure. Unpacks as ``frame, samples, figure``."""
 
-    frame: pd.DataFrame
-    samples: pd.DataFrame
-    elapsed_s: float = 0.0
-    _figure: go.Figure | None = field(default=None, repr=False)
+    samples: pd.DataFrame = field(default_factory=pd.DataFrame)
 
-    @property
-    def figure(self) -> go.Figure:
-        if self._figure is None:
-            self._figure = impairment_figure(self.frame)
-        return self._figure
+    def _make_figure(self) -> go.Figure:
+        return impairment_figure(self.frame)
 
     def __iter__(self) -> Iterator[Any]:
         yield self.frame
@@ -137,7 +132,6 @@ async def impairment_sweep(
     """
     from ..signaling.server import SignalingServer
     from ..stats.collector import StatsCollector
-    from .nat_matrix import _Progress
 
     settings = (
         list(links)
@@ -151,7 +145,7 @@ async def impairment_sweep(
     began = time.monotonic()
     rows: list[dict[str, Any]] = []
     samples: list[pd.DataFrame] = []
-    bar = _Progress(len(settings), progress)
+    bar = progress_bar(len(settings), "impairment sweep", "setting", progress)
     async with contextlib.AsyncExitStack() as stack:
         if backend == "netns":
             from ..net.netns import NetnsNetwork, require_netns
@@ -183,7 +177,8 @@ async def impairment_sweep(
                 )
             rows.append(row)
             samples.append(frame)
-            bar.update(f"{row['setting']}: rtt {row.get('rtt_ms', math.nan):.0f} ms")
+            bar.set_postfix_str(f"{row['setting']}: rtt {row.get('rtt_ms', math.nan):.0f} ms")
+            bar.update(1)
     summary = pd.DataFrame(rows).reindex(columns=SUMMARY_COLUMNS)
     for column in SUMMARY_COLUMNS[1:]:
         if column not in ("setting", "connected", "error"):
@@ -191,7 +186,7 @@ async def impairment_sweep(
     summary["connected"] = summary["connected"].fillna(False).astype(bool)
     nonempty = [s for s in samples if not s.empty]
     all_samples = pd.concat(nonempty, ignore_index=True) if nonempty else pd.DataFrame()
-    return ImpairmentSweep(summary, all_samples, elapsed_s=time.monotonic() - began)
+    return ImpairmentSweep(summary, samples=all_samples, elapsed_s=time.monotonic() - began)
 
 
 def _setting_row(link: Link) -> dict[str, Any]:
@@ -231,13 +226,10 @@ async def _one_setting(
             "receiver", signaling_url, network=net.host("receiver"), video=False, **common
         )
         try:
-            await receiver.join()
-            await sender.join()
-            try:
-                await sender.wait_connected(count=1)
-                row["connected"] = True
-            except (ConnectionError, TimeoutError) as exc:
-                row["error"] = str(exc)
+            error = await connect_pair(receiver, sender, timeout=ice.connect_timeout)
+            row["connected"] = error is None
+            if error is not None:
+                row["error"] = error
             if row["connected"]:
                 collector.add(sender)
                 collector.add(receiver)

@@ -10,19 +10,24 @@ given a ``client``: each batch is a plain picklable function call returning rows
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import os
-import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
 from ..net.nat import PRESETS, predict_direct
 from ..net.netns import require_netns
+from ._harness import (
+    ExperimentResult,
+    connect_pair,
+    path_columns,
+    progress_bar,
+    settled_sctp_rtt,
+)
 from .netns_runner import close_shared, run_netns_scenario
 
 if TYPE_CHECKING:
@@ -86,8 +91,6 @@ async def run_nat_scenario(
     settle_seconds: float = 0.3,
 ) -> dict[str, Any]:
     """One scenario on the emulated network -> one row (never raises for a failed connect)."""
-    from .._compat.aiortc import sctp_rtt_ms
-    from ..ice.inspect import selected_candidate_pair
     from ..net.emulated import Network
     from ..peer.peer import Peer
 
@@ -114,14 +117,11 @@ async def run_nat_scenario(
         offerer = Peer("a", signaling_url, network=net.host("a", scenario.a), **options)
         answerer = Peer("b", signaling_url, network=net.host("b", scenario.b), **options)
         try:
-            await answerer.join()
             began = time.monotonic()
-            await offerer.join()
-            try:
-                await offerer.wait_connected(count=1, timeout=connect_timeout + 1.0)
-                row["connected"] = True
-            except (ConnectionError, TimeoutError) as exc:
-                row["error"] = str(exc)
+            error = await connect_pair(answerer, offerer, timeout=connect_timeout + 1.0)
+            row["connected"] = error is None
+            if error is not None:
+                row["error"] = error
             conn = offerer.connections.get("b")
             if row["connected"] and conn is not None:
                 row["connect_ms"] = (
@@ -129,19 +129,11 @@ async def run_nat_scenario(
                     if conn.connect_ms is not None
                     else (time.monotonic() - began) * 1000
                 )
-                pair = selected_candidate_pair(conn.pc)
-                if pair is not None:
-                    row["local_candidate_type"] = pair.local_candidate_type
-                    row["remote_candidate_type"] = pair.remote_candidate_type
-                # the data channels' open handshake gives SCTP its first RTT sample
-                deadline = time.monotonic() + settle_seconds + 1.0
-                rtt = None
-                while time.monotonic() < deadline:
-                    rtt = sctp_rtt_ms(conn.pc)
-                    if rtt is not None and time.monotonic() - began > settle_seconds:
-                        break
-                    await asyncio.sleep(0.05)
-                row["rtt_ms"] = rtt
+                path = path_columns(conn)
+                for key in ("local_candidate_type", "remote_candidate_type"):
+                    if key in path:
+                        row[key] = path[key]
+                row["rtt_ms"] = await settled_sctp_rtt(conn, began, settle_seconds)
         finally:
             await asyncio.gather(offerer.close(), answerer.close(), return_exceptions=True)
     row["path"] = _path(row.get("local_candidate_type"), row.get("remote_candidate_type"))
@@ -201,19 +193,13 @@ def run_batch(scenarios: Sequence[dict[str, Any]], options: dict[str, Any]) -> l
 
 
 @dataclass
-class NatMatrix:
+class NatMatrix(ExperimentResult):
     """What :func:`nat_matrix` returns; unpacks as ``frame, figure``."""
 
-    frame: pd.DataFrame
-    presets: tuple[str, ...]
-    elapsed_s: float = 0.0
-    _figure: go.Figure | None = field(default=None, repr=False)
+    presets: tuple[str, ...] = ()
 
-    @property
-    def figure(self) -> go.Figure:
-        if self._figure is None:
-            self._figure = nat_matrix_figure(self.frame, self.presets)
-        return self._figure
+    def _make_figure(self) -> go.Figure:
+        return nat_matrix_figure(self.frame, self.presets)
 
     @property
     def mismatches(self) -> pd.DataFrame:
@@ -230,10 +216,6 @@ class NatMatrix:
         table = cells.pivot_table(index="a", columns="b", values="cell", aggfunc="first")
         out: pd.DataFrame = table.reindex(index=list(self.presets), columns=list(self.presets))
         return out
-
-    def __iter__(self) -> Iterator[Any]:
-        yield self.frame
-        yield self.figure
 
 
 def _batches(items: list[NatScenario], size: int) -> list[list[dict[str, Any]]]:
@@ -279,7 +261,7 @@ async def nat_matrix(
         "concurrency": concurrency,
     }
     began = time.monotonic()
-    bar = _Progress(len(scenarios), progress)
+    bar = progress_bar(len(scenarios), "NAT matrix", "scenario", progress)
     rows: list[dict[str, Any]] = []
     # namespace scenarios run their peers as processes already: they stay in this loop
     local = [s for s in scenarios if s.backend == "netns"]
@@ -288,10 +270,9 @@ async def nat_matrix(
     def done(batch_rows: list[dict[str, Any]]) -> None:
         rows.extend(batch_rows)
         for row in batch_rows:
-            bar.update(
-                f"{row['a']}<->{row['b']} {row['servers']}: "
-                f"{'ok' if row['connected'] else 'failed'}"
-            )
+            outcome = "ok" if row["connected"] else "failed"
+            bar.set_postfix_str(f"{row['a']}<->{row['b']} {row['servers']}: {outcome}")
+            bar.update(1)
 
     try:
         if local:
@@ -327,7 +308,7 @@ async def nat_matrix(
                     done(await next_done)
     finally:
         bar.close()
-    return NatMatrix(_frame(rows, chosen), chosen, elapsed_s=time.monotonic() - began)
+    return NatMatrix(_frame(rows, chosen), presets=chosen, elapsed_s=time.monotonic() - began)
 
 
 def _frame(rows: list[dict[str, Any]], order: Sequence[str]) -> pd.DataFrame:
@@ -404,29 +385,3 @@ def nat_matrix_figure(frame: pd.DataFrame, order: Sequence[str] | None = None) -
         margin={"t": 80},
     )
     return fig
-
-
-class _Progress:
-    """tqdm when installed, else a line per scenario on stderr (none is a dependency)."""
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.total, self.done, self.enabled = total, 0, enabled
-        self._tqdm: Any = None
-        if enabled:
-            with contextlib.suppress(ImportError):
-                import importlib
-
-                tqdm = importlib.import_module("tqdm.auto").tqdm
-                self._tqdm = tqdm(total=total, desc="NAT matrix", unit="scenario")
-
-    def update(self, label: str) -> None:
-        self.done += 1
-        if self._tqdm is not None:
-            self._tqdm.set_postfix_str(label)
-            self._tqdm.update(1)
-        elif self.enabled:
-            print(f"[{self.done}/{self.total}] {label}", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self._tqdm is not None:
-            self._tqdm.close()

@@ -1,0 +1,113 @@
+"""What every experiment repeats, once: a result type, a progress bar, a peer pair brought
+up and read (connection row, selected path, first SCTP round trip)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .._compat.aiortc import sctp_rtt_ms
+from ..ice.inspect import selected_candidate_pair
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+    from ..peer.connection import RemoteConnection
+    from ..peer.peer import Peer
+
+__all__ = [
+    "ExperimentResult",
+    "connect_pair",
+    "path_columns",
+    "progress_bar",
+    "settled_sctp_rtt",
+]
+
+
+@dataclass
+class ExperimentResult:
+    """A frame of results, the time the experiment took, a figure built on first use and a
+    CSV export; unpacks as ``frame, figure`` (subclasses add what they carry)."""
+
+    frame: pd.DataFrame
+    elapsed_s: float = field(default=0.0, kw_only=True)
+    _figure: go.Figure | None = field(default=None, repr=False, kw_only=True)
+
+    def _make_figure(self) -> go.Figure:
+        raise NotImplementedError
+
+    @property
+    def figure(self) -> go.Figure:
+        if self._figure is None:
+            self._figure = self._make_figure()
+        return self._figure
+
+    def to_csv(self, path: str | Path) -> Path:
+        """Write :attr:`frame` (one row per run) to ``path``; returns it."""
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        self.frame.to_csv(out, index=False)
+        return out
+
+    def __iter__(self) -> Iterator[Any]:
+        yield self.frame
+        yield self.figure
+
+
+def progress_bar(total: int, desc: str, unit: str, enabled: bool = True) -> tqdm[Any]:
+    """A tqdm bar: a widget in Jupyter (``tqdm.auto``), text on stderr elsewhere; ``update``
+    it with ``set_postfix_str(label)`` then ``update(1)``. Disabled: a silent no-op bar."""
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled)
+
+
+async def connect_pair(
+    answerer: Peer, offerer: Peer, *, timeout: float, both: bool = False
+) -> str | None:
+    """Join ``answerer``, then ``offerer`` (the joiner offers) and wait until the offerer's
+    connection (with ``both``, the answerer's too) is usable; the failure reason, or
+    ``None`` once connected. Never raises for a failed connect: a failure is a result."""
+    await answerer.join()
+    await offerer.join()
+    try:
+        await offerer.wait_connected(count=1, timeout=timeout)
+        if both:
+            await answerer.wait_connected(count=1, timeout=timeout)
+    except (ConnectionError, TimeoutError) as exc:
+        return str(exc)
+    return None
+
+
+def path_columns(conn: RemoteConnection) -> dict[str, Any]:
+    """The selected candidate pair of ``conn`` as result columns (empty before one is)."""
+    pair = selected_candidate_pair(conn.pc)
+    if pair is None:
+        return {}
+    return {
+        "local_candidate_type": pair.local_candidate_type,
+        "remote_candidate_type": pair.remote_candidate_type,
+        "protocol": pair.protocol,
+        "relay_protocol": pair.relay_protocol,
+    }
+
+
+async def settled_sctp_rtt(
+    conn: RemoteConnection, began: float, settle_seconds: float
+) -> float | None:
+    """The SCTP smoothed RTT once ``settle_seconds`` have passed since ``began`` (monotonic):
+    the data channels' open handshake gives SCTP its first sample, later ones smooth it.
+    Waits at most a second past the settle time; ``None`` if SCTP has no sample by then."""
+    deadline = time.monotonic() + settle_seconds + 1.0
+    rtt = None
+    while time.monotonic() < deadline:
+        rtt = sctp_rtt_ms(conn.pc)
+        if rtt is not None and time.monotonic() - began > settle_seconds:
+            break
+        await asyncio.sleep(0.05)
+    return rtt
