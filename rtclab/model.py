@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "PATH_COLUMNS",
     "CandidateInfo",
     "CandidatePair",
     "ChannelCounters",
@@ -21,6 +22,16 @@ __all__ = [
 #: ``listener(peer, remote, event, value)``: how peers, the signaling server and the lab
 #: report events (a peer name, the remote or ``None``, the event name, its value).
 EventListener = Callable[[str, "str | None", str, Any], None]
+
+#: The path a connection takes, as columns of the samples and selected-pairs frames.
+PATH_COLUMNS: list[str] = [
+    "local_candidate_type",
+    "remote_candidate_type",
+    "protocol",
+    "relay_protocol",
+    "local_address",
+    "remote_address",
+]
 
 
 @dataclass(frozen=True)
@@ -73,6 +84,10 @@ class CandidatePair:
     @property
     def remote_address(self) -> str:
         return self.remote.address_port
+
+    def columns(self) -> dict[str, str | None]:
+        """The pair as the path columns of a samples row (:data:`PATH_COLUMNS`)."""
+        return {column: getattr(self, column) for column in PATH_COLUMNS}
 
 
 @dataclass

@@ -87,14 +87,7 @@ async def connect_pair(
 def path_columns(conn: RemoteConnection) -> dict[str, Any]:
     """The selected candidate pair of ``conn`` as result columns (empty before one is)."""
     pair = selected_candidate_pair(conn.pc)
-    if pair is None:
-        return {}
-    return {
-        "local_candidate_type": pair.local_candidate_type,
-        "remote_candidate_type": pair.remote_candidate_type,
-        "protocol": pair.protocol,
-        "relay_protocol": pair.relay_protocol,
-    }
+    return {} if pair is None else dict(pair.columns())
 
 
 async def settled_sctp_rtt(

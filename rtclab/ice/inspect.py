@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._compat.aioice import connection_protocols, nominated_pair
 from .._compat.aiortc import ice_transport_connection
-from ..model import CandidateInfo, CandidatePair
+from ..model import PATH_COLUMNS, CandidateInfo, CandidatePair
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -73,18 +73,7 @@ CANDIDATE_COLUMNS = [
 ]
 
 #: Columns of the selected-pairs frame (from the stats samples).
-PAIR_COLUMNS = [
-    "t",
-    "elapsed_s",
-    "peer",
-    "remote",
-    "local_candidate_type",
-    "remote_candidate_type",
-    "protocol",
-    "relay_protocol",
-    "local_address",
-    "remote_address",
-]
+PAIR_COLUMNS = ["t", "elapsed_s", "peer", "remote", *PATH_COLUMNS]
 
 
 def candidate_info(candidate: Any) -> CandidateInfo:

@@ -12,7 +12,6 @@ import contextlib
 import json
 from collections import deque
 from collections.abc import Mapping
-from types import TracebackType
 from typing import Any, Final
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -61,12 +60,7 @@ class SignalingClient:
     async def __aenter__(self) -> SignalingClient:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     @property

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from rtclab.ice.inspect import CandidatePair
+from rtclab.model import PATH_COLUMNS, CandidatePair
 
 if TYPE_CHECKING:
     # Only for annotations: importing rtclab.peer at run time would pull in the whole Peer
@@ -97,12 +97,7 @@ SAMPLE_COLUMNS: list[str] = [
     "messages_sent",
     "messages_received",
     "messages_dropped",
-    "local_candidate_type",
-    "remote_candidate_type",
-    "protocol",
-    "relay_protocol",
-    "local_address",
-    "remote_address",
+    *PATH_COLUMNS,
     "connection_state",
 ]
 
@@ -111,12 +106,7 @@ STRING_COLUMNS: list[str] = [
     "remote",
     "kind",
     "direction",
-    "local_candidate_type",
-    "remote_candidate_type",
-    "protocol",
-    "relay_protocol",
-    "local_address",
-    "remote_address",
+    *PATH_COLUMNS,
     "connection_state",
 ]
 
@@ -185,14 +175,7 @@ def _base_row(snapshot: ConnectionSnapshot, elapsed_s: float) -> dict[str, Any]:
     )
     pair = snapshot.candidate_pair
     if pair is not None:
-        row.update(
-            local_candidate_type=pair.local_candidate_type,
-            remote_candidate_type=pair.remote_candidate_type,
-            protocol=pair.protocol,
-            relay_protocol=pair.relay_protocol,
-            local_address=pair.local_address,
-            remote_address=pair.remote_address,
-        )
+        row.update(pair.columns())
     return row
 
 

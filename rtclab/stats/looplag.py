@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import statistics
-from types import TracebackType
 
 
 class LoopLagMonitor:
@@ -41,12 +40,7 @@ class LoopLagMonitor:
         self.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
     def percentile_ms(self, q: float) -> float:

@@ -119,6 +119,7 @@ class PeerWidget(widgets.VBox):  # type: ignore[misc]
             layout=widgets.Layout(flex_flow="row wrap"),
         )
         self.chat_box = widgets.HBox([self.chat_text, self.chat_send])
+        self._inputs = [*controls.children, self.chat_text, self.chat_send]
         self._own = [
             self.header,
             self.status,
@@ -126,13 +127,7 @@ class PeerWidget(widgets.VBox):  # type: ignore[misc]
             self.local_image,
             self.local_box,
             self.previews,
-            self.mute_audio,
-            self.mute_video,
-            self.video_source,
-            self.leave_button,
-            self.rejoin_button,
-            self.chat_text,
-            self.chat_send,
+            *self._inputs,
             self.chat_log,
             controls,
             self.chat_box,
@@ -171,15 +166,7 @@ class PeerWidget(widgets.VBox):  # type: ignore[misc]
         self._render()
         if self._loop is None:
             self._snapshot_previews()
-            for control in (
-                self.mute_audio,
-                self.mute_video,
-                self.video_source,
-                self.leave_button,
-                self.rejoin_button,
-                self.chat_text,
-                self.chat_send,
-            ):
+            for control in self._inputs:
                 control.disabled = True
             self.status.value = f"<i>{html.escape(_STATIC_NOTE)}</i>"
             return

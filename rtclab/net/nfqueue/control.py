@@ -16,7 +16,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
 
 from ..link import Link
@@ -130,13 +129,8 @@ class NamespaceImpairment:
     def __enter__(self) -> NamespaceImpairment:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is None:
             self.close()
         else:  # do not hide the error that got us here
             with contextlib.suppress(NfqueueError):
