@@ -75,8 +75,14 @@ def test_gathering_log_times_and_events() -> None:
     log.fail("turn-unauthorized", server.url, "TURN 401 ...")  # once per kind and URL
     assert len(log.failures) == 1 and events[-1] == ("turn-failed", "TURN 401 ...")
     remote = SimpleNamespace(transport="udp", host="127.0.0.1", port=7000)
+    unknown = SimpleNamespace(transport="udp", host="127.0.0.1", port=7001)
+    assert log.remote_ms(remote) is None  # not stamped yet
     log.stamp_remote([remote])
-    assert (log.remote_ms(remote) or 0) >= 0
+    stamped = log.remote_ms(remote)
+    assert stamped is not None and 0 <= stamped < 60_000  # ms since begin(), not seconds
+    log.stamp_remote([remote])
+    assert log.remote_ms(remote) == stamped  # the first arrival counts, not the latest
+    assert log.remote_ms(unknown) is None
 
 
 def test_ice_config_validates_and_lists_servers() -> None:

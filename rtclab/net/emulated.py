@@ -1,7 +1,7 @@
 """The emulated network: hosts on LANs behind NATs, impaired links, STUN and TURN servers on
 a public side — all inside the Python process, no root, no real packet.
 
-Two hook points bind aioice to it (see DESIGN.md "Networks"): the host addresses a peer
+Two hook points bind aioice to it (docs/net.md): the host addresses a peer
 gathers on (through :func:`rtclab.ice.gathering.gathering_on`) and
 ``create_datagram_endpoint`` on the *running loop object* (:mod:`rtclab._compat.loop`),
 which returns an :class:`EmulatedTransport` when a host is attached to the current context

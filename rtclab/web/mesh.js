@@ -157,7 +157,8 @@ export class Mesh {
   }
 
   async _offer(link) {
-    // tracks before channels: the m-line order aiortc handles best (see DESIGN, MAX_BUNDLE)
+    // tracks before channels: with MAX_BUNDLE, aiortc closes its only transport on the answer
+    // when the data channel comes first
     this._addMedia(link, false);
     this._attach(link, link.pc.createDataChannel('chat', {ordered: true}));
     this._attach(link, link.pc.createDataChannel('cursors', {ordered: false, maxRetransmits: 0}));
