@@ -57,7 +57,7 @@ def _positive_seconds(text: str) -> int:
 def _serve(args: argparse.Namespace) -> int:
     if getattr(args, "turn_secret_file", None):
         return _serve_with_turn(args)
-    from .signaling.server import serve_main, server_options
+    from .signaling.runner import serve_main, server_options
 
     return serve_main(
         args.host, args.port, path=args.path, compression=args.deflate,
@@ -128,7 +128,8 @@ def _serve_with_turn(args: argparse.Namespace) -> int:
     import signal
 
     from .ice.credentials import TURN_CREDENTIALS_PATH, make_credentials_handler
-    from .signaling.server import SignalingServer, server_options
+    from .signaling.runner import server_options
+    from .signaling.server import SignalingServer
 
     secret = _read_turn_secret(args.turn_secret_file, "--turn-secret-file")
     token = os.environ.get("RTCLAB_TURN_TOKEN") or secrets.token_urlsafe(24)
@@ -265,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not serve the browser client at / (served by default: "
         "http://HOST:PORT/?room=R&user=U)",
     )  # fmt: skip
-    from .signaling.server import add_server_arguments
+    from .signaling.runner import add_server_arguments
 
     add_server_arguments(serve.add_argument_group(
         "signaling rules",

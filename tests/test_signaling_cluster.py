@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import shutil
 import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from helpers import ServerProcess, start_server, ws_join, ws_recv, ws_send
+from websockets.asyncio.client import connect
 
 from rtclab.signaling import SignalingServer
 
@@ -56,73 +54,39 @@ def redis_url() -> Iterator[str]:
         proc.wait(5)
 
 
-async def start_process(redis_url: str, prefix: str, *extra: str) -> tuple[Any, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "rtclab.signaling",
-        "--port",
-        "0",
-        "--redis",
-        redis_url,
-        "--redis-prefix",
-        prefix,
-        *extra,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert proc.stdout is not None
-    line = (await asyncio.wait_for(proc.stdout.readline(), 15)).decode()
-    if not line:
-        assert proc.stderr is not None
-        pytest.fail("server did not start: " + (await proc.stderr.read()).decode())
-    return proc, line.split()[-1]
-
-
 @pytest.fixture
 async def two_servers(redis_url: str, request: pytest.FixtureRequest) -> AsyncIterator[list[str]]:
     prefix = f"test:{request.node.name}"  # a namespace per test: no state shared between tests
-    procs = []
+    servers: list[ServerProcess] = []
     try:
-        urls = []
         for _ in range(2):
-            proc, url = await start_process(redis_url, prefix, "--max-room-size", "3")
-            procs.append(proc)
-            urls.append(url)
-        yield urls
+            servers.append(
+                await start_server(
+                    "--redis", redis_url, "--redis-prefix", prefix, "--max-room-size", "3"
+                )
+            )
+        yield [server.url for server in servers]
     finally:
-        for proc in procs:
-            if proc.returncode is None:
-                proc.terminate()
-        for proc in procs:
-            await asyncio.wait_for(proc.wait(), 10)
-
-
-async def recv(ws: ClientConnection, timeout: float = TIMEOUT) -> dict[str, Any]:
-    msg = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-    assert isinstance(msg, dict)
-    return msg
-
-
-async def send(ws: ClientConnection, obj: Any) -> None:
-    await ws.send(json.dumps(obj))
-
-
-async def join(ws: ClientConnection, room: str, user: str) -> dict[str, Any]:
-    await send(ws, {"type": "join", "roomId": room, "userId": user})
-    return await recv(ws)
+        for server in servers:
+            server.proc.terminate()
+        for server in servers:
+            await server.stop()
 
 
 async def test_clients_on_two_processes_share_a_room(two_servers: list[str]) -> None:
     url1, url2 = two_servers
     alice = await connect(url1)
     bob = await connect(url2)
-    assert await join(alice, "r", "alice") == {"type": "room-joined", "roomId": "r", "peers": []}
-    assert await join(bob, "r", "bob") == {"type": "room-joined", "roomId": "r", "peers": ["alice"]}
-    assert await recv(alice) == {"type": "peer-joined", "peerId": "bob"}
+    assert await ws_join(alice, "r", "alice") == {"type": "room-joined", "roomId": "r", "peers": []}
+    assert await ws_join(bob, "r", "bob") == {
+        "type": "room-joined",
+        "roomId": "r",
+        "peers": ["alice"],
+    }
+    assert await ws_recv(alice) == {"type": "peer-joined", "peerId": "bob"}
 
     # offer / answer / trickled candidates, in order, with a server-set from
-    await send(
+    await ws_send(
         alice,
         {
             "type": "offer",
@@ -132,48 +96,48 @@ async def test_clients_on_two_processes_share_a_room(two_servers: list[str]) -> 
         },
     )
     for i in range(20):
-        await send(alice, {"type": "ice-candidate", "to": "bob", "candidate": {"i": i}})
-    await send(alice, {"type": "ice-candidate", "to": "bob", "candidate": None})
-    offer = await recv(bob)
+        await ws_send(alice, {"type": "ice-candidate", "to": "bob", "candidate": {"i": i}})
+    await ws_send(alice, {"type": "ice-candidate", "to": "bob", "candidate": None})
+    offer = await ws_recv(bob)
     assert offer == {
         "type": "offer",
         "to": "bob",
         "sdp": {"type": "offer", "sdp": "v=0\r\n"},
         "from": "alice",
     }
-    got = [await recv(bob) for _ in range(21)]
+    got = [await ws_recv(bob) for _ in range(21)]
     assert [m["candidate"] for m in got] == [{"i": i} for i in range(20)] + [None]
     assert {m["from"] for m in got} == {"alice"}
-    await send(bob, {"type": "answer", "to": "alice", "sdp": {"type": "answer"}})
-    assert (await recv(alice))["from"] == "bob"
+    await ws_send(bob, {"type": "answer", "to": "alice", "sdp": {"type": "answer"}})
+    assert (await ws_recv(alice))["from"] == "bob"
 
     # a third member on process 1 sees both; the room is full at 3 across processes
     carol = await connect(url1)
-    assert (await join(carol, "r", "carol"))["peers"] == ["alice", "bob"]
-    assert await recv(alice) == {"type": "peer-joined", "peerId": "carol"}
-    assert await recv(bob) == {"type": "peer-joined", "peerId": "carol"}
+    assert (await ws_join(carol, "r", "carol"))["peers"] == ["alice", "bob"]
+    assert await ws_recv(alice) == {"type": "peer-joined", "peerId": "carol"}
+    assert await ws_recv(bob) == {"type": "peer-joined", "peerId": "carol"}
     dave = await connect(url2)
-    assert (await join(dave, "r", "dave"))["code"] == "room-full"
+    assert (await ws_join(dave, "r", "dave"))["code"] == "room-full"
 
     # duplicate userId refused across processes
-    assert (await join(dave, "r2", "x"))["type"] == "room-joined"
+    assert (await ws_join(dave, "r2", "x"))["type"] == "room-joined"
     impostor = await connect(url1)
-    assert (await join(impostor, "r2", "x"))["code"] == "duplicate-user"
+    assert (await ws_join(impostor, "r2", "x"))["code"] == "duplicate-user"
 
     # relay only within the room: dave (r2, process 2) cannot reach alice
-    await send(dave, {"type": "offer", "to": "alice", "sdp": {}})
-    assert (await recv(dave))["code"] == "unknown-peer"
+    await ws_send(dave, {"type": "offer", "to": "alice", "sdp": {}})
+    assert (await ws_recv(dave))["code"] == "unknown-peer"
 
     # leave and abrupt close are seen on the other process
-    await send(bob, {"type": "leave"})
-    assert await recv(alice) == {"type": "peer-left", "peerId": "bob"}
-    assert await recv(carol) == {"type": "peer-left", "peerId": "bob"}
+    await ws_send(bob, {"type": "leave"})
+    assert await ws_recv(alice) == {"type": "peer-left", "peerId": "bob"}
+    assert await ws_recv(carol) == {"type": "peer-left", "peerId": "bob"}
     await carol.close()
-    assert await recv(alice) == {"type": "peer-left", "peerId": "carol"}
+    assert await ws_recv(alice) == {"type": "peer-left", "peerId": "carol"}
     # bob may come back under the same name, on the other process this time
     bob2 = await connect(url1)
-    assert (await join(bob2, "r", "bob"))["peers"] == ["alice"]
-    assert await recv(alice) == {"type": "peer-joined", "peerId": "bob"}
+    assert (await ws_join(bob2, "r", "bob"))["peers"] == ["alice"]
+    assert await ws_recv(alice) == {"type": "peer-joined", "peerId": "bob"}
     for ws in (alice, bob, dave, impostor, bob2):
         await ws.close()
 
@@ -183,7 +147,7 @@ async def test_a_process_that_stops_takes_its_members_along(
 ) -> None:
     url1, url2 = two_servers
     alice = await connect(url1)
-    await join(alice, "r", "alice")
+    await ws_join(alice, "r", "alice")
     # an in-process third node: its stop() is graceful, its members leave the registry
     node = SignalingServer(
         redis_url=redis_url,
@@ -192,15 +156,15 @@ async def test_a_process_that_stops_takes_its_members_along(
     await node.start()
     try:
         bob = await connect(node.url)
-        assert (await join(bob, "r", "bob"))["peers"] == ["alice"]
-        assert await recv(alice) == {"type": "peer-joined", "peerId": "bob"}
+        assert (await ws_join(bob, "r", "bob"))["peers"] == ["alice"]
+        assert await ws_recv(alice) == {"type": "peer-joined", "peerId": "bob"}
         assert node.rooms() == {"r": ["alice", "bob"]}  # the replica shows every process
     finally:
         await node.stop()
-    assert (await recv(bob))["code"] == "server-shutdown"
-    assert await recv(alice) == {"type": "peer-left", "peerId": "bob"}
+    assert (await ws_recv(bob))["code"] == "server-shutdown"
+    assert await ws_recv(alice) == {"type": "peer-left", "peerId": "bob"}
     late = await connect(url2)
-    assert (await join(late, "r", "bob"))["peers"] == ["alice"]  # the name is free again
+    assert (await ws_join(late, "r", "bob"))["peers"] == ["alice"]  # the name is free again
     await alice.close()
     await late.close()
 

@@ -11,34 +11,13 @@ import socket
 from typing import Any
 
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from helpers import WS_TIMEOUT, ws_closed_with, ws_join, ws_recv, ws_send
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from rtclab.signaling import SignalingServer
 
-TIMEOUT = 2.0
-
-
-async def recv(ws: ClientConnection, timeout: float = TIMEOUT) -> dict[str, Any]:
-    msg = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-    assert isinstance(msg, dict)
-    return msg
-
-
-async def send(ws: ClientConnection, obj: Any) -> None:
-    await ws.send(json.dumps(obj))
-
-
-async def join(ws: ClientConnection, room: str, user: str, **extra: Any) -> dict[str, Any]:
-    await send(ws, {"type": "join", "roomId": room, "userId": user, **extra})
-    return await recv(ws)
-
-
-async def closed_with(ws: ClientConnection, timeout: float = TIMEOUT) -> int | None:
-    with pytest.raises(ConnectionClosed) as info:
-        while True:
-            await asyncio.wait_for(ws.recv(), timeout)
-    return None if info.value.rcvd is None else info.value.rcvd.code
+TIMEOUT = WS_TIMEOUT
 
 
 async def eventually(check: Any, timeout: float = TIMEOUT) -> None:
@@ -56,11 +35,11 @@ async def test_server_token_three_ways_and_refusal_closes() -> None:
     async with SignalingServer(token="s3cret") as srv:
         # join field (what browsers should use), query string, Authorization header
         a = await connect(srv.url)
-        assert (await join(a, "r", "a", token="s3cret"))["type"] == "room-joined"
+        assert (await ws_join(a, "r", "a", token="s3cret"))["type"] == "room-joined"
         b = await connect(srv.url + "?token=s3cret")
-        assert (await join(b, "r", "b"))["type"] == "room-joined"
+        assert (await ws_join(b, "r", "b"))["type"] == "room-joined"
         c = await connect(srv.url, additional_headers={"Authorization": "Bearer s3cret"})
-        assert (await join(c, "r", "c"))["type"] == "room-joined"
+        assert (await ws_join(c, "r", "c"))["type"] == "room-joined"
         # wrong or missing: an error, then close 1008 (no guessing on one socket)
         for url, extra in (
             (srv.url, {}),
@@ -68,9 +47,9 @@ async def test_server_token_three_ways_and_refusal_closes() -> None:
             (srv.url + "?token=nope", {}),
         ):
             bad = await connect(url)
-            reply = await join(bad, "r", "mallory", **extra)
+            reply = await ws_join(bad, "r", "mallory", **extra)
             assert (reply["type"], reply["code"]) == ("error", "unauthorized")
-            assert await closed_with(bad) == 1008
+            assert await ws_closed_with(bad) == 1008
         assert srv.metrics()["messages_refused_total"] == {"unauthorized": 3}
         assert srv.rooms() == {"r": ["a", "b", "c"]}
         for ws in (a, b, c):
@@ -80,17 +59,17 @@ async def test_server_token_three_ways_and_refusal_closes() -> None:
 async def test_room_tokens() -> None:
     async with SignalingServer(room_tokens={"vip": "v1p"}) as srv:
         lobby = await connect(srv.url)
-        assert (await join(lobby, "lobby", "x"))["type"] == "room-joined"  # open room
+        assert (await ws_join(lobby, "lobby", "x"))["type"] == "room-joined"  # open room
         vip = await connect(srv.url)
-        assert (await join(vip, "vip", "y", token="v1p"))["type"] == "room-joined"
+        assert (await ws_join(vip, "vip", "y", token="v1p"))["type"] == "room-joined"
         gate = await connect(srv.url)
-        assert (await join(gate, "vip", "z", token="wrong"))["code"] == "unauthorized"
-        assert await closed_with(gate) == 1008
+        assert (await ws_join(gate, "vip", "z", token="wrong"))["code"] == "unauthorized"
+        assert await ws_closed_with(gate) == 1008
         for ws in (lobby, vip):
             await ws.close()
     async with SignalingServer(token="s", room_tokens={"vip": "v"}) as srv:
         ws = await connect(srv.url)  # the server token does not open a room with its own
-        assert (await join(ws, "vip", "y", token="s"))["code"] == "unauthorized"
+        assert (await ws_join(ws, "vip", "y", token="s"))["code"] == "unauthorized"
         await ws.close()
 
 
@@ -100,7 +79,7 @@ async def test_tokens_are_not_shown_to_observers() -> None:
         srv.add_listener(lambda d, who, m: seen.append(m))
         srv.add_event_listener(lambda *args: seen.append(args))
         ws = await connect(srv.url)
-        await join(ws, "r", "a", token="s3cret")
+        await ws_join(ws, "r", "a", token="s3cret")
         await ws.close()
     assert seen and "s3cret" not in repr(seen)
 
@@ -111,7 +90,7 @@ async def test_tokens_are_not_shown_to_observers() -> None:
 async def test_origin_allow_list() -> None:
     async with SignalingServer(origins=["https://lab.example"]) as srv:
         ok = await connect(srv.url, origin="https://lab.example")  # type: ignore[arg-type]
-        assert (await join(ok, "r", "a"))["type"] == "room-joined"
+        assert (await ws_join(ok, "r", "a"))["type"] == "room-joined"
         await ok.close()
         for origin in ("https://evil.example", None):
             with pytest.raises(InvalidStatus) as info:
@@ -132,19 +111,19 @@ async def test_rate_limit_refuses_before_parsing_and_recovers() -> None:
     async with SignalingServer(rate=20.0, burst=10) as srv:
         a = await connect(srv.url)
         b = await connect(srv.url)
-        await join(a, "r", "a")  # 1 token
-        await join(b, "r", "b")
-        assert (await recv(a))["type"] == "peer-joined"
+        await ws_join(a, "r", "a")  # 1 token
+        await ws_join(b, "r", "b")
+        assert (await ws_recv(a))["type"] == "peer-joined"
         for i in range(15):
-            await send(a, {"type": "ice-candidate", "to": "b", "candidate": {"i": i}})
-        got = [await recv(b) for _ in range(9)]
+            await ws_send(a, {"type": "ice-candidate", "to": "b", "candidate": {"i": i}})
+        got = [await ws_recv(b) for _ in range(9)]
         assert [m["candidate"]["i"] for m in got] == list(range(9))
-        refusals = [await recv(a) for _ in range(6)]
+        refusals = [await ws_recv(a) for _ in range(6)]
         assert {m["code"] for m in refusals} == {"rate-limited"}
         assert srv.metrics()["messages_refused_total"]["rate-limited"] == 6
         await asyncio.sleep(0.2)  # ~4 tokens back at 20/s
-        await send(a, {"type": "ice-candidate", "to": "b", "candidate": {"i": "again"}})
-        assert (await recv(b))["candidate"] == {"i": "again"}
+        await ws_send(a, {"type": "ice-candidate", "to": "b", "candidate": {"i": "again"}})
+        assert (await ws_recv(b))["candidate"] == {"i": "again"}
         await a.close()
         await b.close()
 
@@ -155,7 +134,7 @@ async def test_rate_limit_refuses_before_parsing_and_recovers() -> None:
 async def test_reader_that_never_reads_is_dropped_and_counted() -> None:
     async with SignalingServer(max_queue=64 * 1024, rate=None) as srv:
         sender = await connect(srv.url)
-        await join(sender, "r", "sender")
+        await ws_join(sender, "r", "sender")
         # a raw client that upgrades, joins and then never reads again
         reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
         sock = writer.get_extra_info("socket")
@@ -167,20 +146,20 @@ async def test_reader_that_never_reads_is_dropped_and_counted() -> None:
         )
         assert b" 101 " in await reader.readuntil(b"\r\n\r\n")
         writer.write(masked(json.dumps({"type": "join", "roomId": "r", "userId": "slow"})))
-        assert (await recv(sender))["type"] == "peer-joined"
+        assert (await ws_recv(sender))["type"] == "peer-joined"
         payload = {"type": "offer", "to": "slow", "sdp": {"s": "x" * 30_000}}
         for _ in range(400):  # 12 MB at a client that reads nothing
-            await send(sender, payload)
+            await ws_send(sender, payload)
             if srv.metrics()["disconnects_total"].get("slow-consumer"):
                 break
             await asyncio.sleep(0)
-        assert await recv(sender) == {"type": "peer-left", "peerId": "slow"}
+        assert await ws_recv(sender) == {"type": "peer-left", "peerId": "slow"}
         metrics = srv.metrics()
         assert metrics["disconnects_total"] == {"slow-consumer": 1}
         assert metrics["clients"] == 1
         # the sender is fine and its further messages to the gone peer are refused
-        await send(sender, payload)
-        assert (await recv(sender))["code"] == "unknown-peer"
+        await ws_send(sender, payload)
+        assert (await ws_recv(sender))["code"] == "unknown-peer"
         writer.close()
         await sender.close()
 
@@ -201,12 +180,12 @@ async def test_messages_to_a_closing_client_are_dropped_and_counted() -> None:
     async with SignalingServer() as srv:
         a = await connect(srv.url)
         b = await connect(srv.url)
-        await join(a, "r", "a")
-        await join(b, "r", "b")
-        await recv(a)
-        conn = next(c for c in srv._conns if srv._rooms.user_of(c) == "b")
+        await ws_join(a, "r", "a")
+        await ws_join(b, "r", "b")
+        await ws_recv(a)
+        conn = next(c for c in srv._conns if srv._hub.user_of(c) == "b")
         conn.close(1000, "bye")  # b is now closing: nothing more can be written to it
-        await send(a, {"type": "offer", "to": "b", "sdp": {}})
+        await ws_send(a, {"type": "offer", "to": "b", "sdp": {}})
         await eventually(lambda: srv.metrics()["messages_dropped_total"] >= 1)
         await a.close()
         await b.close()
@@ -218,21 +197,21 @@ async def test_messages_to_a_closing_client_are_dropped_and_counted() -> None:
 async def test_room_size_room_count_and_client_caps() -> None:
     async with SignalingServer(max_room_size=2, max_rooms=2, max_clients=4) as srv:
         ws = [await connect(srv.url) for _ in range(4)]
-        assert (await join(ws[0], "r1", "a"))["type"] == "room-joined"
-        assert (await join(ws[1], "r1", "b"))["type"] == "room-joined"
-        assert (await join(ws[2], "r1", "c"))["code"] == "room-full"
-        assert (await join(ws[2], "r2", "c"))["type"] == "room-joined"
-        assert (await join(ws[3], "r3", "d"))["code"] == "too-many-rooms"
-        assert (await join(ws[3], "r2", "d"))["type"] == "room-joined"  # still usable
+        assert (await ws_join(ws[0], "r1", "a"))["type"] == "room-joined"
+        assert (await ws_join(ws[1], "r1", "b"))["type"] == "room-joined"
+        assert (await ws_join(ws[2], "r1", "c"))["code"] == "room-full"
+        assert (await ws_join(ws[2], "r2", "c"))["type"] == "room-joined"
+        assert (await ws_join(ws[3], "r3", "d"))["code"] == "too-many-rooms"
+        assert (await ws_join(ws[3], "r2", "d"))["type"] == "room-joined"  # still usable
         extra = await connect(srv.url)  # the fifth client
-        assert (await recv(extra))["code"] == "server-full"
-        assert await closed_with(extra) == 1013
+        assert (await ws_recv(extra))["code"] == "server-full"
+        assert await ws_closed_with(extra) == 1013
         refused = srv.metrics()["messages_refused_total"]
         assert refused == {"room-full": 1, "too-many-rooms": 1, "server-full": 1}
         await ws[0].close()
         await eventually(lambda: srv.metrics()["clients"] == 3)
         again = await connect(srv.url)  # a slot is free again
-        assert (await join(again, "r1", "e"))["type"] == "room-joined"
+        assert (await ws_join(again, "r1", "e"))["type"] == "room-joined"
         for w in [*ws, again]:
             await w.close()
 
@@ -245,7 +224,7 @@ async def test_dead_client_is_reaped_with_peer_left_and_live_one_is_kept() -> No
         events: list[tuple[Any, ...]] = []
         srv.add_event_listener(lambda *e: events.append(e))
         alive = await connect(srv.url, ping_interval=None)  # silent, but answers pings
-        await join(alive, "r", "alive")
+        await ws_join(alive, "r", "alive")
         # a raw client that joins and then answers nothing (not even pings): a dead peer
         reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
         key = base64.b64encode(os.urandom(16)).decode()
@@ -255,8 +234,8 @@ async def test_dead_client_is_reaped_with_peer_left_and_live_one_is_kept() -> No
         )
         await reader.readuntil(b"\r\n\r\n")
         writer.write(masked(json.dumps({"type": "join", "roomId": "r", "userId": "dead"})))
-        assert (await recv(alive))["peerId"] == "dead"
-        assert await recv(alive, 2.0) == {"type": "peer-left", "peerId": "dead"}
+        assert (await ws_recv(alive))["peerId"] == "dead"
+        assert await ws_recv(alive, 2.0) == {"type": "peer-left", "peerId": "dead"}
         assert srv.metrics()["disconnects_total"] == {"idle": 1}
         assert srv.rooms() == {"r": ["alive"]}
         await asyncio.sleep(0.6)  # well past the timeout: the answering client stays
@@ -273,13 +252,13 @@ async def test_metrics_api_and_prometheus_endpoint() -> None:
     async with SignalingServer() as srv:
         a = await connect(srv.url)
         b = await connect(srv.url)
-        await join(a, "r", "a")
-        await join(b, "r", "b")
-        await recv(a)
-        await send(a, {"type": "offer", "to": "b", "sdp": {}})
-        await recv(b)
+        await ws_join(a, "r", "a")
+        await ws_join(b, "r", "b")
+        await ws_recv(a)
+        await ws_send(a, {"type": "offer", "to": "b", "sdp": {}})
+        await ws_recv(b)
         await a.send("nonsense")
-        await recv(a)
+        await ws_recv(a)
         m = srv.metrics()
         assert (m["clients"], m["rooms"], m["connections_total"]) == (2, 1, 2)
         assert m["messages_received_total"] == 4 and m["messages_relayed_total"] == 1
@@ -324,10 +303,10 @@ async def test_events_for_the_lab_events_frame() -> None:
         srv.add_event_listener(lambda p, r, e, v: events.append((p, r, e, v)))
         broken = srv.add_event_listener(lambda *a: 1 / 0)  # a broken listener changes nothing
         a = await connect(srv.url)
-        await join(a, "r", "alice")
+        await ws_join(a, "r", "alice")
         b = await connect(srv.url)
-        assert (await join(b, "r", "bob"))["code"] == "room-full"
-        await send(a, {"type": "leave"})
+        assert (await ws_join(b, "r", "bob"))["code"] == "room-full"
+        await ws_send(a, {"type": "leave"})
         await a.close()
         await b.close()
         await eventually(lambda: srv.metrics()["clients"] == 0)
@@ -347,7 +326,7 @@ async def test_lab_collector_can_record_server_events() -> None:
     async with SignalingServer() as srv:
         srv.add_event_listener(collector.record_event)
         ws = await connect(srv.url)
-        await join(ws, "r", "alice")
+        await ws_join(ws, "r", "alice")
         await ws.close()
         await eventually(lambda: srv.metrics()["clients"] == 0)
     frame = collector.events
@@ -360,8 +339,8 @@ async def test_internal_errors_are_counted_and_never_leak(
 ) -> None:
     async with SignalingServer() as srv:
         ws = await connect(srv.url)
-        monkeypatch.setattr(srv._rooms, "receive_data", lambda conn, data: 1 / 0)
+        monkeypatch.setattr(srv._hub, "receive_data", lambda conn, data, now: 1 / 0)
         await ws.send("{}")
-        assert (await recv(ws))["code"] == "internal-error"
+        assert (await ws_recv(ws))["code"] == "internal-error"
         assert srv.metrics()["messages_refused_total"] == {"internal-error": 1}
         await ws.close()

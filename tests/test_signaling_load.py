@@ -13,12 +13,12 @@ import json
 import os
 import resource
 import struct
-import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from helpers import ServerProcess, start_server
 from websockets.asyncio.client import connect
 
 pytestmark = pytest.mark.slow
@@ -125,12 +125,7 @@ def rss_kb(pid: int, field: str = "VmRSS") -> int:
     raise RuntimeError(f"no {field}")
 
 
-class ServerProcess:
-    def __init__(self, proc: asyncio.subprocess.Process, url: str) -> None:
-        self.proc = proc
-        self.url = url
-        self.port = int(url.rsplit(":", 1)[1].split("/")[0])
-
+class LoadedServer(ServerProcess):
     @property
     def rss_mb(self) -> float:
         return rss_kb(self.proc.pid) / 1024
@@ -156,31 +151,14 @@ class ServerProcess:
 
 
 @pytest.fixture
-async def server_process(request: pytest.FixtureRequest) -> AsyncIterator[ServerProcess]:
+async def server_process(request: pytest.FixtureRequest) -> AsyncIterator[LoadedServer]:
     raise_fd_limit(20_000)
-    args = getattr(request, "param", ())
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "rtclab.signaling",
-        "--port",
-        "0",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    assert proc.stdout is not None
-    line = (await asyncio.wait_for(proc.stdout.readline(), 15)).decode()
+    started = await start_server(*getattr(request, "param", ()), stderr=asyncio.subprocess.DEVNULL)
+    server = LoadedServer(started.proc, started.url)
     try:
-        yield ServerProcess(proc, line.split()[-1])
+        yield server
     finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except asyncio.TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await server.stop()
 
 
 # ----------------------------------------------------------------------------- abuse
@@ -293,7 +271,7 @@ async def _garbage(port: int) -> None:
 
 
 async def test_abuse_run_server_survives_pair_keeps_talking_rss_returns(
-    server_process: ServerProcess,
+    server_process: LoadedServer,
 ) -> None:
     srv = server_process
     stop = asyncio.Event()
@@ -343,7 +321,7 @@ async def test_abuse_run_server_survives_pair_keeps_talking_rss_returns(
 # ----------------------------------------------------------------------------- 2,000 clients
 
 
-async def test_two_thousand_concurrent_clients(server_process: ServerProcess) -> None:
+async def test_two_thousand_concurrent_clients(server_process: LoadedServer) -> None:
     n = 2000
     if raise_fd_limit(20_000) < 2 * n + 100:
         pytest.skip("RLIMIT_NOFILE too low for 2,000 clients and their server")

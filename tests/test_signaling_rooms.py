@@ -1,4 +1,4 @@
-"""Room state machine, sans I/O: every rule, plus hypothesis properties over arbitrary input."""
+"""Room rules of the hub, sans I/O: every rule, plus hypothesis properties over arbitrary input."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rtclab.signaling.hub import Hub
 from rtclab.signaling.protocol import (
     ErrorMessage,
     Join,
@@ -18,19 +19,18 @@ from rtclab.signaling.protocol import (
     RoomJoined,
     ServerMessage,
 )
-from rtclab.signaling.rooms import Rooms
 
 Out = list[tuple[int, ServerMessage]]
 
 
-def send(rooms: Rooms[int], conn: int, obj: Any) -> list[tuple[int, dict[str, Any]]]:
+def send(rooms: Hub[int], conn: int, obj: Any) -> list[tuple[int, dict[str, Any]]]:
     """Feed one JSON message; return (recipient, decoded wire message) pairs."""
     out = rooms.receive_data(conn, json.dumps(obj).encode())
-    return [(c, json.loads(m.encode())) for c, m in out]
+    return [(c, json.loads(m.encode())) for c, m in out.deliveries]
 
 
-def joined(*users: tuple[int, str, str]) -> Rooms[int]:
-    rooms: Rooms[int] = Rooms()
+def joined(*users: tuple[int, str, str]) -> Hub[int]:
+    rooms: Hub[int] = Hub()
     for conn, room, user in users:
         rooms.connect(conn)
         send(rooms, conn, {"type": "join", "roomId": room, "userId": user})
@@ -45,9 +45,9 @@ def codes(out: list[tuple[int, dict[str, Any]]]) -> list[tuple[int, str]]:
 
 
 def test_first_join_gets_empty_peers() -> None:
-    rooms: Rooms[int] = Rooms()
+    rooms: Hub[int] = Hub()
     rooms.connect(1)
-    out = rooms.receive(1, Join("r", "alice"))
+    out = rooms.receive(1, Join("r", "alice")).deliveries
     assert out == [(1, RoomJoined("r", ()))]
     assert rooms.rooms() == {"r": ["alice"]} and rooms.user_of(1) == "alice"
 
@@ -55,7 +55,7 @@ def test_first_join_gets_empty_peers() -> None:
 def test_second_join_gets_peers_and_others_get_peer_joined() -> None:
     rooms = joined((1, "r", "alice"), (2, "r", "bob"))
     rooms.connect(3)
-    out = rooms.receive(3, Join("r", "carol"))
+    out = rooms.receive(3, Join("r", "carol")).deliveries
     assert out[0] == (3, RoomJoined("r", ("alice", "bob")))
     assert sorted(out[1:]) == [(1, PeerJoined("carol")), (2, PeerJoined("carol"))]
 
@@ -145,28 +145,28 @@ def test_leave_without_room_id_and_errors() -> None:
 
 def test_disconnect_notifies_room_and_deletes_empty_rooms() -> None:
     rooms = joined((1, "r", "alice"), (2, "r", "bob"))
-    assert rooms.disconnect(1) == [(2, PeerLeft("alice"))]
-    assert rooms.disconnect(2) == []
+    assert rooms.disconnect(1).deliveries == [(2, PeerLeft("alice"))]
+    assert rooms.disconnect(2).deliveries == []
     assert rooms.rooms() == {} and rooms.room_count == 0 and rooms.connections == 0
-    assert rooms.disconnect(99) == []
+    assert rooms.disconnect(99).deliveries == []
 
 
 def test_unjoined_disconnect_is_silent() -> None:
-    rooms: Rooms[int] = Rooms()
+    rooms: Hub[int] = Hub()
     rooms.connect(1)
-    assert rooms.disconnect(1) == []
+    assert rooms.disconnect(1).deliveries == []
 
 
 def test_parse_errors_become_error_replies() -> None:
     rooms = joined((1, "r", "alice"))
-    out = rooms.receive_data(1, b"nope{")
+    out = rooms.receive_data(1, b"nope{").deliveries
     assert out == [(1, ErrorMessage("invalid-json", "frame is not valid JSON"))]
     assert codes(send(rooms, 1, {"type": "dance"})) == [(1, "unknown-type")]
     assert dict(rooms.errors) == {"invalid-json": 1, "unknown-type": 1}
 
 
 def test_message_size_limit() -> None:
-    rooms: Rooms[int] = Rooms(max_message_size=100)
+    rooms: Hub[int] = Hub(max_message_size=100)
     rooms.connect(1)
     assert codes(send(rooms, 1, {"type": "join", "roomId": "r" * 100, "userId": "u"})) == [
         (1, "message-too-large")
@@ -174,7 +174,7 @@ def test_message_size_limit() -> None:
 
 
 def test_connection_bookkeeping_errors_are_programming_errors() -> None:
-    rooms: Rooms[int] = Rooms()
+    rooms: Hub[int] = Hub()
     rooms.connect(1)
     with pytest.raises(ValueError):
         rooms.connect(1)
@@ -216,7 +216,7 @@ steps = st.lists(
 @settings(max_examples=300, deadline=None)
 @given(steps)
 def test_arbitrary_input_keeps_every_invariant(script: list[tuple[int, bytes]]) -> None:
-    rooms: Rooms[int] = Rooms()
+    rooms: Hub[int] = Hub()
     live: set[int] = set()
     for conn, frame in script:
         # What the machine says about identities before this step.
@@ -227,11 +227,11 @@ def test_arbitrary_input_keeps_every_invariant(script: list[tuple[int, bytes]]) 
                 live.add(conn)
             continue
         if frame == b"CLOSE":
-            out = rooms.disconnect(conn)
+            out = rooms.disconnect(conn).deliveries
             live.discard(conn)
             sender_room = before.get(conn, (None, None))[1]
         elif conn in live:
-            out = rooms.receive_data(conn, frame)  # must never raise
+            out = rooms.receive_data(conn, frame).deliveries  # must never raise
             sender_room = before[conn][1]
         else:
             continue
@@ -241,9 +241,11 @@ def test_arbitrary_input_keeps_every_invariant(script: list[tuple[int, bytes]]) 
             if isinstance(message, ErrorMessage | RoomJoined):
                 assert target == conn
             else:
-                assert target != conn or isinstance(message, Relayed)
-                # never outside the sender's room (as it was when the message arrived)
-                assert before[target][1] == sender_room is not None
+                assert target != conn  # relays never loop back to their sender
+                # never outside the sender's room: the one it joined for peer-joined, the
+                # one it was in when the message arrived for relays and peer-left
+                room = rooms.room_of(conn) if isinstance(message, PeerJoined) else sender_room
+                assert before[target][1] == room is not None
             if isinstance(message, Relayed):
                 assert wire["from"] == before[conn][0]
         # Nobody but the sender changes identity.
@@ -262,7 +264,7 @@ def test_arbitrary_input_keeps_every_invariant(script: list[tuple[int, bytes]]) 
 
 
 def test_room_size_and_room_count_caps() -> None:
-    rooms: Rooms[int] = Rooms(max_room_size=2, max_rooms=1)
+    rooms: Hub[int] = Hub(max_room_size=2, max_rooms=1)
     for conn in (1, 2, 3, 4):
         rooms.connect(conn)
     send(rooms, 1, {"type": "join", "roomId": "r", "userId": "a"})
@@ -279,7 +281,7 @@ def test_room_size_and_room_count_caps() -> None:
 
 
 def test_tokens_from_join_or_handshake_and_refusals_close() -> None:
-    rooms: Rooms[int] = Rooms(token="s", room_tokens={"vip": "v"})
+    rooms: Hub[int] = Hub(token="s", room_tokens={"vip": "v"})
     rooms.connect(1)
     rooms.connect(2, credential="s")
     rooms.connect(3, credential="v")
@@ -294,19 +296,19 @@ def test_tokens_from_join_or_handshake_and_refusals_close() -> None:
     assert send(rooms, 3, {"type": "join", "roomId": "vip", "userId": "c"})[0][1]["type"] == (
         "room-joined"
     )
-    assert rooms.closing == []
-    # the join field overrides the handshake credential, and a refusal marks the connection
-    assert codes(
-        send(rooms, 4, {"type": "join", "roomId": "vip", "userId": "d", "token": "s"})
-    ) == [(4, "unauthorized")]
-    assert rooms.closing == [4] and rooms.user_of(4) is None
+    # the join field overrides the handshake credential, and a refusal closes the connection
+    out = rooms.receive_data(
+        4, json.dumps({"type": "join", "roomId": "vip", "userId": "d", "token": "s"})
+    )
+    assert [(c, m.to_dict()["code"]) for c, m in out.deliveries] == [(4, "unauthorized")]
+    assert [(c.conn, c.code) for c in out.closes] == [(4, 1008)] and rooms.user_of(4) is None
 
 
 def test_remote_members_get_relays_but_no_notifications() -> None:
     rooms = joined((1, "r", "alice"))
     remote = 100  # any hashable stands for another process's member
-    assert rooms.add_remote(remote, "r", "bob") == [(1, PeerJoined("bob"))]
-    assert rooms.add_remote(remote, "r2", "carol") == []  # nobody local to tell
+    assert rooms.add_remote(remote, "r", "bob").deliveries == [(1, PeerJoined("bob"))]
+    assert rooms.add_remote(remote, "r2", "carol").deliveries == []  # nobody local to tell
     out = send(rooms, 1, {"type": "offer", "to": "bob", "sdp": {}})
     assert out == [(remote, {"type": "offer", "to": "bob", "sdp": {}, "from": "alice"})]
     rooms.connect(2)
@@ -317,10 +319,12 @@ def test_remote_members_get_relays_but_no_notifications() -> None:
         (1, "already-joined")
     ]
     # a remote event never unseats a local member
-    assert rooms.add_remote(remote, "r", "alice") == [] and rooms.user_of(1) == "alice"
-    assert rooms.remove_remote("r", "alice") == []
-    assert sorted(rooms.remove_remote("r", "bob")) == [(1, PeerLeft("bob")), (2, PeerLeft("bob"))]
-    assert rooms.remove_remote("r2", "carol") == [] and "r2" not in rooms.rooms()
+    assert rooms.add_remote(remote, "r", "alice").deliveries == []
+    assert rooms.user_of(1) == "alice"
+    assert rooms.remove_remote("r", "alice").deliveries == []
+    left = rooms.remove_remote("r", "bob").deliveries
+    assert sorted(left) == [(1, PeerLeft("bob")), (2, PeerLeft("bob"))]
+    assert rooms.remove_remote("r2", "carol").deliveries == [] and "r2" not in rooms.rooms()
     assert rooms.is_local(1) and not rooms.is_local(remote)
 
 
@@ -343,7 +347,7 @@ def test_caps_and_tokens_always_hold(
     limits: tuple[int | None, int | None], script: list[tuple[int, Any]]
 ) -> None:
     max_room_size, max_rooms = limits
-    rooms: Rooms[int] = Rooms(
+    rooms: Hub[int] = Hub(
         max_room_size=max_room_size, max_rooms=max_rooms, token="s", room_tokens={"r3": "v"}
     )
     for conn in range(6):
@@ -351,7 +355,10 @@ def test_caps_and_tokens_always_hold(
     tokens: dict[int, Any] = {}
     for conn, message in script:
         before = rooms.user_of(conn)
-        rooms.receive_data(conn, json.dumps(message).encode())
+        out = rooms.receive_data(conn, json.dumps(message).encode())
+        for close in out.closes:  # only a refused token closes, and only the sender
+            assert (close.conn, close.code) == (conn, 1008)
+            assert [m.to_dict()["code"] for _, m in out.deliveries] == ["unauthorized"]
         if before is None and rooms.user_of(conn) is not None:
             tokens[conn] = message.get("token")
         table = rooms.rooms()
@@ -363,4 +370,3 @@ def test_caps_and_tokens_always_hold(
             room = rooms.room_of(c)
             if room is not None:
                 assert tokens[c] == ("v" if room == "r3" else "s")
-        assert set(rooms.closing) <= set(range(6))

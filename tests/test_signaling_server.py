@@ -12,15 +12,24 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from helpers import (
+    WS_TIMEOUT,
+    start_server,
+    ws_client,
+    ws_nothing,
+    ws_recv,
+    ws_send,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from rtclab.signaling import SignalingServer
-from rtclab.signaling.server import _Connection, serve_main
+from rtclab.signaling.connection import Connection
+from rtclab.signaling.runner import serve_main
 
-TIMEOUT = 2.0
+TIMEOUT = WS_TIMEOUT
 
 
 @pytest.fixture
@@ -29,35 +38,10 @@ async def server() -> AsyncIterator[SignalingServer]:
         yield srv
 
 
-async def recv(ws: ClientConnection, timeout: float = TIMEOUT) -> dict[str, Any]:
-    msg = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-    assert isinstance(msg, dict)
-    return msg
-
-
-async def nothing(ws: ClientConnection, timeout: float = 0.15) -> None:
-    """Assert that no message arrives within ``timeout``."""
-    with pytest.raises(asyncio.TimeoutError):
-        msg = await asyncio.wait_for(ws.recv(), timeout)
-        pytest.fail(f"unexpected message {msg!r}")
-
-
-async def send(ws: ClientConnection, obj: Any) -> None:
-    await ws.send(json.dumps(obj))
-
-
-async def client(url: str, room: str | None = None, user: str | None = None) -> ClientConnection:
-    ws = await connect(url, compression=None)
-    if room is not None:
-        await send(ws, {"type": "join", "roomId": room, "userId": user})
-        assert (await recv(ws))["type"] == "room-joined"
-    return ws
-
-
 async def pair(url: str, room: str = "r") -> tuple[ClientConnection, ClientConnection]:
-    a = await client(url, room, "alice")
-    b = await client(url, room, "bob")
-    assert await recv(a) == {"type": "peer-joined", "peerId": "bob"}
+    a = await ws_client(url, room, "alice")
+    b = await ws_client(url, room, "bob")
+    assert await ws_recv(a) == {"type": "peer-joined", "peerId": "bob"}
     return a, b
 
 
@@ -69,7 +53,7 @@ async def test_start_returns_url_with_real_port() -> None:
     url = await srv.start()
     try:
         assert srv.port != 0 and url == f"ws://127.0.0.1:{srv.port}/signal"
-        ws = await client(url)
+        ws = await ws_client(url)
         await ws.close()
     finally:
         await srv.stop()
@@ -79,11 +63,11 @@ async def test_stop_closes_clients_with_1001_and_frees_port_for_restart() -> Non
     srv = SignalingServer()
     url = await srv.start()
     port = srv.port
-    ws = await client(url, "r", "alice")
-    unjoined = await client(url)
+    ws = await ws_client(url, "r", "alice")
+    unjoined = await ws_client(url)
     await srv.stop()
     for conn in (ws, unjoined):  # everyone is told, then closed with 1001
-        assert await recv(conn) == {
+        assert await ws_recv(conn) == {
             "type": "error",
             "code": "server-shutdown",
             "message": "the server is shutting down",
@@ -101,7 +85,7 @@ async def test_stop_closes_clients_with_1001_and_frees_port_for_restart() -> Non
     srv.port = port
     assert await srv.start() == url
     try:
-        ws2 = await client(url, "r", "alice")  # the old room state is gone too
+        ws2 = await ws_client(url, "r", "alice")  # the old room state is gone too
         await ws2.close()
     finally:
         await srv.stop()
@@ -112,7 +96,7 @@ async def test_wrong_path_is_rejected_with_404(server: SignalingServer) -> None:
     with pytest.raises(InvalidStatus) as info:
         await connect(f"ws://127.0.0.1:{server.port}/other")
     assert info.value.response.status_code == 404
-    ws = await client(f"{server.url}?token=x")  # query strings are fine
+    ws = await ws_client(f"{server.url}?token=x")  # query strings are fine
     await ws.close()
 
 
@@ -135,14 +119,14 @@ async def test_compression_off_by_default_and_optional() -> None:
         a = await connect(srv.url)
         assert a.response is not None
         assert "permessage-deflate" in a.response.headers["Sec-WebSocket-Extensions"]
-        b = await client(srv.url, "r", "bob")
-        await send(a, {"type": "join", "roomId": "r", "userId": "alice"})
-        assert (await recv(a))["peers"] == ["bob"]
-        assert await recv(b) == {"type": "peer-joined", "peerId": "alice"}
-        await send(a, {"type": "offer", "to": "bob", "sdp": {"sdp": "v=0" * 500}})
-        assert (await recv(b))["sdp"]["sdp"] == "v=0" * 500
-        await send(b, {"type": "answer", "to": "alice", "sdp": {"sdp": "ok"}})
-        assert (await recv(a))["from"] == "bob"
+        b = await ws_client(srv.url, "r", "bob")
+        await ws_send(a, {"type": "join", "roomId": "r", "userId": "alice"})
+        assert (await ws_recv(a))["peers"] == ["bob"]
+        assert await ws_recv(b) == {"type": "peer-joined", "peerId": "alice"}
+        await ws_send(a, {"type": "offer", "to": "bob", "sdp": {"sdp": "v=0" * 500}})
+        assert (await ws_recv(b))["sdp"]["sdp"] == "v=0" * 500
+        await ws_send(b, {"type": "answer", "to": "alice", "sdp": {"sdp": "ok"}})
+        assert (await ws_recv(a))["from"] == "bob"
         await a.close()
         await b.close()
 
@@ -151,20 +135,20 @@ async def test_compression_off_by_default_and_optional() -> None:
 
 
 async def test_join_relay_and_peer_joined(server: SignalingServer) -> None:
-    a = await client(server.url)
-    await send(a, {"type": "join", "roomId": "r", "userId": "alice"})
-    assert await recv(a) == {"type": "room-joined", "roomId": "r", "peers": []}
-    b = await client(server.url)
-    await send(b, {"type": "join", "roomId": "r", "userId": "bob"})
-    assert await recv(b) == {"type": "room-joined", "roomId": "r", "peers": ["alice"]}
-    assert await recv(a) == {"type": "peer-joined", "peerId": "bob"}
+    a = await ws_client(server.url)
+    await ws_send(a, {"type": "join", "roomId": "r", "userId": "alice"})
+    assert await ws_recv(a) == {"type": "room-joined", "roomId": "r", "peers": []}
+    b = await ws_client(server.url)
+    await ws_send(b, {"type": "join", "roomId": "r", "userId": "bob"})
+    assert await ws_recv(b) == {"type": "room-joined", "roomId": "r", "peers": ["alice"]}
+    assert await ws_recv(a) == {"type": "peer-joined", "peerId": "bob"}
     sdp = {"type": "offer", "sdp": "v=0\r\n", "seq": 1}
-    await send(a, {"type": "offer", "to": "bob", "sdp": sdp})
-    assert await recv(b) == {"type": "offer", "to": "bob", "sdp": sdp, "from": "alice"}
-    await send(b, {"type": "answer", "to": "alice", "sdp": {"type": "answer"}})
-    assert (await recv(a))["from"] == "bob"
-    await send(b, {"type": "ice-candidate", "to": "alice", "candidate": None})
-    assert await recv(a) == {
+    await ws_send(a, {"type": "offer", "to": "bob", "sdp": sdp})
+    assert await ws_recv(b) == {"type": "offer", "to": "bob", "sdp": sdp, "from": "alice"}
+    await ws_send(b, {"type": "answer", "to": "alice", "sdp": {"type": "answer"}})
+    assert (await ws_recv(a))["from"] == "bob"
+    await ws_send(b, {"type": "ice-candidate", "to": "alice", "candidate": None})
+    assert await ws_recv(a) == {
         "type": "ice-candidate",
         "to": "alice",
         "candidate": None,
@@ -176,51 +160,64 @@ async def test_join_relay_and_peer_joined(server: SignalingServer) -> None:
 
 async def test_duplicate_user_refused_while_first_keeps_working(server: SignalingServer) -> None:
     a, b = await pair(server.url)
-    impostor = await client(server.url)
-    await send(impostor, {"type": "join", "roomId": "r", "userId": "alice"})
-    reply = await recv(impostor)
+    impostor = await ws_client(server.url)
+    await ws_send(impostor, {"type": "join", "roomId": "r", "userId": "alice"})
+    reply = await ws_recv(impostor)
     assert reply["type"] == "error" and reply["code"] == "duplicate-user"
-    await send(b, {"type": "offer", "to": "alice", "sdp": {}})
-    assert (await recv(a))["from"] == "bob"
-    await nothing(impostor)
-    await nothing(b)  # no peer-joined for the refused impostor
+    await ws_send(b, {"type": "offer", "to": "alice", "sdp": {}})
+    assert (await ws_recv(a))["from"] == "bob"
+    await ws_nothing(impostor)
+    await ws_nothing(b)  # no peer-joined for the refused impostor
     # the impostor may still join elsewhere under that name
-    await send(impostor, {"type": "join", "roomId": "r2", "userId": "alice"})
-    assert (await recv(impostor))["type"] == "room-joined"
+    await ws_send(impostor, {"type": "join", "roomId": "r2", "userId": "alice"})
+    assert (await ws_recv(impostor))["type"] == "room-joined"
 
 
 async def test_forged_from_is_replaced(server: SignalingServer) -> None:
     a, b = await pair(server.url)
     await b.send('{"type":"offer","from":"alice","to":"alice","sdp":{},"from":"carol"}')
-    msg = await recv(a)
+    msg = await ws_recv(a)
     assert msg["from"] == "bob"
-    await send(b, {"type": "ice-candidate", "to": "alice", "candidate": {"from": "x"}})
-    msg = await recv(a)
+    await ws_send(b, {"type": "ice-candidate", "to": "alice", "candidate": {"from": "x"}})
+    msg = await ws_recv(a)
     assert msg["from"] == "bob" and msg["candidate"] == {"from": "x"}
+
+
+async def test_message_to_oneself_is_refused_and_connection_stays_usable(
+    server: SignalingServer,
+) -> None:
+    a, b = await pair(server.url)
+    await ws_send(a, {"type": "offer", "to": "alice", "sdp": {"type": "offer"}})
+    reply = await ws_recv(a)
+    assert (reply["type"], reply["code"]) == ("error", "self-addressed"), reply
+    await ws_nothing(b)
+    await ws_send(a, {"type": "offer", "to": "bob", "sdp": {}})
+    assert (await ws_recv(b))["from"] == "alice"
+    assert server.metrics()["messages_refused_total"] == {"self-addressed": 1}
 
 
 async def test_relay_only_within_room(server: SignalingServer) -> None:
     a, b = await pair(server.url, "r1")
-    c = await client(server.url, "r2", "carol")
-    await send(c, {"type": "offer", "to": "alice", "sdp": {}})
-    assert (await recv(c))["code"] == "unknown-peer"
-    await nothing(a)
-    await nothing(b)
+    c = await ws_client(server.url, "r2", "carol")
+    await ws_send(c, {"type": "offer", "to": "alice", "sdp": {}})
+    assert (await ws_recv(c))["code"] == "unknown-peer"
+    await ws_nothing(a)
+    await ws_nothing(b)
 
 
 async def test_peer_left_on_leave_and_on_abrupt_close(server: SignalingServer) -> None:
     a, b = await pair(server.url)
-    c = await client(server.url, "r", "carol")
-    assert (await recv(a))["peerId"] == "carol"
-    assert (await recv(b))["peerId"] == "carol"
-    await send(c, {"type": "leave", "roomId": "r"})
-    assert await recv(a) == {"type": "peer-left", "peerId": "carol"}
-    assert await recv(b) == {"type": "peer-left", "peerId": "carol"}
-    await nothing(c)
+    c = await ws_client(server.url, "r", "carol")
+    assert (await ws_recv(a))["peerId"] == "carol"
+    assert (await ws_recv(b))["peerId"] == "carol"
+    await ws_send(c, {"type": "leave", "roomId": "r"})
+    assert await ws_recv(a) == {"type": "peer-left", "peerId": "carol"}
+    assert await ws_recv(b) == {"type": "peer-left", "peerId": "carol"}
+    await ws_nothing(c)
     # abrupt close: drop the TCP connection without a closing handshake
     assert b.transport is not None
     b.transport.abort()
-    assert await recv(a) == {"type": "peer-left", "peerId": "bob"}
+    assert await ws_recv(a) == {"type": "peer-left", "peerId": "bob"}
     await a.close()
     for _ in range(100):
         if server.stats["rooms"] == 0 and server.stats["clients"] == 1:
@@ -234,7 +231,7 @@ async def test_peer_left_on_leave_and_on_abrupt_close(server: SignalingServer) -
 
 async def test_bad_input_gets_errors_and_connection_stays_usable(server: SignalingServer) -> None:
     a, b = await pair(server.url)
-    outsider = await client(server.url)
+    outsider = await ws_client(server.url)
     cases: list[tuple[str | bytes, str]] = [
         ("this is not json{", "invalid-json"),
         (b"\xff\xfe", "invalid-json"),
@@ -246,18 +243,18 @@ async def test_bad_input_gets_errors_and_connection_stays_usable(server: Signali
     ]
     for frame, code in cases:
         await outsider.send(frame)
-        reply = await recv(outsider)
+        reply = await ws_recv(outsider)
         assert (reply["type"], reply["code"]) == ("error", code), frame[:40]
         assert reply["message"]
-    await send(a, {"type": "join", "roomId": "x", "userId": "y"})
-    assert (await recv(a))["code"] == "already-joined"
-    await nothing(a)
-    await nothing(b)
+    await ws_send(a, {"type": "join", "roomId": "x", "userId": "y"})
+    assert (await ws_recv(a))["code"] == "already-joined"
+    await ws_nothing(a)
+    await ws_nothing(b)
     # still usable, and the others are unaffected
-    await send(outsider, {"type": "join", "roomId": "r", "userId": "carol"})
-    assert (await recv(outsider))["peers"] == ["alice", "bob"]
-    await send(a, {"type": "offer", "to": "carol", "sdp": {}})
-    assert (await recv(outsider))["from"] == "alice"
+    await ws_send(outsider, {"type": "join", "roomId": "r", "userId": "carol"})
+    assert (await ws_recv(outsider))["peers"] == ["alice", "bob"]
+    await ws_send(a, {"type": "offer", "to": "carol", "sdp": {}})
+    assert (await ws_recv(outsider))["from"] == "alice"
     errors = server.stats["errors"]
     assert errors["invalid-json"] == 2 and errors["already-joined"] == 1
 
@@ -267,24 +264,24 @@ async def test_oversized_frame_gets_error_then_1009(
     server: SignalingServer, fragmented: bool
 ) -> None:
     a, b = await pair(server.url)
-    big = await client(server.url)
+    big = await ws_client(server.url)
     limit = server.max_message_size
     frame = '{"type":"offer","to":"bob","sdp":{"s":"' + "x" * limit + '"}}'
     # fragments count together: the message limit, not the frame limit, applies
     await big.send(iter([frame[: limit // 2], frame[limit // 2 :]]) if fragmented else frame)
-    reply = await recv(big)
+    reply = await ws_recv(big)
     assert (reply["type"], reply["code"]) == ("error", "message-too-large")
     with pytest.raises(ConnectionClosed) as info:
         await asyncio.wait_for(big.recv(), TIMEOUT)
     assert info.value.rcvd is not None and info.value.rcvd.code == 1009
-    await send(a, {"type": "offer", "to": "bob", "sdp": {}})
-    assert (await recv(b))["from"] == "alice"
+    await ws_send(a, {"type": "offer", "to": "bob", "sdp": {}})
+    assert (await ws_recv(b))["from"] == "alice"
     # exactly at the limit is fine
     exact = '{"type":"offer","to":"bob","sdp":{"s":"'
     exact += "y" * (limit - len(exact) - 3) + '"}}'
     assert len(exact) == limit
     await a.send(exact)
-    assert len((await recv(b))["sdp"]["s"]) == limit - 42
+    assert len((await ws_recv(b))["sdp"]["s"]) == limit - 42
     assert server.metrics()["messages_refused_total"]["message-too-large"] == 1
 
 
@@ -292,31 +289,31 @@ async def test_fragmented_and_binary_messages(server: SignalingServer) -> None:
     a, b = await pair(server.url)
     parts = ['{"type":"offer",', '"to":"bob",', '"sdp":{"k":1}}']
     await a.send(iter(parts))
-    assert await recv(b) == {"type": "offer", "to": "bob", "sdp": {"k": 1}, "from": "alice"}
+    assert await ws_recv(b) == {"type": "offer", "to": "bob", "sdp": {"k": 1}, "from": "alice"}
     await a.send(b'{"type":"answer","to":"bob","sdp":{}}')
-    assert (await recv(b))["type"] == "answer"
+    assert (await ws_recv(b))["type"] == "answer"
 
 
 async def test_internal_error_is_reported_and_server_survives(
     server: SignalingServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     a, b = await pair(server.url)
-    original = server._rooms.receive_data
+    original = server._hub.receive_data
 
-    def boom(conn: Any, data: str | bytes) -> Any:
+    def boom(conn: Any, data: str | bytes, now: float) -> Any:
         if b"boom" in (data if isinstance(data, bytes) else data.encode()):
             raise RuntimeError("boom")
-        return original(conn, data)
+        return original(conn, data, now)
 
-    monkeypatch.setattr(server._rooms, "receive_data", boom)
-    await send(a, {"type": "offer", "to": "bob", "sdp": {"x": "boom"}})
-    assert await recv(a) == {
+    monkeypatch.setattr(server._hub, "receive_data", boom)
+    await ws_send(a, {"type": "offer", "to": "bob", "sdp": {"x": "boom"}})
+    assert await ws_recv(a) == {
         "type": "error",
         "code": "internal-error",
         "message": "internal server error",
     }
-    await send(a, {"type": "offer", "to": "bob", "sdp": {}})
-    assert (await recv(b))["from"] == "alice"
+    await ws_send(a, {"type": "offer", "to": "bob", "sdp": {}})
+    assert (await ws_recv(b))["from"] == "alice"
     assert server.stats["errors"]["internal-error"] == 1
 
 
@@ -332,16 +329,16 @@ async def test_listener_sees_both_directions(server: SignalingServer) -> None:
 
     server.add_listener(broken)
     a, b = await pair(server.url)
-    await send(a, {"type": "offer", "to": "bob", "sdp": {"s": 1}})
-    assert (await recv(b))["from"] == "alice"
+    await ws_send(a, {"type": "offer", "to": "bob", "sdp": {"s": 1}})
+    assert (await ws_recv(b))["from"] == "alice"
     assert ("in", "alice", {"type": "offer", "to": "bob", "sdp": {"s": 1}}) in seen
     assert ("out", "bob", {"type": "offer", "to": "bob", "sdp": {"s": 1}, "from": "alice"}) in seen
     assert ("out", "alice", {"type": "peer-joined", "peerId": "bob"}) in seen
     assert any(d == "in" and who.startswith("conn-") and m["type"] == "join" for d, who, m in seen)
     remove()
     n = len(seen)
-    await send(a, {"type": "offer", "to": "bob", "sdp": {}})
-    await recv(b)
+    await ws_send(a, {"type": "offer", "to": "bob", "sdp": {}})
+    await ws_recv(b)
     assert len(seen) == n
 
 
@@ -358,36 +355,49 @@ def test_serve_main_reports_busy_port(capsys: pytest.CaptureFixture[str]) -> Non
 
 
 async def test_module_cli_serves_until_sigterm() -> None:
-    import sys
-
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "rtclab.signaling",
-        "--port",
-        "0",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    server = await start_server()
     try:
-        assert proc.stdout is not None
-        line = (await asyncio.wait_for(proc.stdout.readline(), 10)).decode()
-        url = line.split()[-1]
-        assert url.startswith("ws://127.0.0.1:") and url.endswith("/signal")
-        ws = await client(url, "r", "alice")
-        proc.terminate()
-        assert (await recv(ws, 5))["code"] == "server-shutdown"
+        assert server.url.startswith("ws://127.0.0.1:") and server.url.endswith("/signal")
+        ws = await ws_client(server.url, "r", "alice")
+        server.proc.terminate()
+        assert (await ws_recv(ws, 5))["code"] == "server-shutdown"
         with pytest.raises(ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 5)
-        assert await asyncio.wait_for(proc.wait(), 5) == 0
+        assert await asyncio.wait_for(server.proc.wait(), 5) == 0
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await server.stop()
+
+
+@pytest.mark.parametrize(
+    "module,args",
+    [("rtclab.signaling", ("-v",)), ("rtclab.cli", ("serve", "--no-client", "-v"))],
+    ids=["python-m", "rtclab-serve"],
+)
+async def test_verbose_server_logs_joins_leaves_and_refusals(
+    module: str, args: tuple[str, ...]
+) -> None:
+    server = await start_server(*args, module=module)
+    try:
+        alice = await ws_client(server.url, "lab", "alice")
+        bob = await ws_client(server.url, "lab", "bob")
+        assert (await ws_recv(alice))["type"] == "peer-joined"
+        await ws_send(alice, {"type": "offer", "to": "alice", "sdp": {}})
+        assert (await ws_recv(alice))["code"] == "self-addressed"
+        await ws_send(bob, {"type": "leave"})
+        assert (await ws_recv(alice))["type"] == "peer-left"
+        await alice.close()
+        await bob.close()
+    finally:
+        assert await server.stop() == 0
+    log = await server.stderr()
+    assert "joined room 'lab' as 'alice'" in log and "joined room 'lab' as 'bob'" in log, log
+    assert "alice refused: self-addressed" in log, log
+    assert "'bob' left room 'lab'" in log and "'alice' left room 'lab'" in log, log
+    assert "Traceback" not in log, log
 
 
 async def test_http_routes_beside_the_websocket() -> None:
-    from rtclab.signaling.server import http_response
+    from rtclab.signaling.http import http_response
 
     async with SignalingServer() as server:
         server.add_route("/hello", lambda request: http_response(200, "hi " + request.path))
@@ -405,7 +415,7 @@ async def test_http_routes_beside_the_websocket() -> None:
         assert (await get("/nope"))[0] == 404
         assert (await get("/boom"))[0] == 500
         # the WebSocket keeps working beside the routes
-        ws = await client(server.url, "r", "alice")
+        ws = await ws_client(server.url, "r", "alice")
         await ws.close()
 
 
@@ -481,8 +491,8 @@ async def test_frames_survive_any_split_into_reads(
     srv = SignalingServer(max_message_size=100_000)
     srv._loop = asyncio.get_running_loop()
     got: list[bytes] = []
-    srv._on_message = lambda conn, data, now: got.append(bytes(data))  # type: ignore[method-assign]
-    conn = _Connection(srv, 1)
+    srv._hooks.on_message = lambda conn, data, now: got.append(bytes(data))
+    conn = Connection(srv._hooks, 1)
     transport = FakeTransport()
     conn.connection_made(transport)
     stream = bytearray()
@@ -520,7 +530,7 @@ async def test_frame_errors_still_close_in_split_mode() -> None:
         (client_frame(b"x", opcode=3), 1002),  # reserved opcode
         (bytes((0xC1, 0x81)) + b"k3y!" + b"x", 1002),
     ):  # RSV1 without deflate
-        conn = _Connection(srv, 1)
+        conn = Connection(srv._hooks, 1)
         transport = FakeTransport()
         conn.connection_made(transport)
         conn.data_received(_UPGRADE)
@@ -536,7 +546,7 @@ async def test_frame_errors_still_close_in_split_mode() -> None:
 def test_rule_options_on_both_command_lines(monkeypatch: pytest.MonkeyPatch) -> None:
     from rtclab.cli import build_parser
     from rtclab.signaling.__main__ import main  # noqa: F401  (the module parses the same set)
-    from rtclab.signaling.server import server_options
+    from rtclab.signaling.runner import server_options
 
     monkeypatch.setenv("RTCLAB_SIGNALING_TOKEN", "from-env")
     args = build_parser().parse_args(
@@ -606,7 +616,7 @@ async def test_hostile_bytes_never_raise_or_reach_another_room(chunks: list[byte
     srv._loop = asyncio.get_running_loop()
     conns = []
     for number, (room, user) in enumerate((("r", "a"), ("r", "b"), ("r2", "c")), 1):
-        conn = _Connection(srv, number)
+        conn = Connection(srv._hooks, number)
         transport = FakeTransport()
         conn.connection_made(transport)
         conn.data_received(_UPGRADE)
@@ -621,7 +631,7 @@ async def test_hostile_bytes_never_raise_or_reach_another_room(chunks: list[byte
         c.data_received(chunk)
     srv._flush()
     assert (len(ta.data), len(tb.data)) == seen
-    assert (srv._rooms.user_of(a), srv._rooms.user_of(b)) == ("a", "b")
+    assert (srv._hub.user_of(a), srv._hub.user_of(b)) == ("a", "b")
     assert srv.rooms()["r"] == ["a", "b"]
     for conn, _ in conns:
         conn.connection_lost(None)

@@ -10,8 +10,8 @@ from typing import Any
 
 from rtclab import Lab
 from rtclab.signaling.client import SignalingClient
+from rtclab.signaling.hub import Hub, Reported
 from rtclab.signaling.protocol import MAX_STATS_ROWS, ProtocolError, Stats, parse
-from rtclab.signaling.rooms import Rooms
 from rtclab.signaling.server import SignalingServer
 from rtclab.stats.collector import StatsCollector
 from rtclab.stats.convert import SAMPLE_COLUMNS
@@ -40,19 +40,18 @@ def test_parse_accepts_flat_rows_and_refuses_anything_else() -> None:
         assert isinstance(refused, ProtocolError) and refused.code == "invalid-message", bad
 
 
-def test_rooms_take_reports_from_members_only_and_relay_nothing() -> None:
-    rooms: Rooms[str] = Rooms()
-    seen: list[tuple[str, str, Any]] = []
-    rooms.on_stats = lambda user, room, rows: seen.append((user, room, rows))
-    rooms.connect("c1")
-    rooms.connect("c2")
+def test_hub_takes_reports_from_members_only_and_relays_nothing() -> None:
+    hub: Hub[str] = Hub()
+    hub.connect("c1")
+    hub.connect("c2")
     report = json.dumps({"type": "stats", "rows": [ROW]})
-    out = rooms.receive_data("c1", report)
-    assert [(c, m.to_dict()["code"]) for c, m in out] == [("c1", "not-joined")]
-    rooms.receive_data("c1", json.dumps({"type": "join", "roomId": "r", "userId": "a"}))
-    rooms.receive_data("c2", json.dumps({"type": "join", "roomId": "r", "userId": "b"}))
-    assert rooms.receive_data("c1", report) == []  # nothing for anybody
-    assert seen == [("a", "r", (ROW,))] and rooms.stats_reports == 1
+    out = hub.receive_data("c1", report)
+    assert [(c, m.to_dict()["code"]) for c, m in out.deliveries] == [("c1", "not-joined")]
+    hub.receive_data("c1", json.dumps({"type": "join", "roomId": "r", "userId": "a"}))
+    hub.receive_data("c2", json.dumps({"type": "join", "roomId": "r", "userId": "b"}))
+    out = hub.receive_data("c1", report)
+    assert out.deliveries == []  # nothing for anybody
+    assert list(out.events) == [Reported("c1", "r", "a", (ROW,))] and hub.stats_reports == 1
 
 
 def test_collector_add_rows_normalises_and_stamps() -> None:

@@ -201,7 +201,7 @@ def make_credentials_handler(
     """
     from urllib.parse import parse_qs, urlsplit
 
-    from ..signaling.server import http_response
+    from ..signaling.http import http_response
 
     wrapped = TurnSecret(secret)
     resolve: Callable[[str], str | None]

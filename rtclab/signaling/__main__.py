@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from .server import add_server_arguments, serve_main, server_options
+from .runner import add_server_arguments, serve_main, server_options
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -28,10 +28,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="accept permessage-deflate when a client offers it (default: off)",
     )
     add_server_arguments(parser)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log connections")
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     return serve_main(args.host, args.port, args.path, args.compression, **server_options(args))

@@ -6,7 +6,7 @@ pub/sub traffic:
 - ``<prefix>:events``: every join and leave, published *inside* the Lua script that changes
   the registry, with a global sequence number. Redis runs scripts one at a time, so every
   process sees membership changes in one order, and each keeps a replica of all rooms
-  (remote members are proxies in its :class:`~.rooms.Rooms`). A process completes its own
+  (remote members are proxies in its :class:`~.hub.Hub`). A process completes its own
   client's join when its own event comes back, so ``room-joined``'s peer list is exactly
   the members before it in that order.
 - ``<prefix>:node:<id>``: relayed frames for one process, already spliced (``from`` set by
@@ -16,6 +16,8 @@ Duplicate userIds and the room size cap are settled atomically in the join scrip
 Each process keeps a ``<prefix>:alive:<id>`` key with a TTL; members of a process that
 died without leaving are evicted (with ``peer-left``) by the next join under their name
 and by a periodic sweep. Redis is imported lazily so the extra stays optional.
+
+The cluster talks to its server only through :class:`ClusterHost`, a few public calls.
 """
 
 from __future__ import annotations
@@ -26,14 +28,12 @@ import json
 import logging
 import uuid
 from collections import deque
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
-from .protocol import Join
+from .hub import Recipient
+from .protocol import ErrorCode
 
-if TYPE_CHECKING:
-    from .server import Recipient, SignalingServer
-
-__all__ = ["RedisCluster"]
+__all__ = ["ClusterHost", "RedisCluster"]
 
 logger = logging.getLogger("rtclab.signaling.cluster")
 
@@ -97,6 +97,34 @@ return evicted
 """
 
 
+class ClusterHost(Protocol):
+    """What a cluster node needs from its server: settle the joins it asked the registry
+    about, mirror other processes' members, deliver frames they relay to local members."""
+
+    @property
+    def max_room_size(self) -> int | None: ...
+
+    def member(self, room_id: str, user_id: str) -> Recipient | None:
+        """The member (local or remote) of that name, if any."""
+        ...
+
+    def add_remote(self, member: Recipient, room_id: str, user_id: str) -> None: ...
+
+    def remove_remote(self, room_id: str, user_id: str) -> None: ...
+
+    def deliver(self, room_id: str, user_id: str, frame: bytes) -> None:
+        """A frame relayed by another process to a local member (dropped if it left)."""
+        ...
+
+    def seated(self, conn: Recipient, room_id: str, user_id: str) -> None:
+        """The registry seated local ``conn`` (asked by :meth:`RedisCluster.join`)."""
+        ...
+
+    def refused(self, conn: Recipient, code: ErrorCode, text: str) -> None:
+        """The registry refused that join, or could not be asked."""
+        ...
+
+
 class _Remote:
     """A member connected to another process: relays to it are published to that process."""
 
@@ -114,18 +142,18 @@ class _Remote:
 
 
 class RedisCluster:
-    """One server process's link to the shared registry; created by :class:`SignalingServer`
+    """One server process's link to the shared registry; created by the signaling server
     when it gets ``redis_url``."""
 
     def __init__(
         self,
-        server: SignalingServer,
+        host: ClusterHost,
         url: str,
         *,
         prefix: str = "rtclab:signal",
         alive_ttl: float = 15.0,
     ) -> None:
-        self.server = server
+        self.host = host
         self.url = url
         self.prefix = prefix
         self.alive_ttl = alive_ttl
@@ -180,10 +208,9 @@ class RedisCluster:
             keys=[self._seq_key, self._rooms_key], args=[self._room_prefix]
         )
         self._seq = int(snapshot[0])
-        rooms = self.server._rooms
         for i in range(1, len(snapshot), 3):
             room, user, node = (x.decode() for x in snapshot[i : i + 3])
-            rooms.add_remote(_Remote(self, node, room, user), room, user)
+            self.host.add_remote(_Remote(self, node, room, user), room, user)
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._read()),
@@ -214,10 +241,10 @@ class RedisCluster:
 
     # ---------------------------------------------------------------- called by the server
 
-    def join(self, conn: Recipient, msg: Join) -> None:
-        """Ask the registry to seat ``conn``; the server hears back through
-        ``_cluster_joined`` (when our own event arrives) or ``_cluster_refused``."""
-        self._push(("join", conn, msg.room_id, msg.user_id))
+    def join(self, conn: Recipient, room_id: str, user_id: str) -> None:
+        """Ask the registry to seat ``conn``; the host hears back through
+        :meth:`ClusterHost.seated` (when our own event arrives) or :meth:`ClusterHost.refused`."""
+        self._push(("join", conn, room_id, user_id))
 
     def leave(self, room_id: str, user_id: str) -> None:
         self._push(("leave", room_id, user_id))
@@ -263,9 +290,7 @@ class RedisCluster:
                     logger.warning("Redis operation %s failed: %s", op[0], exc)
                     if op[0] == "join":
                         self._joining.pop((op[2], op[3]), None)
-                        self.server._cluster_refused(
-                            op[1], "unavailable", "the room registry is unavailable"
-                        )
+                        self.host.refused(op[1], "unavailable", "the room registry is unavailable")
 
     async def _join(self, conn: Recipient, room_id: str, user_id: str) -> None:
         key = (room_id, user_id)
@@ -276,7 +301,7 @@ class RedisCluster:
                 room_id,
                 user_id,
                 self.node,
-                self.server._rooms.max_room_size or 0,
+                self.host.max_room_size or 0,
                 self._alive_prefix,
                 self._events,
             ],
@@ -289,7 +314,7 @@ class RedisCluster:
                 if status == "duplicate-user"
                 else f"room {room_id!r} is full"
             )
-            self.server._cluster_refused(conn, status, text)  # type: ignore[arg-type]
+            self.host.refused(conn, status, text)  # type: ignore[arg-type]
         # on "ok", the join completes when our own event arrives (see _on_event)
 
     async def _leave(self, room_id: str, user_id: str) -> None:
@@ -343,32 +368,23 @@ class RedisCluster:
     def _on_frame(self, data: bytes) -> None:
         head, _, frame = data.partition(b"\n")
         room_id, user_id = json.loads(head)
-        server = self.server
-        target = server._rooms.member(room_id, user_id)
-        if target is None or not server._rooms.is_local(target):
-            server.dropped += 1  # it left while the frame was on its way
-            return
-        target.send(frame)  # counted as relayed by the sender's process
+        self.host.deliver(room_id, user_id, frame)
 
     def _on_event(self, event: list[Any]) -> None:
         seq, op, room_id, user_id, node = event
         if seq <= self._seq:
             return  # already in the snapshot
         self._seq = seq
-        server = self.server
-        rooms = server._rooms
+        host = self.host
         if node == self.node:
             if op == "join":
                 conn = self._joining.pop((room_id, user_id), None)
                 if conn is not None:
-                    server._cluster_joined(conn, room_id, user_id)
+                    host.seated(conn, room_id, user_id)
             return  # our own leaves were applied locally at once
         if op == "join":
-            out = rooms.add_remote(_Remote(self, node, room_id, user_id), room_id, user_id)
+            host.add_remote(_Remote(self, node, room_id, user_id), room_id, user_id)
         else:
-            current = rooms.member(room_id, user_id)
-            if not isinstance(current, _Remote) or current.node != node:
-                return
-            out = rooms.remove_remote(room_id, user_id)
-        if out:
-            server._deliver(out)
+            current = host.member(room_id, user_id)
+            if isinstance(current, _Remote) and current.node == node:
+                host.remove_remote(room_id, user_id)

@@ -28,16 +28,12 @@ track goes in with ``replaceTrack`` (no renegotiation) and the camera comes back
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib import resources
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 from urllib.parse import urlencode
 
-if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from websockets.http11 import Request, Response
-
-    from ..signaling.server import SignalingServer
+from ..signaling.http import HttpHandler, Request, Response, http_response
 
 __all__ = ["ASSETS", "CHROMIUM_FLAGS", "asset", "client_url", "serve_client", "widget_esm"]
 
@@ -74,14 +70,19 @@ def asset(name: str) -> str:
     return resources.files(__name__).joinpath(name).read_text(encoding="utf-8")
 
 
-def serve_client(server: SignalingServer) -> None:
+class Routes(Protocol):
+    """Anything that serves plain-HTTP routes, like :class:`rtclab.SignalingServer`."""
+
+    def add_route(self, path: str, handler: HttpHandler) -> None: ...
+
+
+def serve_client(server: Routes) -> None:
     """Serve the browser client from ``server``: ``/`` (and ``/index.html``) plus its assets.
 
     Files are read once, here: the routes answer from memory and never touch the disk
     while the loop relays signaling. Routes are exact paths, so nothing outside
     :data:`ASSETS` can be requested (no path traversal to guard against).
     """
-    from ..signaling.server import http_response
 
     def route(body: bytes, content_type: str) -> Callable[[Request], Response]:
         def handler(request: Request) -> Response:
