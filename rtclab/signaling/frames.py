@@ -12,7 +12,7 @@ connection. :func:`text_header` frames what the server sends (RFC 6455 §5.2).
 from __future__ import annotations
 
 import struct
-from typing import Final, NamedTuple
+from typing import Final, TypeAlias
 
 try:
     from websockets.speedups import apply_mask
@@ -31,21 +31,21 @@ class RawFrame(bytes):
     __slots__ = ()
 
 
-class Split(NamedTuple):
-    """What :func:`split_frames` made of a read."""
+Split: TypeAlias = tuple[list[bytes], bytes, bool, bool]
+"""What :func:`split_frames` made of a read: ``(items, rest, fragmented, stopped)``.
 
-    items: list[bytes]
-    """In stream order: unmasked payloads of whole text/binary messages (``bytes``) and
-    :class:`RawFrame` s for websockets."""
-    rest: bytes
-    """Bytes not consumed: the start of an incomplete frame, or (when :attr:`stopped`)
-    everything from the first frame websockets must refuse."""
-    fragmented: bool
-    """A fragmented message is in progress after these frames (pass it to the next call)."""
-    stopped: bool
-    """:attr:`rest` holds a frame that ends splitting: feed it and all later data to
-    websockets, which refuses it (1002 / 1009) from its header alone, before any payload is
-    buffered."""
+- ``items``, in stream order: unmasked payloads of whole text/binary messages (``bytes``)
+  and :class:`RawFrame` s for websockets;
+- ``rest``: bytes not consumed: the start of an incomplete frame, or (when ``stopped``)
+  everything from the first frame websockets must refuse;
+- ``fragmented``: a fragmented message is in progress after these frames (pass it to the
+  next call);
+- ``stopped``: ``rest`` holds a frame that ends splitting: feed it and all later data to
+  websockets, which refuses it (1002 / 1009) from its header alone, before any payload is
+  buffered.
+
+A plain tuple, not a named one: it is built once per TCP read on the relay path.
+"""
 
 
 def split_frames(data: bytes, limit: int, fragmented: bool = False) -> Split:
@@ -60,7 +60,6 @@ def split_frames(data: bytes, limit: int, fragmented: bool = False) -> Split:
     pos = 0
     items: list[bytes] = []
     append = items.append
-    view = memoryview(data)
     while pos + 2 <= n:
         b0 = data[pos]
         b1 = data[pos + 1]
@@ -78,21 +77,22 @@ def split_frames(data: bytes, limit: int, fragmented: bool = False) -> Split:
             length = int.from_bytes(data[pos + 2 : pos + 10], "big")
             start = pos + 14
         if not b1 & 0x80 or length > limit:  # unmasked, or oversized: websockets refuses it
-            return Split(items, data[pos:], fragmented, True)
+            return items, data[pos:], fragmented, True
         end = start + length
         if end > n:
             break
         if (b0 == 0x81 or b0 == 0x82) and not fragmented:
-            append(apply_mask(view[start:end], data[start - 4 : start]))
+            # slicing copies the payload once, which costs less than a memoryview would
+            append(apply_mask(data[start:end], data[start - 4 : start]))
         else:
             opcode = b0 & 0x0F
             if opcode == 1 or opcode == 2:
                 fragmented = not b0 & 0x80
             elif opcode == 0 and b0 & 0x80:
                 fragmented = False
-            append(RawFrame(view[pos:end]))
+            append(RawFrame(data[pos:end]))
         pos = end
-    return Split(items, data[pos:] if pos else data, fragmented, False)
+    return items, data[pos:] if pos else data, fragmented, False
 
 
 def text_header(length: int) -> bytes:

@@ -312,16 +312,21 @@ class Hub(Generic[C]):
     def receive_data(self, conn: C, data: str | bytes, now: float = 0.0) -> Outcome[C]:
         """One frame from ``conn`` at ``now``: rate rule, parse, then :meth:`receive`."""
         try:
-            bucket = self._clients[conn].bucket
+            client = self._clients[conn]
         except KeyError:
             raise ValueError(f"connection {conn!r} is not connected") from None
+        bucket = client.bucket
         if bucket is not None and not bucket.take(now):
             return self.refuse(conn, "rate-limited", "too many messages; slow down")
-        return self.receive(conn, parse(data, max_size=self.max_message_size))
+        return self._receive(conn, client, parse(data, max_size=self.max_message_size))
 
     def receive(self, conn: C, message: ClientMessage | ProtocolError) -> Outcome[C]:
         """Handle one parsed message (or parse error) from ``conn``."""
-        client = self._client(conn)
+        return self._receive(conn, self._client(conn), message)
+
+    def _receive(
+        self, conn: C, client: _Client, message: ClientMessage | ProtocolError
+    ) -> Outcome[C]:
         if type(message) is Relay:
             room = client.room
             if room is None:
