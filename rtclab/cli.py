@@ -58,10 +58,11 @@ def _serve(args: argparse.Namespace) -> int:
     if getattr(args, "turn_secret_file", None):
         return _serve_with_turn(args)
     from .signaling.runner import serve_main, server_options
+    from .web import serve_client
 
     return serve_main(
         args.host, args.port, path=args.path, compression=args.deflate,
-        client=not args.no_client, **server_options(args),
+        client=None if args.no_client else serve_client, **server_options(args),
     )  # fmt: skip
 
 

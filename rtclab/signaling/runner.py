@@ -16,7 +16,6 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from ..web import serve_client
 from .http import HttpHandler
 from .protocol import MAX_MESSAGE_SIZE
 from .server import SignalingServer
@@ -149,7 +148,7 @@ def serve_main(
     port: int,
     path: str = "/signal",
     compression: bool = False,
-    client: bool = False,
+    client: Callable[[SignalingServer], None] | None = None,
     *,
     routes: Mapping[str, HttpHandler] | None = None,
     notes: Callable[[SignalingServer], Iterable[str]] | None = None,
@@ -159,7 +158,8 @@ def serve_main(
 
     ``options`` are :class:`SignalingServer` keyword arguments. Blocking (it owns its event
     loop): never call it from a notebook; there, use ``await SignalingServer().start()``.
-    ``client=True`` also serves the browser client at ``/`` (:func:`rtclab.web.serve_client`);
+    ``client`` serves the browser client at ``/``: ``rtclab serve`` passes
+    :func:`rtclab.web.serve_client` (the web layer sits above this one, so it is handed in);
     ``routes`` adds plain-HTTP routes (path -> handler); ``notes(server)`` gives lines to
     print once the server listens (its port is known then).
     """
@@ -168,11 +168,11 @@ def serve_main(
         server = SignalingServer(host, port, path, "deflate" if compression else None, **options)
         for route, handler in (routes or {}).items():
             server.add_route(route, handler)
-        if client:
-            serve_client(server)
+        if client is not None:
+            client(server)
         url = await server.start()
         print(f"rtclab signaling server listening on {url}", flush=True)
-        if client:
+        if client is not None:
             print(f"browser client: http://{host}:{server.port}/?room=lab&user=NAME", flush=True)
         for line in notes(server) if notes is not None else ():
             print(line, flush=True)
