@@ -11,6 +11,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from ..model import EventListener
+
 __all__ = ["EventListener", "Listener", "Observers", "StatsListener"]
 
 logger = logging.getLogger("rtclab.signaling")
@@ -19,15 +21,15 @@ Listener = Callable[[str, str, dict[str, Any]], None]
 """``listener(direction, who, message)``: direction is ``"in"`` or ``"out"``, ``who`` the
 sender's / recipient's userId (``"conn-N"`` before it joined)."""
 
-EventListener = Callable[[str, "str | None", str, Any], None]
-"""``listener(peer, remote, event, value)``, the shape of the lab's events frame
-(:meth:`rtclab.stats.StatsCollector.record_event`): ``peer`` is the server's :attr:`name`,
-``remote`` the client's userId (or ``conn-N``), ``event`` one of ``signaling-connected``,
-``-joined``, ``-left``, ``-refused``, ``-reaped``, ``-slow-consumer``, ``-shutdown``."""
-
 StatsListener = Callable[[str, str, "tuple[dict[str, Any], ...]"], None]
 """``listener(user, room, rows)``: a joined client's ``stats`` report (see
 :class:`~.protocol.Stats`); ``user`` is the identity the server bound at ``join``."""
+
+
+# EventListener (``listener(peer, remote, event, value)``) is the shared :mod:`rtclab.model`
+# type: the server reports as ``peer`` its :attr:`name`, as ``remote`` the client's userId (or
+# ``conn-N``), as ``event`` one of ``signaling-connected``, ``-joined``, ``-left``,
+# ``-refused``, ``-reaped``, ``-slow-consumer``, ``-shutdown``.
 
 
 class Observers:

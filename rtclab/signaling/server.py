@@ -20,7 +20,6 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Collection, Mapping
-from types import TracebackType
 from typing import Any, Final, Literal
 
 from websockets.extensions.permessage_deflate import enable_server_permessage_deflate
@@ -287,12 +286,7 @@ class SignalingServer(Observers):
         await self.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
     # ---------------------------------------------------------------- observation
