@@ -3,13 +3,36 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+
+# ----------------------------------------------------------------------------- waiting
+
+
+async def until(
+    check: Callable[[], Any], timeout: float = 10.0, what: str = "", interval: float = 0.05
+) -> Any:
+    """Poll ``check`` (sync, or returning an awaitable) until it gives something truthy;
+    return that, or fail naming ``what`` and the last value after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"{what or check}: not within {timeout}s (last: {value!r})")
+        await asyncio.sleep(interval)
+
 
 # ----------------------------------------------------------------------------- signaling
 # A raw ``websockets`` client speaking the signaling protocol, and the stand-alone server

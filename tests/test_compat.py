@@ -27,6 +27,7 @@ from aiortc import (
 )
 from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack
+from helpers import until as _until
 from packaging.requirements import Requirement
 
 from rtclab import Lab
@@ -199,15 +200,6 @@ def test_the_leak_scan_finds_what_it_looks_for(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- real pcs
-
-
-async def _until(check: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not (value := check()):
-        assert loop.time() < deadline, f"timed out waiting for {what or check}"
-        await asyncio.sleep(0.02)
-    return value
 
 
 async def _drain(track: Any) -> None:

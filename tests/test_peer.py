@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
+from helpers import until as _until
 
 from rtclab.ice.config import IceConfig
 from rtclab.ice.gathering import gathering_on
@@ -18,14 +19,6 @@ from rtclab.signaling.client import SignalingClient, SignalingError
 MakePeer = Callable[..., Awaitable[Peer]]
 
 pytestmark = pytest.mark.slow
-
-
-async def _until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 def _rate(samples: list[tuple[float, int]]) -> float:

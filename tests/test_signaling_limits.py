@@ -12,20 +12,13 @@ from typing import Any
 
 import pytest
 from helpers import WS_TIMEOUT, ws_closed_with, ws_join, ws_recv, ws_send
+from helpers import until as eventually
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from rtclab.signaling import SignalingServer
 
 TIMEOUT = WS_TIMEOUT
-
-
-async def eventually(check: Any, timeout: float = TIMEOUT) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        assert loop.time() < deadline, "condition not reached"
-        await asyncio.sleep(0.01)
 
 
 # ----------------------------------------------------------------------------- tokens

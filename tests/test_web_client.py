@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import until
 
 from rtclab import Lab
 from rtclab.stats.convert import SAMPLE_COLUMNS
@@ -41,20 +41,6 @@ INBOUND_VIDEO = """async () => {
   }
   return out;
 }"""
-
-
-async def until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``check`` (sync or async) until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    value: Any = None
-    while time.monotonic() < deadline:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{what}: not within {timeout}s (last: {value!r})")
 
 
 async def open_page(browser: Any, url: str) -> Any:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import until as _until
 
 from rtclab.peer import Peer
 from rtclab.stats.collector import StatsCollector
@@ -21,14 +22,6 @@ from rtclab.widgets.dashboard import STATE_COLOURS
 MakePeer = Callable[..., Awaitable[Peer]]
 
 pytestmark = pytest.mark.slow
-
-
-async def _until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not met within {timeout}s: {what}")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 
 import av
 import pytest
+from helpers import until as _until
 
 from rtclab.peer import Peer
 from rtclab.widgets import PeerWidget
@@ -17,14 +17,6 @@ from rtclab.widgets.peer_widget import peer_mimebundle, peer_widget
 MakePeer = Callable[..., Awaitable[Peer]]
 
 pytestmark = pytest.mark.slow
-
-
-async def _until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not met within {timeout}s: {what}")
-        await asyncio.sleep(0.05)
 
 
 def _jpeg_size(data: bytes) -> tuple[int, int]:
