@@ -122,66 +122,38 @@ def _turn_credentials(args: argparse.Namespace) -> int:
 
 
 def _serve_with_turn(args: argparse.Namespace) -> int:
-    """``serve`` plus ``GET /api/turn-credentials`` (bearer token), via the server's public
-    route API; the other serve options are those of :func:`serve_main`."""
+    """``serve`` plus ``GET /api/turn-credentials`` (bearer token), through the same
+    foreground runner as plain ``serve`` (:func:`~rtclab.signaling.runner.serve_main`)."""
     import os
     import secrets
-    import signal
 
     from .ice.credentials import TURN_CREDENTIALS_PATH, make_credentials_handler
-    from .signaling.runner import server_options
+    from .signaling.runner import serve_main, server_options
     from .signaling.server import SignalingServer
+    from .web import serve_client
 
     secret = _read_turn_secret(args.turn_secret_file, "--turn-secret-file")
     token = os.environ.get("RTCLAB_TURN_TOKEN") or secrets.token_urlsafe(24)
     urls = args.turn_url or [_DEFAULT_TURN_URL]
 
-    async def run() -> None:
-        server = SignalingServer(
-            args.host,
-            args.port,
-            args.path,
-            "deflate" if args.deflate else None,
-            **server_options(args),
+    def notes(server: SignalingServer) -> list[str]:
+        bearer = (
+            "with the bearer token from $RTCLAB_TURN_TOKEN"
+            if os.environ.get("RTCLAB_TURN_TOKEN")
+            else f"with 'Authorization: Bearer {token}'"
         )
-        server.add_route(TURN_CREDENTIALS_PATH, make_credentials_handler(secret, urls, token))
+        lines = [f"TURN credentials: GET http://{args.host}:{server.port}{TURN_CREDENTIALS_PATH} "
+                 + bearer]  # fmt: skip
         if not args.no_client:
-            from .web import serve_client
+            lines.append("browser client with TURN: add &turnToken=<token> to its address")
+        return lines
 
-            serve_client(server)
-        url = await server.start()
-        print(f"rtclab signaling server listening on {url}", flush=True)
-        if not args.no_client:
-            print(f"browser client: http://{args.host}:{server.port}/?room=lab&user=NAME"
-                  "&turnToken=<token>", flush=True)  # fmt: skip
-        print(
-            f"TURN credentials: GET http://{args.host}:{server.port}{TURN_CREDENTIALS_PATH} "
-            + (
-                "with the bearer token from $RTCLAB_TURN_TOKEN"
-                if os.environ.get("RTCLAB_TURN_TOKEN")
-                else f"with 'Authorization: Bearer {token}'"
-            ),
-            flush=True,
-        )
-        stopping = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, stopping.set)
-            except (NotImplementedError, RuntimeError):
-                pass
-        try:
-            await stopping.wait()
-        finally:
-            await server.stop()
-
-    try:
-        asyncio.run(run())
-    except OSError as exc:
-        print(f"rtclab signaling server: cannot listen on {args.host}:{args.port}: {exc}",
-              file=sys.stderr)  # fmt: skip
-        return 1
-    return 0
+    return serve_main(
+        args.host, args.port, path=args.path, compression=args.deflate,
+        client=None if args.no_client else serve_client,
+        routes={TURN_CREDENTIALS_PATH: make_credentials_handler(secret, urls, token)},
+        notes=notes, **server_options(args),
+    )  # fmt: skip
 
 
 _DEFAULT_TURN_URL = "turn:127.0.0.1:3478?transport=udp"

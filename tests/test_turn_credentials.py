@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import start_server
 
 from rtclab.ice.credentials import (
     TURN_CREDENTIALS_PATH,
@@ -143,3 +144,31 @@ def test_cli_turn_credentials_reads_the_secret_from_a_file(tmp_path: Path) -> No
         env={"PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     assert missing.returncode != 0 and "RTCLAB_TURN_SECRET" in missing.stderr
+
+
+async def test_rtclab_serve_with_a_turn_secret_file_serves_credentials(tmp_path: Path) -> None:
+    """``rtclab serve --turn-secret-file``: the endpoint answers through the same runner as
+    plain ``serve``, with the token it prints, and credentials coturn would accept."""
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(SECRET + "\n")
+    server = await start_server(
+        "serve", "--turn-secret-file", str(secret_file), module="rtclab.cli"
+    )
+    try:
+        proc = server.proc
+        assert proc.stdout is not None
+        lines = [(await asyncio.wait_for(proc.stdout.readline(), 10)).decode() for _ in range(3)]
+        turn_line = next(line for line in lines if line.startswith("TURN credentials: GET"))
+        token = turn_line.rsplit("Bearer ", 1)[1].strip().rstrip("'")
+        port = int(server.url.split(":")[2].split("/")[0])
+        status, _ = await _get(port, TURN_CREDENTIALS_PATH)
+        assert status == 401
+        status, body = await _get(
+            port, TURN_CREDENTIALS_PATH + "?user=erin", {"Authorization": f"Bearer {token}"}
+        )
+        assert status == 200, body
+        ice = json.loads(body)["iceServers"][0]
+        assert ice["username"].endswith(":erin")
+        assert ice["credential"] == turn_credential(SECRET, ice["username"])
+    finally:
+        await server.stop()

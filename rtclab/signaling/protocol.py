@@ -17,7 +17,7 @@ import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias, get_args
 
 __all__ = [
     "ERROR_CODES",
@@ -58,13 +58,13 @@ MAX_STATS_ROWS: Final = 64
 """Most rows in one ``stats`` message (a mesh of 15 remotes x 4 rows fits)."""
 
 MAX_STATS_FIELDS: Final = 40
-"""Most fields in one stats row (the samples frame has 27 columns)."""
+"""Most fields in one stats row (the samples frame has 35 columns)."""
 
 MAX_STATS_STRING: Final = 256
 """Longest string value in a stats row (an IPv6 address with port fits easily)."""
 
 RelayType: TypeAlias = Literal["offer", "answer", "ice-candidate"]
-RELAY_TYPES: Final[frozenset[str]] = frozenset(("offer", "answer", "ice-candidate"))
+RELAY_TYPES: Final[frozenset[str]] = frozenset(get_args(RelayType))
 
 ErrorCode: TypeAlias = Literal[
     "invalid-json",
@@ -86,26 +86,7 @@ ErrorCode: TypeAlias = Literal[
     "unavailable",
     "internal-error",
 ]
-ERROR_CODES: Final[tuple[ErrorCode, ...]] = (
-    "invalid-json",
-    "invalid-message",
-    "unknown-type",
-    "not-joined",
-    "already-joined",
-    "duplicate-user",
-    "unknown-peer",
-    "self-addressed",
-    "message-too-large",
-    "unauthorized",
-    "forbidden-origin",
-    "rate-limited",
-    "room-full",
-    "too-many-rooms",
-    "server-full",
-    "server-shutdown",
-    "unavailable",
-    "internal-error",
-)
+ERROR_CODES: Final[tuple[ErrorCode, ...]] = get_args(ErrorCode)
 """Every ``code`` an ``error`` message can carry. Refusals of a frame keep the connection
 open unless noted: ``message-too-large`` is followed by close 1009, ``unauthorized`` by close
 1008, ``server-full`` by close 1013 and ``server-shutdown`` by close 1001.

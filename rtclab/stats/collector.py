@@ -24,22 +24,13 @@ import pandas as pd
 
 from ..model import CandidatePair, ConnectionCounters
 from .convert import NUMERIC_COLUMNS, STRING_COLUMNS, ConnectionSnapshot, snapshot_to_rows
-from .files import read_events_csv, read_events_parquet, read_samples_csv, read_samples_parquet
 from .reading import read_snapshot
 from .store import SampleStore
 
 if TYPE_CHECKING:
     from aiortc import RTCPeerConnection
 
-__all__ = [
-    "SampleListener",
-    "StatsCollector",
-    "StatsSource",
-    "read_events_csv",
-    "read_events_parquet",
-    "read_samples_csv",
-    "read_samples_parquet",
-]
+__all__ = ["SampleListener", "StatsCollector", "StatsSource"]
 
 logger = logging.getLogger(__name__)
 

@@ -10,16 +10,7 @@ in the namespace: socket, per-direction model, verdicts), :mod:`.control` (the p
 :func:`impair_namespace` starts the worker and installs the iptables rules).
 """
 
-from .codec import (
-    NF_ACCEPT,
-    NF_DROP,
-    NfqueueError,
-    QueuedPacket,
-    config_message,
-    parse_messages,
-    parse_packet,
-    verdict_message,
-)
+from .codec import NF_ACCEPT, NF_DROP, NfqueueError, QueuedPacket
 from .control import NamespaceImpairment, impair_namespace
 from .worker import NfqueueSocket, main
 
@@ -30,10 +21,6 @@ __all__ = [
     "NfqueueError",
     "NfqueueSocket",
     "QueuedPacket",
-    "config_message",
     "impair_namespace",
     "main",
-    "parse_messages",
-    "parse_packet",
-    "verdict_message",
 ]
