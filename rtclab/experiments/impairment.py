@@ -234,12 +234,8 @@ async def _one_setting(
                 collector.add(sender)
                 collector.add(receiver)
                 await collector.start()
-                await _first_rtt(collector)
-                await asyncio.sleep(duration)
-                await collector.poll()
+                frame = await _observe(row, collector, duration)
                 await collector.stop()
-                frame = collector.samples.assign(setting=row["setting"])
-                row.update(_measure(frame))
                 row.update(_link_loss(sender_host.up.lost, sender_host.up.sent))
         finally:
             await asyncio.gather(sender.close(), receiver.close(), return_exceptions=True)
@@ -273,10 +269,7 @@ async def _one_netns_setting(
         except (ConnectionError, TimeoutError) as exc:
             row["error"] = str(exc)
         if row["connected"]:
-            await _first_rtt(collector)
-            await asyncio.sleep(duration)
-            frame = collector.samples.assign(setting=row["setting"])
-            row.update(_measure(frame))
+            frame = await _observe(row, collector, duration)
     finally:
         await asyncio.gather(sender.close(), receiver.close(), return_exceptions=True)
         if sender_host.impairment is not None:
@@ -290,6 +283,17 @@ async def _one_netns_setting(
 def _link_loss(lost: int, sent: int) -> dict[str, Any]:
     """What the link itself dropped (the configured loss as it came out)."""
     return {"link_loss_fraction": lost / sent if sent else math.nan, "link_packets_sent": sent}
+
+
+async def _observe(row: dict[str, Any], collector: Any, duration: float) -> pd.DataFrame:
+    """Once the first RTCP round trip is in, sample for ``duration`` seconds; the setting's
+    samples (tagged with it) and its medians added to ``row``."""
+    await _first_rtt(collector)
+    await asyncio.sleep(duration)
+    await collector.poll()
+    frame: pd.DataFrame = collector.samples.assign(setting=row["setting"])
+    row.update(_measure(frame))
+    return frame
 
 
 async def _first_rtt(collector: Any, timeout: float = 6.0) -> None:

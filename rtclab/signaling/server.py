@@ -311,14 +311,15 @@ class SignalingServer(Observers):
 
     @property
     def stats(self) -> dict[str, Any]:
-        """Short summary (kept for notebooks written against the first version)."""
-        hub = self._hub
+        """Short summary of :meth:`metrics` (kept for notebooks written against the first
+        version)."""
+        m = self.metrics()
         return {
-            "clients": hub.connections,
-            "rooms": hub.room_count,
-            "messages_received": self._received,
-            "messages_relayed": hub.relayed,
-            "errors": dict(hub.errors),
+            "clients": m["clients"],
+            "rooms": m["rooms"],
+            "messages_received": m["messages_received_total"],
+            "messages_relayed": m["messages_relayed_total"],
+            "errors": m["messages_refused_total"],
         }
 
     def rooms(self) -> dict[str, list[str]]:
