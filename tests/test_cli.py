@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -180,3 +181,22 @@ async def test_peer_with_a_name_already_in_the_room(server: SignalingServer) -> 
     line = _one_line_refusal(code, err)
     assert "user 'carl' is already in room 'lab'" in line and "pick another --name" in line
     assert '"event": "error"' in out  # the event stream still says it, as JSON
+
+
+def test_a_reader_that_goes_away_is_no_traceback(tmp_path: Path) -> None:
+    """``rtclab turn-credentials ... | head``: the pipe closes before the JSON is written."""
+    import subprocess
+
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret\n")
+    read, write = os.pipe()
+    os.close(read)  # nobody will ever read: the first write gets EPIPE
+    try:
+        done = subprocess.run(
+            [EXE, "turn-credentials", "--secret-file", str(secret)],
+            stdout=write, stderr=subprocess.PIPE, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        os.close(write)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 141
