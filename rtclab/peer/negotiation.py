@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Iterator
-from typing import Any
+from typing import Any, Literal
 
 from aiortc import RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
@@ -133,15 +133,7 @@ class Negotiation(PeerBase):
         if self.data:
             for channel in create_lab_channels(conn.pc):
                 self._attach_channel(conn, channel)
-        started = time.monotonic()
-        conn.gathering.begin()
-        offer = await conn.pc.createOffer()
-        with self._gathering_on(conn):
-            await conn.pc.setLocalDescription(offer)
-        self._gathered(conn, started)
-        if self._client is not None:
-            await self._client.offer(conn.remote, _description(conn))
-        self._fail_if_nothing_gathered(conn)
+        await self._describe(conn, "offer")
 
     async def _answer(self, conn: RemoteConnection, sdp: dict[str, Any]) -> None:
         with self._gathering_on(conn):
@@ -150,16 +142,23 @@ class Negotiation(PeerBase):
             )
         self._stamp_remote(conn)
         self._add_media(conn, answering=True)
+        await self._describe(conn, "answer")
+        await self._flush_candidates(conn)
+
+    async def _describe(self, conn: RemoteConnection, kind: Literal["offer", "answer"]) -> None:
+        """Create our ``kind`` of description, gather while setting it (timed and logged),
+        send it to the remote, and fail at once if nothing was gathered."""
         started = time.monotonic()
         conn.gathering.begin()
-        answer = await conn.pc.createAnswer()
+        create = conn.pc.createOffer if kind == "offer" else conn.pc.createAnswer
+        description = await create()
         with self._gathering_on(conn):
-            await conn.pc.setLocalDescription(answer)
+            await conn.pc.setLocalDescription(description)
         self._gathered(conn, started)
         if self._client is not None:
-            await self._client.answer(conn.remote, _description(conn))
+            send = self._client.offer if kind == "offer" else self._client.answer
+            await send(conn.remote, _description(conn))
         self._fail_if_nothing_gathered(conn)
-        await self._flush_candidates(conn)
 
     @contextlib.contextmanager
     def _gathering_on(self, conn: RemoteConnection) -> Iterator[None]:

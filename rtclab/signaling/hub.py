@@ -94,21 +94,20 @@ class Connected(Generic[C]):
 
 
 @dataclass(frozen=True, slots=True)
-class Joined(Generic[C]):
-    """``conn`` is now ``user_id`` in ``room_id``."""
-
+class _Membership(Generic[C]):
     conn: C
     room_id: str
     user_id: str
 
 
 @dataclass(frozen=True, slots=True)
-class Left(Generic[C]):
-    """``conn`` left ``room_id`` (``leave`` or disconnect); it was ``user_id`` there."""
+class Joined(_Membership[C]):
+    """``conn`` is now ``user_id`` in ``room_id``."""
 
-    conn: C
-    room_id: str
-    user_id: str
+
+@dataclass(frozen=True, slots=True)
+class Left(_Membership[C]):
+    """``conn`` left ``room_id`` (``leave`` or disconnect); it was ``user_id`` there."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -172,12 +172,16 @@ class StatsCollector:
             accepted.append(row)
         if accepted:
             self.store.append_rows(accepted, elapsed)
-            for listener in list(self._listeners):
-                try:
-                    listener(accepted)
-                except Exception:
-                    logger.exception("stats listener %r failed", listener)
+            self._notify(accepted)
         return accepted
+
+    def _notify(self, rows: list[dict[str, Any]]) -> None:
+        """Hand new rows to every sample listener; a failing one is logged, never fatal."""
+        for listener in list(self._listeners):
+            try:
+                listener(rows)
+            except Exception:
+                logger.exception("stats listener %r failed", listener)
 
     # -- polling -----------------------------------------------------------------------
 
@@ -260,11 +264,7 @@ class StatsCollector:
                 del self._targets[key]  # connection gone: don't keep its snapshot forever
 
             self.store.append_rows(rows, elapsed)
-        for listener in list(self._listeners):
-            try:
-                listener(rows)
-            except Exception:
-                logger.exception("stats listener %r failed", listener)
+        self._notify(rows)
         return rows
 
     async def _snapshot_with_timeout(
