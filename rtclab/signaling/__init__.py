@@ -11,55 +11,22 @@ them, and :mod:`.cluster` shares rooms between server processes through Redis.
 from __future__ import annotations
 
 from .client import SignalingClient, SignalingError
-from .http import http_response
 from .hub import Hub, Outcome
-from .metrics import render_prometheus
-from .protocol import (
-    ERROR_CODES,
-    MAX_ID_LENGTH,
-    MAX_MESSAGE_SIZE,
-    ClientMessage,
-    ErrorCode,
-    ErrorMessage,
-    Join,
-    Leave,
-    PeerJoined,
-    PeerLeft,
-    ProtocolError,
-    Relay,
-    Relayed,
-    RoomJoined,
-    ServerMessage,
-    parse,
-)
-from .rules import TokenBucket
+from .protocol import ERROR_CODES, ErrorCode, ProtocolError, parse
 from .server import EventListener, Listener, SignalingServer
 
+# The message types, rules and HTTP helpers stay in their modules
+# (``rtclab.signaling.protocol``, ``.rules``, ``.http``, ``.metrics``).
 __all__ = [
     "ERROR_CODES",
-    "MAX_ID_LENGTH",
-    "MAX_MESSAGE_SIZE",
-    "ClientMessage",
     "ErrorCode",
-    "ErrorMessage",
     "EventListener",
     "Hub",
-    "Join",
-    "Leave",
     "Listener",
     "Outcome",
-    "PeerJoined",
-    "PeerLeft",
     "ProtocolError",
-    "Relay",
-    "Relayed",
-    "RoomJoined",
-    "ServerMessage",
     "SignalingClient",
     "SignalingError",
     "SignalingServer",
-    "TokenBucket",
-    "http_response",
     "parse",
-    "render_prometheus",
 ]
