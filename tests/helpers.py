@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import struct
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -32,6 +33,23 @@ async def until(
         if loop.time() > deadline:
             raise AssertionError(f"{what or check}: not within {timeout}s (last: {value!r})")
         await asyncio.sleep(interval)
+
+
+# ----------------------------------------------------------------------------- frames
+
+
+def masked_frame(payload: bytes, opcode: int = 1, fin: bool = True, mask: bytes = b"m4sk") -> bytes:
+    """A WebSocket frame as a client sends it (RFC 6455: masked), for feeding the server's
+    frame splitter bytes it would read off a socket."""
+    n = len(payload)
+    b0 = (0x80 if fin else 0) | opcode
+    if n < 126:
+        head = struct.pack("!BB", b0, 0x80 | n)
+    elif n < 65536:
+        head = struct.pack("!BBH", b0, 0xFE, n)
+    else:
+        head = struct.pack("!BBQ", b0, 0xFF, n)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
 # ----------------------------------------------------------------------------- signaling

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import itertools
 import json
-import struct
 from typing import Any
 
 import pytest
+from helpers import masked_frame
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -198,16 +198,8 @@ def test_remote_member_leaving_is_no_local_event() -> None:
 # ----------------------------------------------------------------------------- frame splitting
 
 
-def masked(payload: bytes, opcode: int = 1, fin: bool = True, mask: bytes = b"m4sk") -> bytes:
-    n = len(payload)
-    b0 = (0x80 if fin else 0) | opcode
-    if n < 126:
-        head = struct.pack("!BB", b0, 0x80 | n)
-    elif n < 65536:
-        head = struct.pack("!BBH", b0, 0xFE, n)
-    else:
-        head = struct.pack("!BBQ", b0, 0xFF, n)
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+def masked(payload: bytes, opcode: int = 1, fin: bool = True) -> bytes:
+    return masked_frame(payload, opcode, fin, mask=b"m4sk")
 
 
 def test_split_hands_whole_messages_on_and_other_frames_whole() -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from helpers import (
     WS_TIMEOUT,
+    masked_frame,
     start_server,
     ws_client,
     ws_nothing,
@@ -453,16 +454,8 @@ class FakeTransport(asyncio.Transport):
         return default
 
 
-def client_frame(payload: bytes, opcode: int = 1, fin: bool = True, mask: bytes = b"k3y!") -> bytes:
-    n = len(payload)
-    b0 = (0x80 if fin else 0) | opcode
-    if n < 126:
-        head = struct.pack("!BB", b0, 0x80 | n)
-    elif n < 65536:
-        head = struct.pack("!BBH", b0, 0xFE, n)
-    else:
-        head = struct.pack("!BBQ", b0, 0xFF, n)
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+def client_frame(payload: bytes, opcode: int = 1, fin: bool = True) -> bytes:
+    return masked_frame(payload, opcode, fin, mask=b"k3y!")
 
 
 _UPGRADE = (
