@@ -31,7 +31,7 @@ import pytest_asyncio
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack
 
-from rtclab.peer.counters import ConnectionCounters
+from rtclab.model import ConnectionCounters
 from rtclab.stats import (
     EVENT_COLUMNS,
     SAMPLE_COLUMNS,

@@ -15,7 +15,7 @@ from aiortc.stats import (
 )
 
 from rtclab.ice.inspect import CandidateInfo, CandidatePair
-from rtclab.peer.counters import ConnectionCounters
+from rtclab.model import ConnectionCounters
 from rtclab.stats.convert import (
     NUMERIC_COLUMNS,
     SAMPLE_COLUMNS,

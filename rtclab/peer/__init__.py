@@ -1,7 +1,7 @@
 """aiortc peers that join signaling rooms as a mesh, with synthetic media and data channels."""
 
+from ..model import ChannelCounters, ConnectionCounters
 from .channels import CHAT, CURSORS, Channel
-from .counters import ChannelCounters, ConnectionCounters
 from .media import TestPatternTrack, ToneTrack
 from .peer import ChatMessage, Peer, PeerEvent, RemoteConnection
 

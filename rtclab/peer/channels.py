@@ -2,7 +2,7 @@
 
 Both apply send-side back-pressure on ``bufferedAmount``: over the threshold the reliable
 channel *waits* for ``bufferedamountlow`` and the unreliable one *drops* the message. Either
-way it is counted in :class:`~rtclab.peer.counters.ChannelCounters`, never silent.
+way it is counted in :class:`~rtclab.model.ChannelCounters`, never silent.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from aiortc import RTCDataChannel, RTCPeerConnection
 
-from .counters import ChannelCounters
+from ..model import ChannelCounters
 
 CHAT = "chat"
 CURSORS = "cursors"

@@ -49,14 +49,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from rtclab.model import PATH_COLUMNS, CandidatePair
-
-if TYPE_CHECKING:
-    # Only for annotations: importing rtclab.peer at run time would pull in the whole Peer
-    # stack (and a cycle as soon as the Peer imports rtclab.stats).
-    from rtclab.peer.counters import ConnectionCounters
+from rtclab.model import PATH_COLUMNS, CandidatePair, ConnectionCounters
 
 __all__ = [
     "DEFAULT_CLOCK_RATES",
@@ -327,8 +322,6 @@ def _transport_rows(
 
 
 def _new_counters() -> ConnectionCounters:
-    from rtclab.peer.counters import ConnectionCounters
-
     return ConnectionCounters()
 
 
