@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from . import __version__
 
@@ -159,6 +160,15 @@ def _serve_with_turn(args: argparse.Namespace) -> int:
 _DEFAULT_TURN_URL = "turn:127.0.0.1:3478?transport=udp"
 
 
+def _turn_url_option(parser: Any, flag: str, what: str) -> None:
+    parser.add_argument(
+        flag,
+        action="append",
+        metavar="URL",
+        help=f"{what} (repeatable; default {_DEFAULT_TURN_URL})",
+    )
+
+
 def _peer(args: argparse.Namespace) -> int:
     from .ice.config import IceConfig, IceServer
     from .peer_process import run_peer
@@ -254,10 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--turn-secret-file", metavar="FILE",
         help="file holding coturn's static-auth-secret (- = stdin); enables the endpoint",
     )  # fmt: skip
-    turn_opts.add_argument(
-        "--turn-url", action="append", metavar="URL",
-        help=f"TURN URL handed out (repeatable; default {_DEFAULT_TURN_URL})",
-    )  # fmt: skip
+    _turn_url_option(turn_opts, "--turn-url", "TURN URL handed out")
     serve.set_defaults(func=_serve)
 
     creds = sub.add_parser(
@@ -277,10 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="lifetime in seconds, > 0 (default: %(default)s)",
     )
-    creds.add_argument(
-        "--url", action="append", metavar="URL",
-        help=f"TURN URL (repeatable; default {_DEFAULT_TURN_URL})",
-    )  # fmt: skip
+    _turn_url_option(creds, "--url", "TURN URL")
     creds.set_defaults(func=_turn_credentials)
 
     peer = sub.add_parser(

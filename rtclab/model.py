@@ -69,25 +69,24 @@ class CandidatePair:
     protocol: str
     relay_protocol: str | None = None
 
-    @property
-    def local_candidate_type(self) -> str:
-        return self.local.type
-
-    @property
-    def remote_candidate_type(self) -> str:
-        return self.remote.type
-
-    @property
-    def local_address(self) -> str:
-        return self.local.address_port
-
-    @property
-    def remote_address(self) -> str:
-        return self.remote.address_port
-
     def columns(self) -> dict[str, str | None]:
         """The pair as the path columns of a samples row (:data:`PATH_COLUMNS`)."""
-        return {column: getattr(self, column) for column in PATH_COLUMNS}
+        return {
+            "local_candidate_type": self.local.type,
+            "remote_candidate_type": self.remote.type,
+            "protocol": self.protocol,
+            "relay_protocol": self.relay_protocol,
+            "local_address": self.local.address_port,
+            "remote_address": self.remote.address_port,
+        }
+
+    def describe(self) -> str:
+        """One line for events and logs: ``host/srflx udp 10.0.0.1:5000 -> 1.2.3.4:6000``."""
+        relay = f" (relay over {self.relay_protocol})" if self.relay_protocol else ""
+        return (
+            f"{self.local.type}/{self.remote.type} {self.protocol}{relay} "
+            f"{self.local.address_port} -> {self.remote.address_port}"
+        )
 
 
 @dataclass

@@ -20,6 +20,7 @@ from rtclab.signaling.hub import (
     Joined,
     JoinRequested,
     Left,
+    Limits,
     Outcome,
     Refused,
 )
@@ -108,7 +109,7 @@ def test_message_addressed_to_its_sender_is_refused_and_the_sender_stays_usable(
 
 
 def test_wrong_token_is_refused_with_close_1008() -> None:
-    hub: Hub[int] = Hub(token="s")
+    hub: Hub[int] = Hub(Limits(token="s"))
     hub.connect(1)
     hub.connect(2, credential="s")
     out = hub.receive_data(1, join("r", "a", token="guess"))
@@ -118,7 +119,7 @@ def test_wrong_token_is_refused_with_close_1008() -> None:
 
 
 def test_client_cap_refuses_with_close_1013_and_frees_slots() -> None:
-    hub: Hub[int] = Hub(max_clients=2)
+    hub: Hub[int] = Hub(Limits(max_clients=2))
     hub.connect(1)
     hub.connect(2)
     out = hub.connect(3)
@@ -133,7 +134,7 @@ def test_client_cap_refuses_with_close_1013_and_frees_slots() -> None:
 
 
 def test_rate_limit_takes_time_as_a_value() -> None:
-    hub: Hub[int] = Hub(rate=10.0, burst=3)
+    hub: Hub[int] = Hub(Limits(rate=10.0, burst=3))
     hub.connect(1, now=100.0)
     hub.receive_data(1, join("r", "a"), now=100.0)
     frame = data({"type": "offer", "to": "nobody", "sdp": {}})
@@ -146,7 +147,7 @@ def test_rate_limit_takes_time_as_a_value() -> None:
 
 
 def test_unlimited_rate_and_unknown_connections() -> None:
-    hub: Hub[int] = Hub(rate=None)
+    hub: Hub[int] = Hub(Limits(rate=None))
     hub.connect(1)
     assert all(hub.admit(1, 0.0) is None for _ in range(10_000))
     with pytest.raises(ValueError):
@@ -167,7 +168,7 @@ def test_refusals_made_by_the_transport_count_like_the_hubs() -> None:
 
 
 def test_registry_mode_asks_before_seating() -> None:
-    hub: Hub[int] = Hub(max_room_size=1)
+    hub: Hub[int] = Hub(Limits(max_room_size=1))
     hub.registry = True
     hub.connect(1)
     hub.connect(2)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rtclab.signaling.hub import Hub
+from rtclab.signaling.hub import Hub, Limits
 from rtclab.signaling.protocol import (
     ErrorMessage,
     Join,
@@ -166,7 +166,7 @@ def test_parse_errors_become_error_replies() -> None:
 
 
 def test_message_size_limit() -> None:
-    rooms: Hub[int] = Hub(max_message_size=100)
+    rooms: Hub[int] = Hub(Limits(max_message_size=100))
     rooms.connect(1)
     assert codes(send(rooms, 1, {"type": "join", "roomId": "r" * 100, "userId": "u"})) == [
         (1, "message-too-large")
@@ -264,7 +264,7 @@ def test_arbitrary_input_keeps_every_invariant(script: list[tuple[int, bytes]]) 
 
 
 def test_room_size_and_room_count_caps() -> None:
-    rooms: Hub[int] = Hub(max_room_size=2, max_rooms=1)
+    rooms: Hub[int] = Hub(Limits(max_room_size=2, max_rooms=1))
     for conn in (1, 2, 3, 4):
         rooms.connect(conn)
     send(rooms, 1, {"type": "join", "roomId": "r", "userId": "a"})
@@ -281,7 +281,7 @@ def test_room_size_and_room_count_caps() -> None:
 
 
 def test_tokens_from_join_or_handshake_and_refusals_close() -> None:
-    rooms: Hub[int] = Hub(token="s", room_tokens={"vip": "v"})
+    rooms: Hub[int] = Hub(Limits(token="s", room_tokens={"vip": "v"}))
     rooms.connect(1)
     rooms.connect(2, credential="s")
     rooms.connect(3, credential="v")
@@ -348,7 +348,7 @@ def test_caps_and_tokens_always_hold(
 ) -> None:
     max_room_size, max_rooms = limits
     rooms: Hub[int] = Hub(
-        max_room_size=max_room_size, max_rooms=max_rooms, token="s", room_tokens={"r3": "v"}
+        Limits(max_room_size=max_room_size, max_rooms=max_rooms, token="s", room_tokens={"r3": "v"})
     )
     for conn in range(6):
         rooms.connect(conn)

@@ -266,7 +266,7 @@ async def test_oversized_frame_gets_error_then_1009(
 ) -> None:
     a, b = await pair(server.url)
     big = await ws_client(server.url)
-    limit = server.max_message_size
+    limit = server.limits.max_message_size
     frame = '{"type":"offer","to":"bob","sdp":{"s":"' + "x" * limit + '"}}'
     # fragments count together: the message limit, not the frame limit, applies
     await big.send(iter([frame[: limit // 2], frame[limit // 2 :]]) if fragmented else frame)

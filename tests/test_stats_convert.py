@@ -15,7 +15,7 @@ from aiortc.stats import (
 )
 
 from rtclab.ice.inspect import CandidateInfo, CandidatePair
-from rtclab.model import ConnectionCounters
+from rtclab.model import PATH_COLUMNS, ConnectionCounters
 from rtclab.stats.convert import (
     NUMERIC_COLUMNS,
     SAMPLE_COLUMNS,
@@ -374,6 +374,15 @@ def test_relay_pair_and_ipv6_address() -> None:
     assert rows[0]["local_candidate_type"] == "relay"
     assert rows[0]["relay_protocol"] == "tcp"
     assert rows[0]["local_address"] == "[::1]:3478"
+
+
+def test_pair_columns_are_the_path_columns_and_describe_names_the_path() -> None:
+    relay = CandidateInfo("r", 1, "udp", 5, "::1", 3478, "relay", "10.0.0.1", 4000)
+    pair = CandidatePair(
+        local=relay, remote=host_pair().remote, protocol="udp", relay_protocol="tcp"
+    )
+    assert list(pair.columns()) == PATH_COLUMNS
+    assert pair.describe() == "relay/host udp (relay over tcp) [::1]:3478 -> 127.0.0.1:6000"
 
 
 def test_no_nan_sneaks_in() -> None:

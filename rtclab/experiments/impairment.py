@@ -157,24 +157,15 @@ async def impairment_sweep(
             signaling_url = server.url
         stack.callback(bar.close)
         for index, link in enumerate(settings):
-            collector = StatsCollector(interval=stats_interval, window=None)
+            setting = _Setting(
+                index, link, StatsCollector(interval=stats_interval, window=None), duration,
+                seed + index, {"width": width, "height": height, "fps": fps},
+            )  # fmt: skip
             if backend == "netns":
-                row, frame = await _one_netns_setting(
-                    net, index, link, collector, duration=duration, seed=seed,
-                    peer_options={"width": width, "height": height, "fps": fps,
-                                  "stats_interval": stats_interval},
-                )  # fmt: skip
+                row, frame = await _one_netns_setting(net, setting, stats_interval)
             else:
                 assert signaling_url is not None
-                row, frame = await _one_setting(
-                    index,
-                    link,
-                    signaling_url,
-                    collector,
-                    duration=duration,
-                    seed=seed,
-                    peer_options={"width": width, "height": height, "fps": fps},
-                )
+                row, frame = await _one_setting(setting, signaling_url)
             rows.append(row)
             samples.append(frame)
             bar.set_postfix_str(f"{row['setting']}: rtt {row.get('rtt_ms', math.nan):.0f} ms")
@@ -201,27 +192,38 @@ def _setting_row(link: Link) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class _Setting:
+    """One point of the grid and what both backends need to run it."""
+
+    index: int
+    link: Link
+    collector: Any
+    duration: float
+    seed: int
+    peer_options: dict[str, Any]
+
+    @property
+    def room(self) -> str:
+        return f"impairment-{self.index}-{time.monotonic_ns()}"
+
+
 async def _one_setting(
-    index: int,
-    link: Link,
-    signaling_url: str,
-    collector: Any,
-    *,
-    duration: float,
-    seed: int,
-    peer_options: dict[str, Any],
+    setting: _Setting, signaling_url: str
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     from ..net.emulated import Network
     from ..peer.peer import Peer
 
-    row = _setting_row(link)
-    room = f"impairment-{index}-{time.monotonic_ns()}"
+    row = _setting_row(setting.link)
+    collector = setting.collector
     frame = pd.DataFrame()
-    with Network(seed=seed + index) as net:
-        sender_host = net.host("sender", link=link)
+    with Network(seed=setting.seed) as net:
+        sender_host = net.host("sender", link=setting.link)
         ice = net.ice_config(stun=False, connect_timeout=10.0)
-        common: dict[str, Any] = {"room": room, "ice": ice, "audio": False, "data": False}
-        sender = Peer("sender", signaling_url, network=sender_host, **common, **peer_options)
+        common: dict[str, Any] = {"room": setting.room, "ice": ice, "audio": False, "data": False}
+        sender = Peer(
+            "sender", signaling_url, network=sender_host, **common, **setting.peer_options
+        )
         receiver = Peer(
             "receiver", signaling_url, network=net.host("receiver"), video=False, **common
         )
@@ -234,7 +236,7 @@ async def _one_setting(
                 collector.add(sender)
                 collector.add(receiver)
                 await collector.start()
-                frame = await _observe(row, collector, duration)
+                frame = await _observe(row, collector, setting.duration)
                 await collector.stop()
                 row.update(_link_loss(sender_host.up.lost, sender_host.up.sent))
         finally:
@@ -243,24 +245,19 @@ async def _one_setting(
 
 
 async def _one_netns_setting(
-    net: Any,
-    index: int,
-    link: Link,
-    collector: Any,
-    *,
-    duration: float,
-    seed: int,
-    peer_options: dict[str, Any],
+    net: Any, setting: _Setting, stats_interval: float
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """One setting between two open namespace hosts, the sender's link impaired."""
-    row = _setting_row(link)
-    room = f"impairment-{index}-{time.monotonic_ns()}"
-    sender_host = net.host(f"s{index}", "open", link=link, seed=seed + index)
+    row = _setting_row(setting.link)
+    index = setting.index
+    sender_host = net.host(f"s{index}", "open", link=setting.link, seed=setting.seed)
     receiver_host = net.host(f"r{index}", "open")
-    common: dict[str, Any] = {"room": room, "lab": collector, "turn": False, "data": False}
-    sender = await net.peer(sender_host, "sender", **common, **peer_options)
-    receiver = await net.peer(receiver_host, "receiver", video=False, **common,
-                              stats_interval=peer_options["stats_interval"])  # fmt: skip
+    common: dict[str, Any] = {
+        "room": setting.room, "lab": setting.collector, "turn": False, "data": False,
+        "stats_interval": stats_interval,
+    }  # fmt: skip
+    sender = await net.peer(sender_host, "sender", **common, **setting.peer_options)
+    receiver = await net.peer(receiver_host, "receiver", video=False, **common)
     frame = pd.DataFrame()
     try:
         try:
@@ -269,7 +266,7 @@ async def _one_netns_setting(
         except (ConnectionError, TimeoutError) as exc:
             row["error"] = str(exc)
         if row["connected"]:
-            frame = await _observe(row, collector, duration)
+            frame = await _observe(row, setting.collector, setting.duration)
     finally:
         await asyncio.gather(sender.close(), receiver.close(), return_exceptions=True)
         if sender_host.impairment is not None:

@@ -367,12 +367,7 @@ class Peer(Negotiation, MediaControl, Recovery):
     def _report_pair(self, conn: RemoteConnection) -> None:
         pair = selected_candidate_pair(conn.pc)
         if pair is not None:
-            self._emit(
-                conn.remote,
-                "selected-pair",
-                f"{pair.local_candidate_type}/{pair.remote_candidate_type} "
-                f"{pair.protocol} {pair.local_address} -> {pair.remote_address}",
-            )
+            self._emit(conn.remote, "selected-pair", pair.describe())
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)

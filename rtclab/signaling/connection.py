@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Final
 
 from websockets.exceptions import PayloadTooBig
@@ -37,71 +38,37 @@ _CONT: Final = Opcode.CONT
 _monotonic: Final = time.monotonic
 
 
+@dataclass(slots=True, kw_only=True)
 class ConnectionHooks:
     """What every connection of one server shares: settings, counters and the server's
     callbacks. Built once by the server; a connection reaches it in one attribute load."""
 
-    __slots__ = (
-        "bytes_in",
-        "bytes_out",
-        "close_timeout",
-        "conns",
-        "dropped",
-        "extensions",
-        "max_queue",
-        "max_size",
-        "on_dirty",
-        "on_lost",
-        "on_message",
-        "on_open",
-        "on_request",
-        "on_slow",
-        "on_too_large",
-        "open_timeout",
-    )
-
-    def __init__(
-        self,
-        *,
-        extensions: list[ServerExtensionFactory] | None,
-        max_size: int,
-        max_queue: int,
-        open_timeout: float,
-        close_timeout: float,
-        on_request: Callable[[Connection, Request], Response | None],
-        on_open: Callable[[Connection, Request], None],
-        on_message: Callable[[Connection, bytes, float], None],
-        on_too_large: Callable[[Connection], None],
-        on_dirty: Callable[[Connection], None],
-        on_slow: Callable[[Connection], None],
-        on_lost: Callable[[Connection], None],
-    ) -> None:
-        self.extensions = extensions
-        self.max_size = max_size
-        """Largest message: longer frames close with 1009 before their payload is read."""
-        self.max_queue = max_queue
-        """Unsent bytes after which :attr:`on_slow` is called."""
-        self.open_timeout = open_timeout
-        self.close_timeout = close_timeout
-        self.on_request = on_request
-        """``(conn, request)`` -> a response to send instead of upgrading, or ``None``."""
-        self.on_open = on_open
-        """``(conn, request)`` after the 101 response went out."""
-        self.on_message = on_message
-        """``(conn, payload, now)`` for each whole text/binary message."""
-        self.on_too_large = on_too_large
-        """``(conn)``: websockets refused an oversized message (close 1009 follows)."""
-        self.on_dirty = on_dirty
-        """``(conn)``: it has frames queued; call its :meth:`~Connection.flush` soon."""
-        self.on_slow = on_slow
-        """``(conn)``: its unsent bytes passed :attr:`max_queue`."""
-        self.on_lost = on_lost
-        self.conns: set[Connection] = set()
-        """Every TCP connection, upgraded or not."""
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.dropped = 0
-        """Messages not sent because their recipient was closing."""
+    extensions: list[ServerExtensionFactory] | None
+    max_size: int
+    """Largest message: longer frames close with 1009 before their payload is read."""
+    max_queue: int
+    """Unsent bytes after which :attr:`on_slow` is called."""
+    open_timeout: float
+    close_timeout: float
+    on_request: Callable[[Connection, Request], Response | None]
+    """``(conn, request)`` -> a response to send instead of upgrading, or ``None``."""
+    on_open: Callable[[Connection, Request], None]
+    """``(conn, request)`` after the 101 response went out."""
+    on_message: Callable[[Connection, bytes, float], None]
+    """``(conn, payload, now)`` for each whole text/binary message."""
+    on_too_large: Callable[[Connection], None]
+    """``(conn)``: websockets refused an oversized message (close 1009 follows)."""
+    on_dirty: Callable[[Connection], None]
+    """``(conn)``: it has frames queued; call its :meth:`~Connection.flush` soon."""
+    on_slow: Callable[[Connection], None]
+    """``(conn)``: its unsent bytes passed :attr:`max_queue`."""
+    on_lost: Callable[[Connection], None]
+    conns: set[Connection] = field(default_factory=set, init=False)
+    """Every TCP connection, upgraded or not."""
+    bytes_in: int = field(default=0, init=False)
+    bytes_out: int = field(default=0, init=False)
+    dropped: int = field(default=0, init=False)
+    """Messages not sent because their recipient was closing."""
 
 
 class Connection(asyncio.Protocol):

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Generic, Protocol, TypeAlias, TypeVar
 
 from .protocol import (
@@ -63,6 +63,7 @@ __all__ = [
     "JoinRequested",
     "Joined",
     "Left",
+    "Limits",
     "Outcome",
     "Recipient",
     "Refused",
@@ -194,6 +195,26 @@ class _Client:
         self.suffix = b""  # from_suffix(user_id), built once per join for the relay path
 
 
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What a server admits; each cap refuses with its own error code (``None``: no cap)."""
+
+    max_message_size: int = MAX_MESSAGE_SIZE
+    max_room_size: int | None = None
+    """Most members in one room (``room-full``)."""
+    max_rooms: int | None = None
+    """Most rooms at once (``too-many-rooms``)."""
+    max_clients: int | None = None
+    """Most connections at once (``server-full``)."""
+    token: str | None = None
+    """Server-wide token every ``join`` must present (``None``: open server)."""
+    room_tokens: Mapping[str, str] = field(default_factory=dict)
+    """Per-room tokens; a room listed here needs its own token instead of :attr:`token`."""
+    rate: float | None = None
+    """Messages per second per connection after :attr:`burst` (``None``: unlimited)."""
+    burst: int = 1000
+
+
 class Hub(Generic[C]):
     """All rooms and connections of one server. ``C`` is whatever identifies a connection
     for the caller (the server uses its connection objects, saving a lookup per message).
@@ -203,32 +224,9 @@ class Hub(Generic[C]):
     (``ValueError``).
     """
 
-    def __init__(
-        self,
-        *,
-        max_message_size: int = MAX_MESSAGE_SIZE,
-        max_room_size: int | None = None,
-        max_rooms: int | None = None,
-        max_clients: int | None = None,
-        token: str | None = None,
-        room_tokens: Mapping[str, str] | None = None,
-        rate: float | None = None,
-        burst: int = 1000,
-    ) -> None:
-        self.max_message_size = max_message_size
-        self.max_room_size = max_room_size
-        """Most members in one room (``None``: no cap)."""
-        self.max_rooms = max_rooms
-        """Most rooms at once (``None``: no cap)."""
-        self.max_clients = max_clients
-        """Most connections at once (``None``: no cap)."""
-        self.token = token
-        """Server-wide token every ``join`` must present (``None``: open server)."""
-        self.room_tokens: dict[str, str] = dict(room_tokens or {})
-        """Per-room tokens; a room listed here needs its own token instead of :attr:`token`."""
-        self.rate = rate
-        """Messages per second per connection after :attr:`burst` (``None``: unlimited)."""
-        self.burst = burst
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limits = limits if limits is not None else Limits()
+        """What this hub admits (sizes, caps, tokens, rate)."""
         self.registry = False
         """Joins are settled by a shared registry (:mod:`.cluster`): see :class:`JoinRequested`."""
         self._clients: dict[C, _Client] = {}
@@ -283,11 +281,12 @@ class Hub(Generic[C]):
         ``server-full`` and close 1013."""
         if conn in self._clients:
             raise ValueError(f"connection {conn!r} is already connected")
-        if self.max_clients is not None and len(self._clients) >= self.max_clients:
+        limits = self.limits
+        if limits.max_clients is not None and len(self._clients) >= limits.max_clients:
             out = self.refuse(conn, "server-full", "too many clients; try again later")
             out.closes = (Close(conn, 1013, "server full"),)
             return out
-        bucket = None if self.rate is None else TokenBucket(self.rate, self.burst, now)
+        bucket = None if limits.rate is None else TokenBucket(limits.rate, limits.burst, now)
         self._clients[conn] = _Client(bucket, credential)
         return Outcome(None, (Connected(conn),))
 
@@ -317,7 +316,7 @@ class Hub(Generic[C]):
         bucket = client.bucket
         if bucket is not None and not bucket.take(now):
             return self.refuse(conn, "rate-limited", "too many messages; slow down")
-        return self._receive(conn, client, parse(data, max_size=self.max_message_size))
+        return self._receive(conn, client, parse(data, max_size=self.limits.max_message_size))
 
     def receive(self, conn: C, message: ClientMessage | ProtocolError) -> Outcome[C]:
         """Handle one parsed message (or parse error) from ``conn``."""
@@ -380,8 +379,8 @@ class Hub(Generic[C]):
                 conn, "already-joined", f"already in room {client.room_id!r}; leave first"
             )
         token = msg.token if msg.token is not None else client.credential
-        if (self.token is not None or self.room_tokens) and not room_credential_ok(
-            msg.room_id, token, server_token=self.token, room_tokens=self.room_tokens
+        if (self.limits.token is not None or self.limits.room_tokens) and not room_credential_ok(
+            msg.room_id, token, server_token=self.limits.token, room_tokens=self.limits.room_tokens
         ):
             out = self.refuse(conn, "unauthorized", f"a valid token is needed for {msg.room_id!r}")
             out.closes = (Close(conn, 1008, "unauthorized"),)
@@ -390,15 +389,15 @@ class Hub(Generic[C]):
             return None
         room = self._rooms.get(msg.room_id)
         if room is None:
-            if self.max_rooms is not None and len(self._rooms) >= self.max_rooms:
-                return self.refuse(conn, "too-many-rooms", f"at most {self.max_rooms} rooms")
+            if self.limits.max_rooms is not None and len(self._rooms) >= self.limits.max_rooms:
+                return self.refuse(conn, "too-many-rooms", f"at most {self.limits.max_rooms} rooms")
         elif msg.user_id in room:
             return self.refuse(
                 conn, "duplicate-user", f"user {msg.user_id!r} is already in room {msg.room_id!r}"
             )
-        elif self.max_room_size is not None and len(room) >= self.max_room_size:
+        elif self.limits.max_room_size is not None and len(room) >= self.limits.max_room_size:
             return self.refuse(
-                conn, "room-full", f"room {msg.room_id!r} is full ({self.max_room_size})"
+                conn, "room-full", f"room {msg.room_id!r} is full ({self.limits.max_room_size})"
             )
         return None
 

@@ -205,8 +205,20 @@ class ProtocolError:
 # --------------------------------------------------------------------------- server → client
 
 
+class _Encoded:
+    """Server messages encode what :meth:`to_dict` says (relays override it for speed)."""
+
+    __slots__ = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def encode(self) -> bytes:
+        return encode(self.to_dict())
+
+
 @dataclass(frozen=True, slots=True)
-class RoomJoined:
+class RoomJoined(_Encoded):
     """Reply to a successful join: who was already in the room."""
 
     room_id: str
@@ -215,46 +227,34 @@ class RoomJoined:
     def to_dict(self) -> dict[str, Any]:
         return {"type": "room-joined", "roomId": self.room_id, "peers": list(self.peers)}
 
-    def encode(self) -> bytes:
-        return encode(self.to_dict())
-
 
 @dataclass(frozen=True, slots=True)
-class PeerJoined:
+class PeerJoined(_Encoded):
     peer_id: str
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": "peer-joined", "peerId": self.peer_id}
 
-    def encode(self) -> bytes:
-        return encode(self.to_dict())
-
 
 @dataclass(frozen=True, slots=True)
-class PeerLeft:
+class PeerLeft(_Encoded):
     peer_id: str
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": "peer-left", "peerId": self.peer_id}
 
-    def encode(self) -> bytes:
-        return encode(self.to_dict())
-
 
 @dataclass(frozen=True, slots=True)
-class ErrorMessage:
+class ErrorMessage(_Encoded):
     code: ErrorCode
     message: str
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": "error", "code": self.code, "message": self.message}
 
-    def encode(self) -> bytes:
-        return encode(self.to_dict())
-
 
 @dataclass(slots=True)  # not frozen: built once per relayed message, treat as immutable
-class Relayed:
+class Relayed(_Encoded):
     """A relay as delivered: the sender's message with ``from`` set by the server.
 
     ``suffix`` is :func:`from_suffix` of ``sender``, computed once per join rather than

@@ -33,6 +33,7 @@ from .hub import (
     Joined,
     JoinRequested,
     Left,
+    Limits,
     Outcome,
     Recipient,
     Refused,
@@ -129,28 +130,21 @@ class SignalingServer(Observers):
         self.origins: frozenset[str | None] | None = (
             None if origins is None else frozenset(o if o is None else o.lower() for o in origins)
         )
-        self.max_message_size = max_message_size
-        self.rate = rate
-        self.burst = burst
+        self.limits = Limits(
+            max_message_size=max_message_size, max_room_size=max_room_size, max_rooms=max_rooms,
+            max_clients=max_clients, token=token, room_tokens=dict(room_tokens or {}), rate=rate,
+            burst=burst,
+        )  # fmt: skip
+        """What the hub admits: sizes, caps, tokens and the rate limit."""
         self.max_queue = max_queue
         """Unsent bytes after which a client that does not read is disconnected."""
-        self.max_clients = max_clients
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.open_timeout = open_timeout
         self.close_timeout = close_timeout
         self.redis_url = redis_url
         self.redis_prefix = redis_prefix
-        self._hub: Hub[Recipient] = Hub(
-            max_message_size=max_message_size,
-            max_room_size=max_room_size,
-            max_rooms=max_rooms,
-            max_clients=max_clients,
-            token=token,
-            room_tokens=room_tokens,
-            rate=rate,
-            burst=burst,
-        )
+        self._hub: Hub[Recipient] = Hub(self.limits)
         self._hooks = ConnectionHooks(
             extensions=list(enable_server_permessage_deflate(None)) if compression else None,
             max_size=max_message_size,
@@ -197,7 +191,7 @@ class SignalingServer(Observers):
     def _metrics_route(self, request: Request) -> Response:
         """Prometheus text; behind the server token when there is one (room names stay
         private, but counts are still nobody else's business)."""
-        token = self._hub.token
+        token = self.limits.token
         if token is not None and not token_matches(
             credential_from_request(request.path, header(request.headers, "Authorization")),
             token,
@@ -363,7 +357,7 @@ class SignalingServer(Observers):
         self._apply(out)
 
     def _on_too_large(self, conn: Connection) -> None:
-        text = f"message exceeds {self.max_message_size} bytes"
+        text = f"message exceeds {self.limits.max_message_size} bytes"
         self._apply(self._hub.refuse(conn, "message-too-large", text))
 
     def _on_lost(self, conn: Connection) -> None:
@@ -408,7 +402,7 @@ class SignalingServer(Observers):
             self._internal_error(conn)
 
     def _handle(self, conn: Recipient, data: bytes) -> None:
-        message = parse(data, max_size=self.max_message_size)
+        message = parse(data, max_size=self.limits.max_message_size)
         if self._listeners:
             self._notify("in", self._who(conn), message.to_dict())
         self._apply(self._hub.receive(conn, message))
@@ -538,7 +532,7 @@ class _ClusterPort:
 
     @property
     def max_room_size(self) -> int | None:
-        return self.server._hub.max_room_size
+        return self.server.limits.max_room_size
 
     def member(self, room_id: str, user_id: str) -> Recipient | None:
         return self.server._hub.member(room_id, user_id)

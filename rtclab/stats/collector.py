@@ -318,7 +318,7 @@ class StatsCollector:
         if pair is None:
             return
         if state.pair is not None and pair != state.pair:
-            self.record_event(key[0], key[1], "pair-changed", _describe_pair(pair))
+            self.record_event(key[0], key[1], "pair-changed", pair.describe())
         state.pair = pair
 
     # -- storage (see SampleStore) -----------------------------------------------------
@@ -365,11 +365,3 @@ class StatsCollector:
     def to_parquet(self, directory: str | Path) -> dict[str, Path]:
         """Write ``samples.parquet`` and ``events.parquet`` (the whole run); needs pyarrow."""
         return self.store.to_parquet(directory)
-
-
-def _describe_pair(pair: CandidatePair) -> str:
-    relay = f" (relay over {pair.relay_protocol})" if pair.relay_protocol else ""
-    return (
-        f"{pair.local_candidate_type}/{pair.remote_candidate_type} {pair.protocol}{relay} "
-        f"{pair.local_address} -> {pair.remote_address}"
-    )

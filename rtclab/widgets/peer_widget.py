@@ -498,12 +498,7 @@ def _connection_html(conn: RemoteConnection) -> str:
         lines.append(f"<span style='color:#d62728'>{html.escape(conn.failure_reason)}</span>")
     pair = selected_candidate_pair(pc) if state != "closed" else None
     if pair is not None:
-        relay = f" (relay over {pair.relay_protocol})" if pair.relay_protocol else ""
-        lines.append(
-            f"path <b>{pair.local_candidate_type}/{pair.remote_candidate_type}</b> "
-            f"{html.escape(pair.protocol)}{html.escape(relay)} "
-            f"<code>{html.escape(pair.local_address)} → {html.escape(pair.remote_address)}</code>"
-        )
+        lines.append(f"path <code>{html.escape(pair.describe())}</code>")
     else:
         lines.append("path <i>not selected yet</i>")
     counters = conn.counters

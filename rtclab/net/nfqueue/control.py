@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -49,6 +50,7 @@ def _close_all() -> None:
 atexit.register(_close_all)  # the namespace backend deletes namespaces; rules are ours
 
 
+@dataclass(eq=False)  # identity hash: live impairments sit in a set until closed
 class NamespaceImpairment:
     """A running impairment of one namespace: the process and its iptables rules.
 
@@ -57,21 +59,13 @@ class NamespaceImpairment:
     ``kernel_drops`` (packets the kernel dropped because our queue or socket was full).
     """
 
-    def __init__(
-        self,
-        namespace: str,
-        link: Link,
-        queues: tuple[int, int],
-        process: subprocess.Popen[str],
-        stderr: IO[str],
-    ) -> None:
-        self.namespace = namespace
-        self.link = link
-        self.queues = queues
-        self.process = process
-        self._stderr = stderr
-        self._rules: list[list[str]] = []
-        self.counters: dict[str, Any] | None = None
+    namespace: str
+    link: Link
+    queues: tuple[int, int]
+    process: subprocess.Popen[str]
+    _stderr: IO[str]
+    _rules: list[list[str]] = field(default_factory=list, init=False)
+    counters: dict[str, Any] | None = field(default=None, init=False)
 
     def _errors(self) -> str:
         self._stderr.seek(0)
