@@ -182,3 +182,20 @@ def test_long_windows_are_thinned_to_max_points() -> None:
     rtt = traces[0]
     assert 90 <= len(rtt.x) <= 100 and rtt.x[-1] == 3599.0 and list(rtt.y) == list(rtt.x)
     dashboard.close()
+
+
+def test_panels_fill_a_grid_and_rates_start_at_zero() -> None:
+    """Panels sit side by side (the figure uses the output's width) and a flat fps line
+    with 0.01 of noise stays flat: every axis of a quantity that starts at 0 starts there."""
+    from rtclab.stats.figures import NOT_FROM_ZERO, panel_cell, panel_grid
+
+    figure = panel_grid(timeline="Connection state")
+    domains = set()
+    for index, (_, column, _, _) in enumerate(PANELS):
+        row, col = panel_cell(index)
+        axes = list(figure.select_yaxes(row=row, col=col))
+        assert len(axes) == 1
+        assert (axes[0].rangemode == "tozero") == (column not in NOT_FROM_ZERO), column
+        domains.add(tuple(next(iter(figure.select_xaxes(row=row, col=col))).domain))
+    assert len(domains) == 2  # two columns of panels
+    assert {a.matches for a in figure.select_xaxes()} - {None} == {"x"}  # one time axis

@@ -17,13 +17,23 @@ from plotly.subplots import make_subplots
 
 #: (title, column, direction, kind-or-None) per panel; one trace per peer -> remote in each.
 #: ``kind=None`` sums audio and video (a pair's whole media bitrate).
+#: The network panels come first, then what the viewer sees (QoE, from tagged frames).
 PANELS: list[tuple[str, str, str, str | None]] = [
     ("RTCP RTT (ms), video sent", "rtcp_rtt_ms", "outbound", "video"),
     ("Loss (%) the remote reports, video sent", "remote_fraction_lost", "outbound", "video"),
     ("Jitter (ms), video received", "jitter_ms", "inbound", "video"),
     ("Bitrate (kbps), audio + video sent", "bitrate_kbps", "outbound", None),
     ("Frames per second, video received", "frames_per_second", "inbound", "video"),
+    ("Latency capture → decode, median (ms)", "latency_ms_p50", "inbound", "video"),
+    ("Freezes per interval, video received", "freeze_count", "inbound", "video"),
+    ("PSNR (dB), video received", "psnr_db", "inbound", "video"),
 ]
+
+#: Panels side by side in each row of the grid, so a figure uses the output's width.
+GRID_COLUMNS = 2
+
+#: Columns whose quantity does not start at 0 (their y axis fits the data instead).
+NOT_FROM_ZERO: frozenset[str] = frozenset({"psnr_db", "ssim"})
 
 #: Multiplier from the column's unit to the panel's unit (fraction 0-1 -> percent).
 PANEL_SCALE: dict[str, float] = {"remote_fraction_lost": 100.0}
@@ -43,6 +53,45 @@ PALETTE: list[str] = [
 ]
 
 Pair = tuple[str, str]
+
+
+def panel_cell(index: int) -> tuple[int, int]:
+    """``(row, col)`` (1-based) of panel ``index`` in the grid."""
+    return index // GRID_COLUMNS + 1, index % GRID_COLUMNS + 1
+
+
+def panel_grid(*, timeline: str | None = None, title: str = "", height: int = 150) -> go.Figure:
+    """The empty grid of :data:`PANELS` (rows of :data:`GRID_COLUMNS`), x axes shared.
+
+    ``timeline`` adds a full-width last row with that title. Quantities that start at 0
+    (rates, loss, delays, counts) get y axes from 0, so noise around a flat line (0.01 fps)
+    does not fill a panel.
+    """
+    panel_rows = -(-len(PANELS) // GRID_COLUMNS)
+    specs: list[list[dict[str, Any] | None]] = [[{}] * GRID_COLUMNS for _ in range(panel_rows)]
+    titles = [p[0] for p in PANELS] + [""] * (panel_rows * GRID_COLUMNS - len(PANELS))
+    if timeline is not None:
+        specs.append([{"colspan": GRID_COLUMNS}] + [None] * (GRID_COLUMNS - 1))
+        titles.append(timeline)
+    rows = len(specs)
+    fig = make_subplots(
+        rows=rows,
+        cols=GRID_COLUMNS,
+        specs=specs,
+        subplot_titles=titles,
+        vertical_spacing=0.35 / rows,
+        horizontal_spacing=0.07,
+    )
+    for index, (_, column, _, _) in enumerate(PANELS):
+        if column not in NOT_FROM_ZERO:
+            row, col = panel_cell(index)
+            fig.update_yaxes(rangemode="tozero", row=row, col=col)
+    fig.update_xaxes(matches="x", showticklabels=True)  # one time axis: zoom one, zoom all
+    fig.update_xaxes(title_text="elapsed (s)", row=rows, col=1)
+    fig.update_layout(
+        title=title, height=height * rows + 120, template="plotly_white", autosize=True
+    )
+    return fig
 
 
 def pair_colour(index: int) -> str:
@@ -111,13 +160,8 @@ def trace_name(pair: Pair, path: str | None = None) -> str:
 
 def stats_figure(samples: pd.DataFrame, *, title: str = "rtclab stats") -> go.Figure:
     """One panel per metric, one colour per ``peer -> remote`` (legend groups toggle all panels)."""
-    fig = make_subplots(
-        rows=len(PANELS),
-        cols=1,
-        shared_xaxes=True,
-        subplot_titles=[p[0] for p in PANELS],
-        vertical_spacing=0.05,
-    )
+    fig = panel_grid(title=title, height=200)
+    fig.update_layout(legend_title="peer → remote")
     if not samples.empty:
         records: list[dict[str, Any]] = samples.to_dict("records")  # type: ignore[assignment]
         points = panel_points(records)
@@ -125,10 +169,11 @@ def stats_figure(samples: pd.DataFrame, *, title: str = "rtclab stats") -> go.Fi
         for i, pair in enumerate(sorted(points)):
             name = trace_name(pair, paths.get(pair))
             shown = False  # one legend entry per pair, on its first panel with data
-            for row, series in enumerate(points[pair], start=1):
+            for index, series in enumerate(points[pair]):
                 if not series:
                     continue
                 xs = sorted(series)
+                row, col = panel_cell(index)
                 fig.add_trace(
                     go.Scatter(
                         x=xs,
@@ -141,13 +186,9 @@ def stats_figure(samples: pd.DataFrame, *, title: str = "rtclab stats") -> go.Fi
                         marker={"size": 4},
                     ),
                     row=row,
-                    col=1,
+                    col=col,
                 )
                 shown = True
-    fig.update_xaxes(title_text="elapsed (s)", row=len(PANELS), col=1)
-    fig.update_layout(
-        title=title, height=220 * len(PANELS), template="plotly_white", legend_title="peer → remote"
-    )
     return fig
 
 

@@ -21,13 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from ..stats.figures import (
     PANELS,
     Pair,
     pair_colour,
     pair_paths,
+    panel_cell,
+    panel_grid,
     panel_points,
     trace_name,
     write_html,
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
 
 __all__ = ["STATE_COLOURS", "Dashboard"]
 
-_ROWS = len(PANELS) + 1  # one panel per metric, then the connection-state timeline
 
 #: Connection states drawn on the timeline, in legend order, with their colours.
 STATE_COLOURS: dict[str, str] = {
@@ -255,13 +255,16 @@ class Dashboard:
                 mode="lines+markers",
                 name=name,
                 legendgroup=f"{pair[0]}→{pair[1]}",
-                showlegend=row == 1,
+                showlegend=index == 0,
                 line={"color": colour, "width": 1.5},
                 marker={"size": 3},
             )
-            for row in range(1, len(PANELS) + 1)
+            for index in range(len(PANELS))
         ]
-        self.figure.add_traces(traces, rows=list(range(1, len(PANELS) + 1)), cols=[1] * len(PANELS))
+        cells = [panel_cell(index) for index in range(len(PANELS))]
+        self.figure.add_traces(
+            traces, rows=[row for row, _ in cells], cols=[col for _, col in cells]
+        )
         self._trace_index[pair] = list(range(first, first + len(PANELS)))
         self._pairs.append(pair)
 
@@ -342,24 +345,14 @@ class Dashboard:
 
 
 def _base_figure(title: str, panel_height: int) -> go.Figure:
-    """The empty layout: one panel per metric and the connection-state timeline."""
-    rows = _ROWS
-    base = make_subplots(
-        rows=rows,
-        cols=1,
-        shared_xaxes=True,
-        subplot_titles=[p[0] for p in PANELS] + ["Connection state"],
-        vertical_spacing=0.35 / rows,
-    )
+    """The empty layout: the grid of metric panels, then the connection-state timeline."""
+    base = panel_grid(timeline="Connection state", title=title, height=panel_height)
+    rows = panel_cell(len(PANELS) - 1)[0] + 1  # the timeline's row, below the last panel
     base.update_layout(
-        title=title,
-        height=panel_height * rows + 120,
-        template="plotly_white",
         legend={"title": {"text": "peer → remote (path)"}, "groupclick": "togglegroup"},
         margin={"l": 60, "r": 20, "t": 70, "b": 40},
         uirevision="rtclab",  # keep the user's zoom and legend toggles across refreshes
     )
-    base.update_xaxes(title_text="elapsed (s)", row=rows, col=1)
     base.update_yaxes(type="category", row=rows, col=1)
     for state, colour in STATE_COLOURS.items():
         base.add_trace(
