@@ -51,7 +51,7 @@ async def one_run(ice: IceConfig) -> float:
             await asyncio.sleep(0.001)
         took = (time.perf_counter() - t0) * 1000
         pair = selected_candidate_pair(a)
-        assert pair is not None and pair.local_candidate_type == "relay", pair
+        assert pair is not None and pair.local.type == "relay", pair
         return took
     finally:
         await asyncio.gather(a.close(), b.close())

@@ -81,12 +81,12 @@ async def test_selected_pair_host_host_on_loopback_with_media_and_data(
         assert len(ice_connections(pc)) == 1  # bundle: audio, video and sctp share one
         pair = selected_candidate_pair(pc)
         assert pair is not None
-        assert (pair.local_candidate_type, pair.remote_candidate_type) == ("host", "host")
+        assert (pair.local.type, pair.remote.type) == ("host", "host")
         assert pair.protocol == "udp"
         assert pair.relay_protocol is None
         assert pair.local.address == pair.remote.address == "127.0.0.1"
-        assert pair.local_address == f"127.0.0.1:{pair.local.port}"
-        assert pair.remote_address == f"127.0.0.1:{pair.remote.port}"
+        assert pair.local.address_port == f"127.0.0.1:{pair.local.port}"
+        assert pair.remote.address_port == f"127.0.0.1:{pair.remote.port}"
         locals_ = local_candidates(pc)
         assert locals_ and all(c.address == "127.0.0.1" and c.type == "host" for c in locals_)
         assert pair.local in locals_
@@ -97,8 +97,8 @@ async def test_selected_pair_host_host_on_loopback_with_media_and_data(
 
     pa, pb = selected_candidate_pair(a), selected_candidate_pair(b)
     assert pa is not None and pb is not None
-    assert pa.local_address == pb.remote_address
-    assert pa.remote_address == pb.local_address
+    assert pa.local.address_port == pb.remote.address_port
+    assert pa.remote.address_port == pb.local.address_port
 
 
 async def test_data_only_connection_has_a_pair(
@@ -110,7 +110,7 @@ async def test_data_only_connection_has_a_pair(
     await wait_nominated(a)
     assert len(ice_connections(a)) == 1
     pair = selected_candidate_pair(a)
-    assert pair is not None and pair.local_candidate_type == "host"
+    assert pair is not None and pair.local.type == "host"
 
 
 async def test_closed_pc_does_not_raise(pcs: tuple[RTCPeerConnection, RTCPeerConnection]) -> None:
@@ -166,8 +166,8 @@ def test_relay_protocol_comes_from_turn_transport() -> None:
         conn = SimpleNamespace(_nominated={1: pair}, **kwargs)
         selected = selected_candidate_pair(_fake_pc(conn))
         assert selected is not None
-        assert selected.local_candidate_type == "relay"
-        assert selected.remote_candidate_type == "srflx"
+        assert selected.local.type == "relay"
+        assert selected.remote.type == "srflx"
         assert selected.protocol == "udp"
         assert selected.relay_protocol == expected
 

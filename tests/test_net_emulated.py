@@ -120,15 +120,15 @@ async def test_peers_connect_through_nats_and_turn() -> None:
     with Network(seed=2) as net:
         pair = await _connect(net, "symmetric", "full-cone", turn=False)
         assert pair is not None and "relay" not in (
-            pair.local_candidate_type,
-            pair.remote_candidate_type,
+            pair.local.type,
+            pair.remote.type,
         )
     with Network(seed=2) as net:
         assert await _connect(net, "symmetric", "symmetric", turn=False) is None
     with Network(seed=2) as net:
         pair = await _connect(net, "symmetric", "symmetric", turn=True)
         assert pair is not None
-        assert "relay" in (pair.local_candidate_type, pair.remote_candidate_type)
+        assert "relay" in (pair.local.type, pair.remote.type)
         assert net.turn.relayed_packets > 0
 
 
