@@ -105,6 +105,7 @@ class _Check:
     timeout: float
     cafile: str | None
     realm: str | None
+    context: ssl.SSLContext | None
     steps: list[Step] = field(default_factory=list)
     address: str = ""
     links: list[StunLink] = field(default_factory=list)
@@ -192,9 +193,8 @@ class _Check:
         return f"UDP {target} answered in {(time.perf_counter() - began) * 1000:.1f} ms"
 
     def tls_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(cafile=self.cafile)
-        context.check_hostname = False  # checked by us, to name it apart from the chain
-        return context
+        assert self.context is not None
+        return self.context
 
     async def tls(self) -> str | tuple[str, str]:
         link = self.links[0]
@@ -500,8 +500,13 @@ async def doctor(
     targets = _targets(servers, username, credential, secret, user)
     if not targets:
         raise ValueError("give at least one stun:/turn:/turns: URL")
+    store = None if cafile is None else os.fspath(cafile)
+    context = None
+    if any(url.secure for url, _, _ in targets):
+        context = ssl.create_default_context(cafile=store)  # FileNotFoundError names the file
+        context.check_hostname = False  # checked by us, to name it apart from the chain
     checks = [
-        _Check(url, name, password, timeout, None if cafile is None else os.fspath(cafile), realm)
+        _Check(url, name, password, timeout, store, realm, context)
         for url, name, password in targets
     ]
     return merge(await asyncio.gather(*(check.run() for check in checks)))
