@@ -126,7 +126,7 @@ def _turn_check(args: argparse.Namespace) -> int:
     """Run the doctor over the URLs; print its table; 0 when every URL works, 1 if not."""
     import os
 
-    from .ice.doctor import IceUrl, doctor
+    from .ice.turn_doctor import IceUrl, doctor
 
     for url in args.urls:
         try:

@@ -51,7 +51,7 @@ class Step:
 
 @dataclass
 class DoctorReport:
-    """What :func:`~rtclab.ice.doctor.doctor` found: ``frame``, ``verdict``, ``ok``.
+    """What :func:`~rtclab.ice.doctor` found: ``frame``, ``verdict``, ``ok``.
 
     ``ok`` is True when every URL passed its last step (a STUN URL its binding, a TURN URL
     the relay echo); ``working`` lists the URLs that did, in the order given.

@@ -90,7 +90,9 @@ class _Allocation:
                 self.nonce = answer.attributes["NONCE"]
                 if attempt == 0:
                     continue
-                raise _Failed(Cause.STALE_NONCE, "438 stale nonce twice in a row")
+                cause = auth_cause(438, self.username, time.time(), retried_stale=True)
+                assert cause is not None
+                raise _Failed(cause, "438 stale nonce twice in a row")
             return answer
         raise AssertionError("unreachable")
 
