@@ -254,3 +254,12 @@ async def test_unknown_realm_and_missing_credentials_are_named(coturn: Coturn) -
     bare = await doctor(url)
     assert failed(bare, url)[:2] == ("auth", Cause.NO_CREDENTIALS)
     assert "credentials" not in set(bare.frame["step"])  # no credentials, no time left
+
+
+async def test_servers_as_ice_servers_and_rtc_dicts(coturn: Coturn) -> None:
+    """What a peer is configured with (IceServer, browser iceServers JSON) checks as is."""
+    creds = coturn.credentials("dicts", transports=["tcp"])
+    servers = [*coturn.ice_servers(["udp"]), creds.to_dict()["iceServers"][0]]
+    report = await doctor(servers)
+    assert report.ok and report.working == [coturn.url("udp"), coturn.url("tcp")]
+    assert "'" + creds.username + "'" in report.frame.query("transport == 'tcp'")["detail"].iloc[3]

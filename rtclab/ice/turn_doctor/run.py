@@ -19,12 +19,11 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aioice import stun
 from aioice.turn import make_integrity_key
 
-from ..config import IceServer
 from ..credentials import TurnSecret, turn_credentials
 from .causes import (
     Cause,
@@ -50,7 +49,12 @@ EXPIRY_WARNING = 600.0
 CERT_WARNING = datetime.timedelta(days=1)
 _UDP = 0x11000000  # REQUESTED-TRANSPORT: UDP (RFC 8656 §18.1)
 
-ServerSpec = str | IceServer | Mapping[str, Any]
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from ..config import IceServer
+
+    ServerSpec: TypeAlias = str | IceServer | Mapping[str, Any]
 
 
 class _Failed(Exception):
@@ -457,24 +461,27 @@ def _targets(
     secret: str | TurnSecret | None,
     user: str,
 ) -> list[tuple[IceUrl, str | None, str | None]]:
-    items: Sequence[ServerSpec] = (
-        [servers] if isinstance(servers, (str, IceServer, Mapping)) else servers
-    )
+    """(URL, username, credential) per URL. IceServer is duck-typed (``url_list``) so that
+    ``rtclab turn-check`` does not import aiortc just to check a TURN server."""
+    single = isinstance(servers, (str, Mapping)) or hasattr(servers, "url_list")
+    items: Sequence[ServerSpec] = [servers] if single else servers  # type: ignore[list-item,assignment]
     out: list[tuple[IceUrl, str | None, str | None]] = []
     for item in items:
         if isinstance(item, str):
-            server = IceServer(item, username, credential)
-        elif isinstance(item, IceServer):
-            server = item
+            urls, name, password = [item], username, credential
+        elif isinstance(item, Mapping):
+            raw = item["urls"]
+            urls = [raw] if isinstance(raw, str) else list(raw)
+            name, password = item.get("username"), item.get("credential")
         else:
-            server = IceServer(item["urls"], item.get("username"), item.get("credential"))
-        for url in server.url_list:
+            urls, name, password = item.url_list, item.username, item.credential
+        for url in urls:
             parsed = IceUrl.parse(url)
-            name, password = server.username, server.credential
             if parsed.is_turn and secret is not None and name is None:
                 creds = turn_credentials(secret, user, url, ttl=3600)
-                name, password = creds.username, creds.credential
-            out.append((parsed, name, password))
+                out.append((parsed, creds.username, creds.credential))
+            else:
+                out.append((parsed, name, password))
     return out
 
 
