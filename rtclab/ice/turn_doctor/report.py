@@ -122,7 +122,7 @@ class DoctorReport:
 
     # ---------------------------------------------------------------- views
 
-    def table(self, width: int = 60) -> str:
+    def table(self, width: int = 90) -> str:
         """A plain-text table (what ``rtclab turn-check`` prints)."""
         lines = [f"{'':3}{'step':<12}{'transport':<10}{'ms':>8}  detail"]
         current = None
