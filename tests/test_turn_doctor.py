@@ -72,6 +72,8 @@ async def test_healthy_coturn_every_step_ok_within_two_seconds(coturn: Coturn) -
     await asyncio.sleep(0.3)
     assert coturn.allocations >= 6  # two per TURN URL: the relay echo is real
     assert not any(coturn.secret.reveal() in text for text in (report.table(), html))
+    mine = await coturn.doctor()  # the launcher checks itself the same way
+    assert mine.ok and mine.working == urls
 
 
 @pytest.mark.parametrize("transport", ["udp", "tls"])

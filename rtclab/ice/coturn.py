@@ -31,7 +31,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from aioice import stun
 
@@ -49,6 +49,9 @@ __all__ = [
     "free_port",
     "generate_certificate",
 ]
+
+if TYPE_CHECKING:
+    from .turn_doctor import DoctorReport
 
 log = logging.getLogger(__name__)
 
@@ -257,6 +260,17 @@ class Coturn:
             tls_ca_file=str(self.ca_file) if self.ca_file is not None else None,
             turn_timeout=IceConfig.turn_timeout if turn_timeout is None else turn_timeout,
         )
+
+    async def doctor(
+        self, transports: Sequence[TurnTransport] = ("udp", "tcp", "tls"), **options: Any
+    ) -> DoctorReport:
+        """Check this server with :func:`rtclab.ice.doctor`: its STUN URL and its TURN URLs,
+        credentials minted from its secret, its CA trusted (``options`` override)."""
+        from .turn_doctor import doctor
+
+        options.setdefault("secret", self.secret)
+        options.setdefault("cafile", self.ca_file)
+        return await doctor([self.stun_url, *self.urls(transports)], **options)
 
     def ssl_context(self) -> ssl.SSLContext:
         """A client context that trusts this server's generated CA."""
