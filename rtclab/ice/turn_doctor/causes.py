@@ -44,6 +44,7 @@ class Cause(str, Enum):
     CERTIFICATE_HOSTNAME_MISMATCH = "certificate-hostname-mismatch"
     NO_BINDING = "no-binding-response"
     NO_CREDENTIALS = "no-credentials"
+    OPEN_RELAY = "open-relay"
     UNKNOWN_REALM = "unknown-realm"
     WRONG_CREDENTIALS = "wrong-credentials"
     CREDENTIALS_EXPIRED = "credentials-expired"
@@ -81,6 +82,8 @@ FIXES: dict[Cause, str] = {
     Cause.NO_BINDING: "the server does not answer STUN Binding requests: is this a STUN/TURN port?",
     Cause.NO_CREDENTIALS: "this TURN server wants credentials: pass --user and --credential "
     "(or --secret-file for TURN REST credentials)",
+    Cause.OPEN_RELAY: "the server relays for anyone who asks: turn on use-auth-secret (TURN "
+    "REST) or lt-cred-mech so that only your users can allocate",
     Cause.UNKNOWN_REALM: "the server did not offer the expected realm: set realm= in "
     "turnserver.conf to the realm the credentials were made for",
     Cause.WRONG_CREDENTIALS: "the server refused the credentials: for TURN REST (use-auth-"

@@ -77,7 +77,6 @@ class _Allocation:
     mapped: tuple[str, int] | None = None
     lifetime: int = 0
     response: stun.Message | None = None
-    auth_ms: float = 0.0
     alloc_ms: float = 0.0
 
     async def request(self, method: stun.Method, **attributes: Any) -> stun.Message:
@@ -235,12 +234,15 @@ class _Check:
 
     async def allocate_on(self, link: StunLink) -> _Allocation:
         """Authenticate (401 challenge, then credentials) and allocate a UDP relay."""
-        began = time.perf_counter()
         first = stun.Message(stun.Method.ALLOCATE, stun.Class.REQUEST)
         first.attributes["REQUESTED-TRANSPORT"] = _UDP
         challenge = await link.request(first)
         if challenge.message_class == stun.Class.RESPONSE:
-            raise _Failed(Cause.ALLOCATION_FAILED, "the server allocates without credentials")
+            release = stun.Message(stun.Method.REFRESH, stun.Class.REQUEST)
+            release.attributes["LIFETIME"] = 0
+            with contextlib.suppress(OSError, asyncio.TimeoutError):
+                await asyncio.wait_for(link.request(release), 1.0)
+            raise _Failed(Cause.OPEN_RELAY, "the server allocated without asking for credentials")
         realm = challenge.attributes.get("REALM")
         nonce = challenge.attributes.get("NONCE")
         if challenge.error_code != 401 or realm is None or nonce is None:
@@ -262,7 +264,6 @@ class _Check:
         asked = time.perf_counter()
         answer = await alloc.request(stun.Method.ALLOCATE, **{"REQUESTED-TRANSPORT": _UDP})
         alloc.alloc_ms = (time.perf_counter() - asked) * 1000
-        alloc.auth_ms = (time.perf_counter() - began) * 1000
         cause = auth_cause(answer.error_code, self.username, time.time())
         if cause is not None:
             reason = _error_text(answer)
@@ -291,7 +292,11 @@ class _Check:
         assert answer is not None
         if answer.message_class != stun.Class.RESPONSE:
             raise _Failed(allocation_cause(answer.error_code), _error_text(answer))
-        return f"relayed address {alloc.relayed[0]}:{alloc.relayed[1]}, lifetime {alloc.lifetime} s"
+        seen = "" if alloc.mapped is None else f", seen from {alloc.mapped[0]}:{alloc.mapped[1]}"
+        return (
+            f"relayed address {alloc.relayed[0]}:{alloc.relayed[1]}, lifetime {alloc.lifetime} s"
+            + seen
+        )
 
     async def relay(self) -> str:
         """A second allocation, permissions both ways, and data echoed through both relays."""
@@ -325,8 +330,6 @@ class _Check:
 
     def credentials(self) -> str | tuple[str, str]:
         expiry = username_expiry(self.username)
-        if self.username is None:
-            return "no credentials given", ""
         if expiry is None:
             return "long-term credentials: the username carries no expiry"
         left = expiry - time.time()
