@@ -265,3 +265,29 @@ async def test_servers_as_ice_servers_and_rtc_dicts(coturn: Coturn) -> None:
     report = await doctor(servers)
     assert report.ok and report.working == [coturn.url("udp"), coturn.url("tcp")]
     assert "'" + creds.username + "'" in report.frame.query("transport == 'tcp'")["detail"].iloc[3]
+
+
+async def test_a_server_that_accepts_and_never_answers_is_named_per_step() -> None:
+    """TCP accepted, then silence: each step ends at its own timeout with its own name."""
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # swallow everything until the doctor hangs up
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    turn_url, stun_url = f"turn:127.0.0.1:{port}?transport=tcp", f"stun:127.0.0.1:{port}"
+    try:
+        began = time.perf_counter()
+        report = await doctor([turn_url], username="u", credential="p", timeout=0.5)
+        took = time.perf_counter() - began
+        stun_report = await doctor(stun_url, timeout=0.5)  # UDP to a TCP-only port
+    finally:
+        server.close()
+    assert took < 1.5  # reach at once, binding 0.4 s, auth 0.5 s
+    frame = report.frame.set_index("step")
+    assert frame.loc["reach", "ok"] and frame.loc["binding", "ok"]  # a warning on TURN
+    assert "no answer" in frame.loc["binding", "detail"] and frame.loc["binding", "fix"]
+    assert report.cause(turn_url) is Cause.TIMEOUT
+    assert frame.loc["auth", "detail"] == "no answer within 0.5 s"
+    assert stun_report.cause(stun_url) is Cause.UDP_BLOCKED
