@@ -18,6 +18,7 @@ _EXPORTS = {
     "ChatMessage": "rtclab.peer",
     "Coturn": "rtclab.ice.coturn",
     "compare_ice_paths": "rtclab.experiments",
+    "doctor": "rtclab.ice.turn_doctor",
     "IceConfig": "rtclab.ice.config",
     "IceServer": "rtclab.ice.config",
     "Lab": "rtclab.lab",
@@ -49,6 +50,7 @@ __all__ = [
     "StatsCollector",
     "__version__",
     "compare_ice_paths",
+    "doctor",
     "read_events_csv",
     "read_samples_csv",
 ]
@@ -57,6 +59,7 @@ if TYPE_CHECKING:
     from .experiments import compare_ice_paths
     from .ice.config import IceConfig, IceServer
     from .ice.coturn import Coturn
+    from .ice.turn_doctor import doctor
     from .lab import Lab
     from .net import Link, Network
     from .peer import ChatMessage, Peer, RemoteConnection

@@ -1,4 +1,4 @@
-"""The ``rtclab`` command: ``demo``, ``serve``, ``turn-credentials`` (more arrive with issues)."""
+"""The ``rtclab`` command: ``demo``, ``serve``, ``turn-credentials``, ``turn-check``, ``peer``."""
 
 from __future__ import annotations
 
@@ -120,6 +120,44 @@ def _turn_credentials(args: argparse.Namespace) -> int:
         return 2
     print(json.dumps(creds.to_dict(), indent=2))
     return 0
+
+
+def _turn_check(args: argparse.Namespace) -> int:
+    """Run the doctor over the URLs; print its table; 0 when every URL works, 1 if not."""
+    import os
+
+    from .ice.turn_doctor import IceUrl, doctor
+
+    for url in args.urls:
+        try:
+            IceUrl.parse(url)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    if args.credential is not None and args.secret_file is not None:
+        raise UsageError("give --credential or --secret-file, not both")
+    if (args.credential is not None or args.secret_file is not None) and not args.user:
+        raise UsageError("--credential and --secret-file need --user (the TURN user name)")
+    if args.cafile is not None and not os.path.isfile(args.cafile):
+        raise UsageError(f"--cafile {args.cafile}: no such file; give a PEM CA bundle")
+    if args.timeout <= 0:
+        raise UsageError(f"--timeout {args.timeout:g}: give a positive number of seconds")
+    secret = None
+    username, credential = args.user, args.credential
+    if args.secret_file is not None:
+        secret = _read_turn_secret(args.secret_file, "--secret-file")
+        username = None  # TURN REST credentials are minted for --user from the secret
+    report = asyncio.run(
+        doctor(
+            args.urls, username=username if credential is not None else None,
+            credential=credential, secret=secret, user=args.user or "doctor",
+            cafile=args.cafile, realm=args.realm, timeout=args.timeout,
+        )
+    )  # fmt: skip
+    if args.json:
+        print(report.frame.to_json(orient="records", indent=2))
+    else:
+        print(report.table())
+    return 0 if report.ok else 1
 
 
 def _serve_with_turn(args: argparse.Namespace) -> int:
@@ -286,6 +324,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _turn_url_option(creds, "--url", "TURN URL")
     creds.set_defaults(func=_turn_credentials)
+
+    check = sub.add_parser(
+        "turn-check",
+        help="check STUN/TURN servers step by step and say what is wrong",
+        description="Check each URL (stun:, turn:, turns:, ?transport=udp|tcp): name "
+        "resolution, reachability, TLS certificate, STUN binding, TURN authentication, "
+        "allocation, relay echo between two allocations, time left on the credentials. "
+        "Prints a table and a verdict; exits 0 when every URL works, 1 when one cannot "
+        "relay (or answer, for stun:), 2 on bad input.",
+    )
+    check.add_argument("urls", nargs="+", metavar="URL", help="stun:/turn:/turns: URL")
+    check.add_argument("--user", help="TURN user name (with --credential or --secret-file)")
+    check.add_argument("--credential", help="TURN password (long-term or TURN REST)")
+    check.add_argument(
+        "--secret-file", metavar="FILE",
+        help="coturn static-auth-secret (- = stdin): mint TURN REST credentials for --user",
+    )  # fmt: skip
+    check.add_argument("--cafile", help="PEM CA bundle trusted instead of the system's (turns:)")
+    check.add_argument("--realm", help="the realm the credentials were made for")
+    check.add_argument(
+        "--timeout", type=float, default=5.0, metavar="SECONDS",
+        help="seconds each step may take (default: %(default)s)",
+    )  # fmt: skip
+    check.add_argument("--json", action="store_true", help="print the frame as JSON records")
+    check.set_defaults(func=_turn_check)
 
     peer = sub.add_parser(
         "peer",

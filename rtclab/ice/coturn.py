@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import ipaddress
 import logging
 import os
@@ -31,12 +30,12 @@ import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from aioice import stun
 
+from .certificates import TlsFiles, generate_certificate
 from .config import IceConfig, IceServer, IceTransportPolicy
 from .credentials import DEFAULT_TTL, TurnCredentials, TurnSecret, turn_credentials
 
@@ -50,6 +49,9 @@ __all__ = [
     "free_port",
     "generate_certificate",
 ]
+
+if TYPE_CHECKING:
+    from .turn_doctor import DoctorReport
 
 log = logging.getLogger(__name__)
 
@@ -102,97 +104,6 @@ def free_port(host: str = "127.0.0.1", *, udp: bool = True, tcp: bool = True) ->
     raise CoturnError(f"no port free for both UDP and TCP on {host}")
 
 
-@dataclass(frozen=True)
-class TlsFiles:
-    """A throwaway CA and a server certificate it signed, as PEM files."""
-
-    ca_file: Path
-    cert_file: Path
-    key_file: Path
-
-
-def generate_certificate(
-    directory: str | os.PathLike[str],
-    hosts: Sequence[str] = ("127.0.0.1", "localhost"),
-    *,
-    days: int = 2,
-) -> TlsFiles:
-    """Write ``ca.pem``, ``cert.pem`` (SAN = ``hosts``) and ``key.pem`` into ``directory``.
-
-    A separate CA (rather than one self-signed leaf) is what clients expect to be told to
-    trust — aioice through an :class:`ssl.SSLContext`, a browser through its trust store —
-    and the subjectAltName must hold the IP the client dials, since Python checks it.
-    """
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    out = Path(directory)
-    now = datetime.datetime.now(datetime.timezone.utc)
-    start, end = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=days)
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rtclab throwaway TURN CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
-        .sign(ca_key, hashes.SHA256())
-    )  # fmt: skip
-
-    names: list[x509.GeneralName] = []
-    for host in hosts:
-        try:
-            names.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            names.append(x509.DNSName(host))
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-
-    files = TlsFiles(out / "ca.pem", out / "cert.pem", out / "key.pem")
-    files.ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    files.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    fd = os.open(files.key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(key_pem)
-    return files
-
-
 class Coturn:
     """A coturn process on loopback for the lab; ``async with Coturn() as turn: ...``.
 
@@ -202,6 +113,12 @@ class Coturn:
     fresh random one: credentials come from :meth:`credentials`, never from the secret.
     ``allow_loopback_peers=False`` reproduces the production default, where relaying to
     127.x is refused (403) — useful to show that failure, useless for a loopback lab.
+
+    Deliberate misconfigurations, for the doctor and notebooks: ``udp=False`` (coturn's
+    ``no-udp``: TCP/TLS only), ``denied_peer_ips`` (``denied-peer-ip`` ranges; relaying to
+    them answers 403), ``user_quota`` (allocations per user; 486 beyond), a tiny
+    ``relay_ports`` range (508 once it is used up) and ``certificate_hosts`` (the names the
+    TLS certificate is issued for; default the listening IP and ``localhost``).
     """
 
     def __init__(
@@ -221,6 +138,10 @@ class Coturn:
         ready_timeout: float = 10.0,
         allow_loopback_peers: bool = True,
         extra_config: Sequence[str] = (),
+        udp: bool = True,
+        denied_peer_ips: Sequence[str] = (),
+        user_quota: int | None = None,
+        certificate_hosts: Sequence[str] | None = None,
     ) -> None:
         ipaddress.ip_address(host)  # a literal address: coturn binds it, certificates name it
         if relay_ports is not None and not (1024 <= relay_ports[0] <= relay_ports[1] <= 65535):
@@ -237,6 +158,12 @@ class Coturn:
         self.ready_timeout = ready_timeout
         self.allow_loopback_peers = allow_loopback_peers
         self.extra_config = tuple(extra_config)
+        self.udp = udp
+        self.denied_peer_ips = tuple(denied_peer_ips)
+        self.user_quota = user_quota
+        self.certificate_hosts = (
+            (host, "localhost") if certificate_hosts is None else tuple(certificate_hosts)
+        )
         self.log: deque[str] = deque(maxlen=keep_log)
         self.allocations = 0
         """How many allocations coturn logged as created since start."""
@@ -334,6 +261,17 @@ class Coturn:
             turn_timeout=IceConfig.turn_timeout if turn_timeout is None else turn_timeout,
         )
 
+    async def doctor(
+        self, transports: Sequence[TurnTransport] = ("udp", "tcp", "tls"), **options: Any
+    ) -> DoctorReport:
+        """Check this server with :func:`rtclab.ice.doctor`: its STUN URL and its TURN URLs,
+        credentials minted from its secret, its CA trusted (``options`` override)."""
+        from .turn_doctor import doctor
+
+        options.setdefault("secret", self.secret)
+        options.setdefault("cafile", self.ca_file)
+        return await doctor([self.stun_url, *self.urls(transports)], **options)
+
     def ssl_context(self) -> ssl.SSLContext:
         """A client context that trusts this server's generated CA."""
         if self.ca_file is None:
@@ -372,6 +310,11 @@ class Coturn:
             lines.append("allow-loopback-peers")
         if self.verbose:
             lines.append("verbose")
+        if not self.udp:
+            lines.append("no-udp")
+        lines += [f"denied-peer-ip={ips}" for ips in self.denied_peer_ips]
+        if self.user_quota is not None:
+            lines.append(f"user-quota={self.user_quota}")
         if self.tls and self.tls_files is not None:
             lines += [
                 f"tls-listening-port={self.tls_port}",
@@ -401,7 +344,7 @@ class Coturn:
             if self.tls:
                 if self.tls_port == 0:
                     self.tls_port = free_port(self.host, udp=False)
-                self.tls_files = generate_certificate(workdir, (self.host, "localhost"))
+                self.tls_files = generate_certificate(workdir, self.certificate_hosts)
             self.config_file = workdir / "turnserver.conf"
             fd = os.open(self.config_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as fh:
@@ -508,10 +451,9 @@ class Coturn:
     async def _wait_ready(self) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.ready_timeout
-        pending: dict[str, Callable[[], object]] = {
-            "udp": self._probe_udp,
-            "tcp": self._probe_tcp,
-        }
+        pending: dict[str, Callable[[], object]] = {"tcp": self._probe_tcp}
+        if self.udp:
+            pending["udp"] = self._probe_udp
         if self.tls:
             pending["tls"] = self._probe_tls
         last_error: Exception | None = None
@@ -569,7 +511,9 @@ class Coturn:
 
     async def _probe_tls(self) -> None:
         """A verified TLS handshake: proves the certificate is served and matches the CA."""
-        _, writer = await asyncio.open_connection(self.host, self.tls_port, ssl=self.ssl_context())
+        context = self.ssl_context()
+        context.check_hostname = self.host in self.certificate_hosts  # a wrong name on purpose
+        _, writer = await asyncio.open_connection(self.host, self.tls_port, ssl=context)
         writer.close()
         with contextlib.suppress(OSError, ssl.SSLError):
             await writer.wait_closed()

@@ -24,10 +24,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .config import IceServer
-
 if TYPE_CHECKING:
     from websockets.http11 import Request, Response
+
+    from .config import IceServer
 
 __all__ = [
     "DEFAULT_TTL",
@@ -124,6 +124,8 @@ class TurnCredentials:
 
     def ice_server(self, urls: str | Sequence[str] | None = None) -> IceServer:
         """An :class:`IceServer` for these credentials (all URLs, or the ones given)."""
+        from .config import IceServer  # aiortc is loaded only when one is wanted
+
         chosen: str | Sequence[str] = self.urls if urls is None else urls
         return IceServer(urls=chosen, username=self.username, credential=self.credential)
 
