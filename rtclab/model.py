@@ -17,6 +17,7 @@ __all__ = [
     "ChannelCounters",
     "ConnectionCounters",
     "EventListener",
+    "RtpStreamCounters",
 ]
 
 #: ``listener(peer, remote, event, value)``: how peers, the signaling server and the lab
@@ -107,11 +108,35 @@ class ChannelCounters:
 
 
 @dataclass
+class RtpStreamCounters:
+    """What aiortc does to one RTP stream (per kind and direction) without counting it.
+
+    W3C webrtc-stats meanings: on the sending side ``nack_count`` / ``pli_count`` /
+    ``fir_count`` count feedback *received*, on the receiving side feedback *sent*.
+    ``keyframes`` are encoded (sending) or arrived (receiving: the first packet of a
+    keyframe, once per frame). ``remb_bps`` is the last REMB: received (sending) or sent
+    (receiving). ``loss_bursts`` / ``burst_packets_lost`` count sequence-number gaps and
+    the packets in them (receiving), for the E-model's burst ratio.
+    """
+
+    nack_count: int = 0
+    pli_count: int = 0
+    fir_count: int = 0
+    keyframes: int = 0
+    retransmitted_packets_sent: int = 0
+    remb_bps: int | None = None
+    loss_bursts: int = 0
+    burst_packets_lost: int = 0
+
+
+@dataclass
 class ConnectionCounters:
     """Per-remote counters; keys of the dicts are ``"audio"`` / ``"video"``.
 
     ``rtp_bytes_received`` / ``rtp_packets_received`` are counted as RTP packets arrive
     (aiortc's inbound-rtp has no ``bytesReceived``), so inbound bitrate is measured, not guessed.
+    ``outbound_rtp`` / ``inbound_rtp`` hold the feedback and keyframe counts aiortc keeps
+    none of (:class:`RtpStreamCounters`).
     """
 
     frames_sent: dict[str, int] = field(default_factory=dict)
@@ -119,6 +144,17 @@ class ConnectionCounters:
     rtp_bytes_received: dict[str, int] = field(default_factory=dict)
     rtp_packets_received: dict[str, int] = field(default_factory=dict)
     channels: dict[str, ChannelCounters] = field(default_factory=dict)
+    outbound_rtp: dict[str, RtpStreamCounters] = field(default_factory=dict)
+    inbound_rtp: dict[str, RtpStreamCounters] = field(default_factory=dict)
+
+    def rtp_stream(self, direction: str, kind: str) -> RtpStreamCounters:
+        """The ``direction`` (``"outbound"``/``"inbound"``) counters of ``kind``, created on
+        first use."""
+        streams = self.outbound_rtp if direction == "outbound" else self.inbound_rtp
+        counters = streams.get(kind)
+        if counters is None:
+            counters = streams[kind] = RtpStreamCounters()
+        return counters
 
     def channel(self, label: str) -> ChannelCounters:
         """The counters for ``label``, created on first use."""

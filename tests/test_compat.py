@@ -23,6 +23,8 @@ from aiortc import (
     RTCConfiguration,
     RTCDtlsTransport,
     RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCRtpSender,
     RTCSctpTransport,
 )
 from aiortc.codecs.vpx import Vp8Encoder
@@ -74,6 +76,8 @@ async def _gather_without_lookup(self: Any) -> None:
     ("owner", "attribute", "replacement", "named"),
     [
         (RTCDtlsTransport, "_get_stats", None, "RTCDtlsTransport._get_stats"),
+        (RTCRtpSender, "_next_encoded_frame", None, "RTCRtpSender._next_encoded_frame"),
+        (RTCRtpReceiver, "_send_rtcp", None, "RTCRtpReceiver._send_rtcp"),
         (RTCSctpTransport, "__init__", _init_without_srtt, "RTCSctpTransport._srtt"),
         (aioice.Connection, "gather_candidates", _gather_without_lookup, "get_host_addresses"),
     ],
@@ -143,6 +147,11 @@ PRIVATE = [
     r"_\w+Encoder__\w+",
     r"_TurnTransport__\w+",
     r"\b_handle_rtp_packet\b",
+    r"\b_handle_rtcp_packet\b",
+    r"\b_send_rtcp\b",
+    r"\b_retransmit\b",
+    r"\b_next_encoded_frame\b",
+    r"\b_prefetch\b",
     r"\b_get_stats\b",
     r"\b_srtt\b",
     r"\b_codecs\b",
@@ -182,6 +191,11 @@ def test_the_leak_scan_finds_what_it_looks_for(tmp_path: Path) -> None:
     old = [
         'encoder = getattr(sender, "_RTCRtpSender__encoder", None)',
         "original = receiver._handle_rtp_packet",
+        "sender._handle_rtcp_packet = hooked",
+        "receiver._send_rtcp = hooked",
+        "await sender._retransmit(seq)",
+        'setattr(sender, "_next_encoded_frame", hooked)',
+        "prefetch = buffer._prefetch",
         "for stats in transport._get_stats().values():",
         'srtt = getattr(getattr(pc, "sctp", None), "_srtt", None)',
         'codecs = getattr(transceiver, "_codecs", None) or []',

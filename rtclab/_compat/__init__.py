@@ -37,6 +37,7 @@ from aiortc import (
 )
 from aiortc.codecs.h264 import H264Encoder
 from aiortc.codecs.vpx import Vp8Encoder
+from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtcrtpreceiver import StreamStatistics
 
 from .aioice import (
@@ -127,6 +128,42 @@ def _rtp_hook_point() -> bool:
     )
 
 
+def _receiver_sends_rtcp_through_one_method() -> bool:
+    send = getattr(RTCRtpReceiver, "_send_rtcp", None)
+    return (
+        inspect.iscoroutinefunction(send)
+        and _params(send) == {"self", "packet"}
+        and all(
+            _refers(getattr(RTCRtpReceiver, name), "_send_rtcp")
+            for name in ("_handle_rtp_packet", "_send_rtcp_nack", "_send_rtcp_pli")
+        )
+    )
+
+
+def _sender_feedback_points() -> bool:
+    handle = getattr(RTCRtpSender, "_handle_rtcp_packet", None)
+    retransmit = getattr(RTCRtpSender, "_retransmit", None)
+    return (
+        inspect.iscoroutinefunction(handle)
+        and _params(handle) == {"self", "packet"}
+        and _refers(RTCDtlsTransport, "_handle_rtcp_packet")
+        and inspect.iscoroutinefunction(retransmit)
+        and _params(retransmit) == {"self", "sequence_number"}
+        and _refers(handle, "_retransmit")
+        and _stores(RTCRtpSender, "_RTCRtpSender__rtp_history")
+    )
+
+
+def _encoded_frame_point() -> bool:
+    method = getattr(RTCRtpSender, "_next_encoded_frame", None)
+    return (
+        inspect.iscoroutinefunction(method)
+        and _params(method) == {"self", "codec"}
+        and _refers(RTCRtpSender._run_rtp, "_next_encoded_frame")
+        and _refers(RTCRtpSender._run_rtp, "payloads")
+    )
+
+
 def _turn_clients_keep_tables() -> bool:
     classes = (TurnClientUdpProtocol, TurnClientTcpProtocol)
     return all(
@@ -162,6 +199,31 @@ HOOKS: tuple[Hook, ...] = (
         "RTCDtlsTransport",
         "on_rtp_packet: inbound bytes_received and bitrate stay empty",
         _rtp_hook_point,
+    ),
+    Hook(
+        "aiortc RTCRtpReceiver._send_rtcp(packet), called for RR, NACK, PLI and REMB",
+        "on_rtcp_sent: inbound nack_count, pli_count and estimate_kbps stay empty",
+        _receiver_sends_rtcp_through_one_method,
+    ),
+    Hook(
+        "aiortc RTCRtpSender._handle_rtcp_packet(packet), called by RTCDtlsTransport; "
+        "_retransmit(sequence_number) and __rtp_history",
+        "on_rtcp_received, on_retransmit: outbound nack_count, pli_count, fir_count, "
+        "available_outgoing_bitrate_kbps and retransmitted_packets_sent stay empty",
+        _sender_feedback_points,
+    ),
+    Hook(
+        "aiortc RTCRtpSender._next_encoded_frame(codec), called by _run_rtp",
+        "on_encoded_frame: keyframes_encoded stays empty",
+        _encoded_frame_point,
+    ),
+    Hook(
+        "aiortc RTCRtpReceiver.__jitter_buffer._prefetch",
+        "receiver_jitter_buffer_prefetch: mos leaves out the jitter buffer's delay",
+        lambda: (
+            _stores(RTCRtpReceiver, "_RTCRtpReceiver__jitter_buffer")
+            and _stores(JitterBuffer, "_prefetch")
+        ),
     ),
     Hook(
         "aiortc RTCRtpReceiver.__remote_streams / __rtx_ssrc, StreamStatistics "

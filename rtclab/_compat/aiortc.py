@@ -13,11 +13,19 @@ import contextlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from aiortc.rtp import RTP_HISTORY_SIZE
+
 __all__ = [
     "cap_encoder_bitrate",
     "dtls_transport_stats",
+    "encoder_target_bitrate",
     "ice_transport_connection",
+    "on_encoded_frame",
+    "on_retransmit",
+    "on_rtcp_received",
+    "on_rtcp_sent",
     "on_rtp_packet",
+    "receiver_jitter_buffer_prefetch",
     "receiver_rtx_ssrcs",
     "receiver_streams",
     "sctp_rtt_ms",
@@ -94,17 +102,101 @@ def on_rtp_packet(receiver: Any, callback: Callable[[Any], None]) -> bool:
     way. ``RTCDtlsTransport`` calls the method on the receiver instance, so an instance
     attribute wraps it for this receiver alone.
     """
-    original = getattr(receiver, "_handle_rtp_packet", None)
+    return _wrap_method(receiver, "_handle_rtp_packet", _calling_first(callback))
+
+
+def _wrap_method(obj: Any, name: str, make: Callable[[Any], Any]) -> bool:
+    """Replace ``obj.<name>`` on this instance alone with ``make(original)``; False if
+    already wrapped by rtclab or aiortc has no such method. aiortc calls these methods
+    through ``self``, so an instance attribute intercepts them for this object only."""
+    original = getattr(obj, name, None)
     if original is None or getattr(original, "_rtclab_hooked", False):
         return False
-
-    async def hooked(packet: Any, arrival_time_ms: int) -> None:
-        callback(packet)
-        await original(packet, arrival_time_ms)
-
-    hooked._rtclab_hooked = True  # type: ignore[attr-defined]
-    setattr(receiver, "_handle_rtp_packet", hooked)  # noqa: B010 (instance override)
+    wrapped = make(original)
+    wrapped._rtclab_hooked = True
+    setattr(obj, name, wrapped)
     return True
+
+
+def _calling_first(callback: Callable[[Any], None]) -> Callable[[Any], Any]:
+    """A wrapper maker for an async method whose first argument is a packet: the callback
+    sees the packet, then aiortc handles it."""
+
+    def make(original: Any) -> Any:
+        async def hooked(packet: Any, *args: Any, **kwargs: Any) -> None:
+            callback(packet)
+            await original(packet, *args, **kwargs)
+
+        return hooked
+
+    return make
+
+
+def on_rtcp_sent(receiver: Any, callback: Callable[[Any], None]) -> bool:
+    """Call ``callback(packet)`` for every RTCP packet an ``RTCRtpReceiver`` sends (receiver
+    reports, NACK, PLI, REMB), before it goes out; False if already hooked.
+
+    aiortc's receiver decides on NACK, PLI and REMB itself and counts none of them; every
+    one goes through its ``_send_rtcp``.
+    """
+    return _wrap_method(receiver, "_send_rtcp", _calling_first(callback))
+
+
+def on_rtcp_received(sender: Any, callback: Callable[[Any], None]) -> bool:
+    """Call ``callback(packet)`` for every RTCP packet handed to an ``RTCRtpSender`` (reports,
+    NACK, PLI, FIR, REMB), before aiortc acts on it; False if already hooked."""
+    return _wrap_method(sender, "_handle_rtcp_packet", _calling_first(callback))
+
+
+def on_retransmit(sender: Any, callback: Callable[[], None]) -> bool:
+    """Call ``callback()`` for every packet an ``RTCRtpSender`` retransmits on a NACK (one it
+    still holds in its history; aiortc silently skips the others); False if already hooked."""
+
+    def make(original: Any) -> Any:
+        async def hooked(sequence_number: int) -> None:
+            history = getattr(sender, "_RTCRtpSender__rtp_history", None)
+            packet = history.get(sequence_number % RTP_HISTORY_SIZE) if history else None
+            if packet is not None and packet.sequence_number == sequence_number:
+                callback()
+            await original(sequence_number)
+
+        return hooked
+
+    return _wrap_method(sender, "_retransmit", make)
+
+
+def on_encoded_frame(sender: Any, callback: Callable[[str, list[bytes]], None]) -> bool:
+    """Call ``callback(mime_type, payloads)`` for every frame an ``RTCRtpSender`` encoded,
+    before it is sent; False if already hooked. Keyframes are only visible here: aiortc
+    forces some (PLI, FIR) and its VP8 encoder makes others (a new codec whenever the
+    target bitrate moves by more than 10 %)."""
+
+    def make(original: Any) -> Any:
+        async def hooked(codec: Any) -> Any:
+            frame = await original(codec)
+            if frame is not None:
+                callback(str(getattr(codec, "mimeType", "")), list(frame.payloads))
+            return frame
+
+        return hooked
+
+    return _wrap_method(sender, "_next_encoded_frame", make)
+
+
+def encoder_target_bitrate(sender: Any) -> int | None:
+    """The bitrate (bps) ``sender``'s encoder aims at now: REMB's, clamped by aiortc, capped
+    by :func:`cap_encoder_bitrate`; None before the first frame or for a codec without one."""
+    value = getattr(sender_encoder(sender), "target_bitrate", None)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def receiver_jitter_buffer_prefetch(receiver: Any) -> int | None:
+    """How many frames an ``RTCRtpReceiver``'s jitter buffer holds before it releases one
+    (``__jitter_buffer._prefetch``: 4 for audio), or None: the fixed playout delay that
+    the E-model's one-way delay must include."""
+    buffer = getattr(receiver, "_RTCRtpReceiver__jitter_buffer", None)
+    prefetch = getattr(buffer, "_prefetch", None)
+    return prefetch if isinstance(prefetch, int) else None
 
 
 def receiver_streams(receiver: Any) -> dict[int, Any] | None:

@@ -10,13 +10,19 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import av
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
+from aiortc import (
+    MediaStreamTrack,
+    RTCPeerConnection,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
 from aiortc.contrib.media import MediaRelay
 
 from .._compat.aiortc import on_rtp_packet
 from ..ice.gathering import GatheringLog
 from ..model import ConnectionCounters
 from .channels import CHAT, CURSORS, Channel
+from .feedback import InboundPacketCounter, count_feedback_sent
 
 Role = Literal["offerer", "answerer"]
 
@@ -39,20 +45,26 @@ class PeerEvent:
     value: Any
 
 
-def count_rtp(receiver: RTCRtpReceiver, counters: ConnectionCounters, kind: str) -> None:
+def count_rtp(transceiver: RTCRtpTransceiver, counters: ConnectionCounters, kind: str) -> None:
     """Count RTP payload bytes as they arrive: aiortc's inbound-rtp has no bytesReceived.
 
     Payload bytes, like aiortc's outbound ``bytesSent`` (the RTCP sender-report octet count),
-    so inbound and outbound bitrates compare like for like.
+    so inbound and outbound bitrates compare like for like. Keyframes, loss bursts and the
+    feedback the receiver sends are counted too (:mod:`.feedback`).
     """
+    receiver = transceiver.receiver
+    stream = counters.rtp_stream("inbound", kind)
+    inspect = InboundPacketCounter(receiver, transceiver, stream, kind)
 
     def count(packet: Any) -> None:
         counters.rtp_bytes_received[kind] = counters.rtp_bytes_received.get(kind, 0) + len(
             packet.payload
         )
         counters.rtp_packets_received[kind] = counters.rtp_packets_received.get(kind, 0) + 1
+        inspect(packet)
 
     on_rtp_packet(receiver, count)
+    count_feedback_sent(receiver, stream)
 
 
 def sdp_candidate_count(description: RTCSessionDescription | None) -> int:

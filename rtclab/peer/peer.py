@@ -277,7 +277,7 @@ class Peer(Negotiation, MediaControl, Recovery):
         def _on_track(track: MediaStreamTrack) -> None:
             for transceiver in pc.getTransceivers():
                 if transceiver.receiver.track is track:
-                    count_rtp(transceiver.receiver, conn.counters, track.kind)
+                    count_rtp(transceiver, conn.counters, track.kind)
             conn.remote_tracks[track.kind] = track
             self._emit(remote, "track", track.kind)
             conn._spawn(self._consume(conn, conn.subscribe(track.kind)))

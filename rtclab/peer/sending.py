@@ -21,6 +21,7 @@ from .._compat.aiortc import cap_encoder_bitrate
 from ..model import ConnectionCounters
 from ._base import PeerBase, VideoSource
 from .connection import ChatMessage, RemoteConnection
+from .feedback import count_feedback_received
 from .media import VIDEO_CLOCK_RATE, TestPatternTrack, blank_like
 
 
@@ -97,6 +98,7 @@ class MediaControl(PeerBase):
                 continue
             proxy = self._sender_track(conn, track)
             conn._senders[kind] = proxy.sender = conn.pc.addTrack(proxy)
+            count_feedback_received(proxy.sender, conn.counters.rtp_stream("outbound", kind))
 
     def _sender_track(self, conn: RemoteConnection, source: MediaStreamTrack) -> _CountingTrack:
         """This connection's own relayed copy of ``source``: one source feeds every remote."""

@@ -258,7 +258,14 @@ class StatsCollector:
                     continue
                 state = self._targets[key]
                 self._note_pair(key, state, snapshot.candidate_pair)
-                rows.extend(snapshot_to_rows(snapshot, state.previous, elapsed_s=elapsed))
+                rows.extend(
+                    snapshot_to_rows(
+                        snapshot,
+                        state.previous,
+                        elapsed_s=elapsed,
+                        min_interval_s=self.interval / 2,
+                    )
+                )
                 state.previous = snapshot
             for key in [k for k, s in self._targets.items() if not s.seen]:
                 del self._targets[key]  # connection gone: don't keep its snapshot forever

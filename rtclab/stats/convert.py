@@ -53,6 +53,8 @@ from typing import Any
 
 from rtclab.model import PATH_COLUMNS, CandidatePair, ConnectionCounters
 
+from .hidden import audio_mos, inbound_feedback_columns, outbound_feedback_columns
+
 __all__ = [
     "DEFAULT_CLOCK_RATES",
     "EVENT_COLUMNS",
@@ -89,6 +91,21 @@ SAMPLE_COLUMNS: list[str] = [
     "frames_per_second",
     "audio_frames",
     "audio_frames_per_second",
+    # what aiortc does without reporting it (rtclab counts it; browsers report it)
+    "nack_count",
+    "pli_count",
+    "fir_count",
+    "keyframes_encoded",
+    "keyframes_decoded",
+    "retransmitted_packets_sent",
+    "target_bitrate_kbps",
+    "available_outgoing_bitrate_kbps",
+    "estimate_kbps",
+    "frames_dropped",
+    "freeze_count",
+    "total_freezes_duration_ms",
+    "quality_limitation_reason",
+    "mos",
     "messages_sent",
     "messages_received",
     "messages_dropped",
@@ -101,6 +118,7 @@ STRING_COLUMNS: list[str] = [
     "remote",
     "kind",
     "direction",
+    "quality_limitation_reason",
     *PATH_COLUMNS,
     "connection_state",
 ]
@@ -121,6 +139,8 @@ class ConnectionSnapshot:
     ``packetsSent``, ``packetsReceived``) as a mapping or an ``RTCTransportStats``; it is read
     separately because aiortc's ``getStats`` is ``{}`` for a data-channel-only connection.
     ``clock_rates`` (kind -> Hz) is the negotiated RTP clock; missing kinds use the defaults.
+    ``encoder_targets_bps`` (kind -> bps) is what each encoder aims at now;
+    ``playout_delay_ms`` (kind -> ms) the fixed delay of the receiver's jitter buffer.
     """
 
     peer: str
@@ -134,6 +154,8 @@ class ConnectionSnapshot:
     connection_state: str = "new"
     sctp_rtt_ms: float | None = None
     clock_rates: Mapping[str, int] = field(default_factory=dict)
+    encoder_targets_bps: Mapping[str, int] = field(default_factory=dict)
+    playout_delay_ms: Mapping[str, float] = field(default_factory=dict)
 
 
 def snapshot_to_rows(
@@ -141,12 +163,18 @@ def snapshot_to_rows(
     previous: ConnectionSnapshot | None,
     *,
     elapsed_s: float,
+    min_interval_s: float = 0.0,
 ) -> list[dict[str, Any]]:
-    """Rows (dicts keyed by ``SAMPLE_COLUMNS``) for one snapshot; rates need ``previous``."""
+    """Rows (dicts keyed by ``SAMPLE_COLUMNS``) for one snapshot; rates need ``previous``.
+
+    Rates over an interval shorter than ``min_interval_s`` are left empty: the poll at stop
+    comes a fraction of an interval after the last one, and a few frames over a few
+    milliseconds read as a spike (19 fps from a 15 fps source), not as a rate.
+    """
     dt: float | None = None
     if previous is not None:
         dt = current.monotonic - previous.monotonic
-        if dt <= 0:
+        if dt <= 0 or dt < min_interval_s:
             dt = None
     base = _base_row(current, elapsed_s)
     rows: list[dict[str, Any]] = []
@@ -194,6 +222,10 @@ def _media_rows(
         | set(counters.frames_received)
         | set(counters.rtp_bytes_received)
     )
+    every_rin = [stats for items in remote_inbound.values() for stats in items]
+    connection_rtt_ms = _rtt_ms(every_rin)
+    if connection_rtt_ms is None:
+        connection_rtt_ms = current.sctp_rtt_ms
     rows: list[dict[str, Any]] = []
     for kind in kinds:
         clock = current.clock_rates.get(kind) or DEFAULT_CLOCK_RATES.get(kind)
@@ -208,10 +240,9 @@ def _media_rows(
             frames = counters.frames_sent.get(kind)
             prev_frames = prev_counters.frames_sent.get(kind) if prev_counters else None
             fraction = _max(rin, "fractionLost")
-            rtts = [v for v in _values(rin, "roundTripTime") if v is not None]
             row = dict(base, kind=kind, direction="outbound")
             row.update(
-                rtcp_rtt_ms=sum(rtts) / len(rtts) * 1000.0 if rtts else None,
+                rtcp_rtt_ms=_rtt_ms(rin),
                 packets_sent=packets_sent,
                 remote_packets_received=_sum(rin, "packetsReceived"),
                 remote_packets_lost=_sum(rin, "packetsLost"),
@@ -221,6 +252,11 @@ def _media_rows(
                 bitrate_kbps=_rate(bytes_sent, prev_bytes, dt, 8 / 1000),
             )
             row.update(_frame_columns(kind, frames, _rate(frames, prev_frames, dt)))
+            row.update(
+                outbound_feedback_columns(
+                    kind, counters.outbound_rtp.get(kind), current.encoder_targets_bps.get(kind)
+                )
+            )
             rows.append(row)
 
         # inbound: what we receive, measured here
@@ -235,18 +271,36 @@ def _media_rows(
             prev_bytes = prev_counters.rtp_bytes_received.get(kind) if prev_counters else None
             frames = counters.frames_received.get(kind)
             prev_frames = prev_counters.frames_received.get(kind) if prev_counters else None
+            fraction = _interval_fraction_lost(
+                received, lost, _sum(prev_inb, "packetsReceived"), _sum(prev_inb, "packetsLost")
+            )
+            loss_so_far = fraction
+            if fraction is None and received is not None and lost is not None:
+                loss_so_far = max(lost, 0.0) / max(received + max(lost, 0.0), 1.0)
+            stream = counters.inbound_rtp.get(kind)
             row = dict(base, kind=kind, direction="inbound")
             row.update(
                 jitter_ms=_jitter_ms(_max(inb, "jitter"), clock),
                 packets_received=received,
                 packets_lost=lost,
-                fraction_lost=_interval_fraction_lost(
-                    received, lost, _sum(prev_inb, "packetsReceived"), _sum(prev_inb, "packetsLost")
-                ),
+                fraction_lost=fraction,
                 bytes_received=bytes_received,
                 bitrate_kbps=_rate(bytes_received, prev_bytes, dt, 8 / 1000),
             )
             row.update(_frame_columns(kind, frames, _rate(frames, prev_frames, dt)))
+            row.update(inbound_feedback_columns(kind, stream))
+            if kind == "audio":
+                row["mos"] = audio_mos(
+                    rtt_ms=connection_rtt_ms,
+                    playout_delay_ms=current.playout_delay_ms.get(kind),
+                    loss_fraction=loss_so_far,
+                    current=stream,
+                    previous=prev_counters.inbound_rtp.get(kind) if prev_counters else None,
+                    received=counters.rtp_packets_received.get(kind),
+                    prev_received=(
+                        prev_counters.rtp_packets_received.get(kind) if prev_counters else None
+                    ),
+                )
             rows.append(row)
     return rows
 
@@ -363,6 +417,12 @@ def _sum(items: list[Any], name: str) -> float | None:
 def _max(items: list[Any], name: str) -> float | None:
     values = [v for v in _values(items, name) if v is not None]
     return max(values) if values else None
+
+
+def _rtt_ms(remote_inbound: list[Any]) -> float | None:
+    """Mean RTCP round trip (ms) of remote-inbound-rtp entries, None if none measured one."""
+    rtts = [v for v in _values(remote_inbound, "roundTripTime") if v is not None]
+    return sum(rtts) / len(rtts) * 1000.0 if rtts else None
 
 
 def _frame_columns(kind: str, frames: float | None, rate: float | None) -> dict[str, Any]:

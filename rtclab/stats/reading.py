@@ -17,6 +17,8 @@ from typing import Any
 
 from .._compat.aiortc import (
     dtls_transport_stats,
+    encoder_target_bitrate,
+    receiver_jitter_buffer_prefetch,
     receiver_rtx_ssrcs,
     receiver_streams,
     sctp_rtt_ms,
@@ -53,6 +55,8 @@ async def read_snapshot(
         connection_state=state,
         sctp_rtt_ms=sctp_rtt_ms(pc),
         clock_rates=_clock_rates(pc),
+        encoder_targets_bps=_encoder_targets(pc),
+        playout_delay_ms=_playout_delays(pc),
     )
 
 
@@ -108,14 +112,44 @@ def _inbound_rtp_per_ssrc(pc: Any, report: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
+def _transceivers(pc: Any) -> list[Any]:
+    try:
+        return list(pc.getTransceivers())
+    except Exception:
+        return []
+
+
+def _encoder_targets(pc: Any) -> dict[str, int]:
+    """Each sending encoder's target bitrate (REMB's, clamped, capped), per kind."""
+    targets: dict[str, int] = {}
+    for transceiver in _transceivers(pc):
+        target = encoder_target_bitrate(transceiver.sender)
+        kind = getattr(transceiver, "kind", None)
+        if target is not None and isinstance(kind, str):
+            targets.setdefault(kind, target)
+    return targets
+
+
+#: aiortc's Opus frames: its audio jitter buffer holds ``prefetch`` of them.
+_AUDIO_FRAME_MS = 20.0
+
+
+def _playout_delays(pc: Any) -> dict[str, float]:
+    """The audio jitter buffer's fixed delay (frames it holds back x 20 ms), for the MOS."""
+    delays: dict[str, float] = {}
+    for transceiver in _transceivers(pc):
+        if getattr(transceiver, "kind", None) != "audio":
+            continue
+        prefetch = receiver_jitter_buffer_prefetch(transceiver.receiver)
+        if prefetch is not None:
+            delays.setdefault("audio", prefetch * _AUDIO_FRAME_MS)
+    return delays
+
+
 def _clock_rates(pc: Any) -> dict[str, int]:
     """Negotiated RTP clock per kind (the transceiver's codecs, first = primary codec)."""
     rates: dict[str, int] = {}
-    try:
-        transceivers = list(pc.getTransceivers())
-    except Exception:
-        return rates
-    for transceiver in transceivers:
+    for transceiver in _transceivers(pc):
         codecs = transceiver_codecs(transceiver)
         kind = getattr(transceiver, "kind", None)
         rate = getattr(codecs[0], "clockRate", None) if codecs else None
