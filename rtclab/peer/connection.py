@@ -108,6 +108,11 @@ class RemoteConnection:
         self._relay_in = MediaRelay()
         self.attempt = 0  # negotiation number: answers to older offers are ignored
         self.lost = False  # no bytes arrived for Resilience.loss_timeout
+        # connection timings (monotonic): see Peer._timing
+        self.offer_sent_at: float | None = None
+        self.ice_checking_at: float | None = None
+        self.ice_connected_at: float | None = None
+        self.first_frame_at: float | None = None
 
     @property
     def state(self) -> str:

@@ -85,6 +85,7 @@ class Negotiation(PeerBase):
                     await conn.pc.setRemoteDescription(
                         RTCSessionDescription(sdp=sdp["sdp"], type=sdp["type"])
                     )
+                self._timing(conn, "signaling-ms", conn.offer_sent_at, time.monotonic())
                 await self._flush_candidates(conn)
         elif kind == "ice-candidate":
             conn = self.connections.get(str(message["from"]))
@@ -157,6 +158,8 @@ class Negotiation(PeerBase):
         self._gathered(conn, started)
         if self._client is not None:
             send = self._client.offer if kind == "offer" else self._client.answer
+            if kind == "offer":
+                conn.offer_sent_at = time.monotonic()
             await send(conn.remote, _description(conn))
         self._fail_if_nothing_gathered(conn)
 

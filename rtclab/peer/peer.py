@@ -253,6 +253,7 @@ class Peer(Negotiation, MediaControl, Recovery):
                 conn.connected.set()
                 conn.finished.set()
                 self._emit(remote, "connected", round(conn.connect_ms or 0.0, 1))
+                self._timing(conn, "dtls-connect-ms", conn.ice_connected_at, conn.connected_at)
                 self._report_pair(conn)
                 if conn.attempt > 0:
                     self._emit(remote, "recovered", f"new connection (attempt {conn.attempt})")
@@ -263,7 +264,14 @@ class Peer(Negotiation, MediaControl, Recovery):
 
         @pc.on("iceconnectionstatechange")
         def _on_ice() -> None:
-            self._emit(remote, "ice-connection-state", pc.iceConnectionState)
+            state = pc.iceConnectionState
+            self._emit(remote, "ice-connection-state", state)
+            now = time.monotonic()
+            if state == "checking" and conn.ice_checking_at is None:
+                conn.ice_checking_at = now
+            elif state in ("connected", "completed") and conn.ice_connected_at is None:
+                conn.ice_connected_at = now
+                self._timing(conn, "ice-connect-ms", conn.ice_checking_at, now)
 
         @pc.on("icegatheringstatechange")
         def _on_gathering() -> None:
@@ -327,8 +335,22 @@ class Peer(Negotiation, MediaControl, Recovery):
                 received[kind] = received.get(kind, 0) + 1
                 if isinstance(frame, av.VideoFrame):
                     conn.latest_frame = frame
+                    if conn.first_frame_at is None:
+                        conn.first_frame_at = time.monotonic()
+                        self._timing(conn, "first-frame-ms", conn.connected_at, conn.first_frame_at)
         except MediaStreamError:
             return
+
+    def _timing(
+        self, conn: RemoteConnection, event: str, start: float | None, end: float | None
+    ) -> None:
+        """Emit one connection timing in ms (rtcstats' set-up phases): ``signaling-ms``
+        (offer sent -> answer applied, offerer only), ``ice-connect-ms`` (ICE checking ->
+        connected), ``dtls-connect-ms`` (ICE connected -> DTLS connected, i.e.
+        ``connectionState`` connected) and ``first-frame-ms`` (connected -> first decoded
+        video frame). Nothing when a phase's start was not seen."""
+        if start is not None and end is not None and end >= start:
+            self._emit(conn.remote, event, round((end - start) * 1000.0, 1))
 
     async def _watchdog(self, conn: RemoteConnection) -> None:
         """Declare the connection failed, with a reason, if it is not up within the timeout."""

@@ -18,7 +18,21 @@ SUMMARY_COLUMNS = [
     "recv_fps",
     "recv_loss_pct",
     "recv_jitter_ms",
+    "recv_mos",
+    "signaling_ms",
+    "ice_connect_ms",
+    "dtls_connect_ms",
+    "first_frame_ms",
 ]
+
+#: summary column <- the peer event that carries it (ms, one per connection; the latest wins)
+TIMING_EVENTS = {
+    "connect_ms": "connected",
+    "signaling_ms": "signaling-ms",
+    "ice_connect_ms": "ice-connect-ms",
+    "dtls_connect_ms": "dtls-connect-ms",
+    "first_frame_ms": "first-frame-ms",
+}
 
 
 def _median(series: pd.Series) -> float:
@@ -40,6 +54,21 @@ def _stream_total(rows: pd.DataFrame, column: str) -> float:
     return float(sum(per_kind)) if per_kind else math.nan
 
 
+def _timings(events: pd.DataFrame | None) -> dict[str, dict[tuple[str, str], float]]:
+    """Per summary column of :data:`TIMING_EVENTS`: (peer, remote) -> ms."""
+    out: dict[str, dict[tuple[str, str], float]] = {column: {} for column in TIMING_EVENTS}
+    if events is None or events.empty:
+        return out
+    names = {event: column for column, event in TIMING_EVENTS.items()}
+    for _, event in events[events["event"].isin(list(names))].iterrows():
+        try:
+            value = float(event["value"])
+        except (TypeError, ValueError):
+            continue
+        out[names[str(event["event"])]][(str(event["peer"]), str(event["remote"]))] = value
+    return out
+
+
 def pair_summary(samples: pd.DataFrame, events: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per (peer, remote): connect time, path, median RTT, bitrates, fps, loss and jitter.
 
@@ -51,16 +80,16 @@ def pair_summary(samples: pd.DataFrame, events: pd.DataFrame | None = None) -> p
     out, so a data-only pair has none. Browser rows (``Lab`` adds them from the page's own
     getStats) fill the same columns and read the same way; only ``connect_ms`` comes from
     the kernel peers' ``connected`` events, which browsers do not send.
+
+    ``recv_mos`` is the median E-model estimate of the received audio (``mos``). The
+    connection timings come from the kernel peers' events (see :data:`TIMING_EVENTS`):
+    ``signaling_ms`` (offer sent -> answer applied; the offerer's row only),
+    ``ice_connect_ms`` (ICE checking -> connected), ``dtls_connect_ms`` (ICE connected ->
+    DTLS connected) and ``first_frame_ms`` (connected -> first decoded video frame).
     """
     rows: list[dict[str, Any]] = []
-    connect: dict[tuple[str, str], float] = {}
-    if events is not None and not events.empty:
-        up = events[events["event"] == "connected"]
-        for _, event in up.iterrows():
-            try:
-                connect[(str(event["peer"]), str(event["remote"]))] = float(event["value"])
-            except (TypeError, ValueError):
-                continue
+    timings = _timings(events)
+    connect = timings["connect_ms"]
     if samples.empty:
         pairs = sorted(connect)
     else:
@@ -109,6 +138,12 @@ def pair_summary(samples: pd.DataFrame, events: pd.DataFrame | None = None) -> p
                 "recv_jitter_ms": (
                     _median(video_in["jitter_ms"]) if not video_in.empty else math.nan
                 ),
+                "recv_mos": _median(inbound["mos"]) if "mos" in inbound else math.nan,
+                **{
+                    column: timings[column].get((peer, remote), math.nan)
+                    for column in TIMING_EVENTS
+                    if column != "connect_ms"
+                },
             }
         )
     summary: pd.DataFrame = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
