@@ -86,6 +86,19 @@ def test_collector_add_rows_normalises_and_stamps() -> None:
     assert str(df["t"].dtype).startswith("datetime64")
 
 
+def test_add_rows_keeps_only_w3c_quality_limitation_reasons() -> None:
+    collector = StatsCollector()
+    rows = collector.add_rows(
+        [
+            {**ROW, "quality_limitation_reason": "bandwidth", "nack_count": 4},
+            {**ROW, "quality_limitation_reason": "<script>"},
+        ],
+        peer="a",
+    )
+    assert [r["quality_limitation_reason"] for r in rows] == ["bandwidth", None]
+    assert rows[0]["nack_count"] == 4.0
+
+
 async def test_server_hands_reports_to_listeners_and_lab_to_its_frame() -> None:
     async with Lab(name="stats-reports") as lab:
         got: list[Any] = []

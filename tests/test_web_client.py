@@ -231,9 +231,54 @@ async def test_browser_stats_rows_land_in_the_lab_frame(chromium: Any) -> None:
         # the kernel's own rows about the browser sit in the same frame, in the same units
         kernel_rows = df[(df["peer"] == "kernel") & (df["remote"] == "chrome")]
         assert {"video", "transport"} <= set(kernel_rows["kind"])
+        # what aiortc hides, from Chromium's own counters, beside the kernel's: same names
+        (df,) = await until(lambda: _hidden_rows_ready(lab.samples), 10, "hidden-stats rows")
+        _hidden_columns_match(df[df["peer"] == "chrome"], df[df["peer"] == "kernel"])
         summary = await page.evaluate("document.querySelector('#diagnostics').innerText")
         assert "kernel" in summary and "host/host" in summary
         await page.screenshot(path=str(SCREENSHOTS / "client-stats.png"))
+
+
+def _hidden_rows_ready(df: Any) -> Any:
+    """The frame once both peers rated video each way, each sender heard an estimate
+    (REMB, or Chromium's own) and the kernel rated the browser's audio."""
+    rated = df.dropna(subset=["bitrate_kbps"])
+    video = rated[rated["kind"] == "video"]
+    pairs = set(zip(video["peer"], video["direction"], strict=True))
+    heard = video.dropna(subset=["available_outgoing_bitrate_kbps"])
+    estimated = video.dropna(subset=["estimate_kbps"])
+    audio = df[(df["peer"] == "kernel") & (df["kind"] == "audio")]
+    ready = (
+        len(pairs) == 4
+        and set(heard["peer"]) == {"chrome", "kernel"}
+        and not estimated.empty
+        and audio["mos"].notna().any()
+    )
+    return (df,) if ready else None
+
+
+def _hidden_columns_match(chrome: Any, kernel: Any) -> None:
+    def last(rows: Any, direction: str) -> Any:
+        video = rows[(rows["kind"] == "video") & (rows["direction"] == direction)]
+        return video.dropna(subset=["bitrate_kbps", "nack_count"]).iloc[-1]
+
+    for rows in (chrome, kernel):
+        video_in, video_out = last(rows, "inbound"), last(rows, "outbound")
+        for column in ("nack_count", "pli_count", "fir_count"):
+            assert video_in[column] >= 0 and video_out[column] >= 0, column
+        assert video_in["keyframes_decoded"] >= 1 and video_out["keyframes_encoded"] >= 1
+        assert video_out["retransmitted_packets_sent"] >= 0
+        assert 10 < video_out["target_bitrate_kbps"] < 5000
+        assert 10 < video_out["available_outgoing_bitrate_kbps"] < 100_000
+    chrome_in, chrome_out = last(chrome, "inbound"), last(chrome, "outbound")
+    # per interval, as the kernel's frame-tag figures: none on loopback
+    assert chrome_in["freeze_count"] == 0 and chrome_in["total_freezes_duration_ms"] == 0
+    assert chrome_in["frames_dropped"] >= 0
+    assert chrome_out["quality_limitation_reason"] in {"none", "cpu", "bandwidth", "other"}
+    # the kernel's estimate of the browser's video (REMB) and its MOS of the browser's audio
+    assert last(kernel, "inbound")["estimate_kbps"] > 0
+    audio = kernel[(kernel["kind"] == "audio") & (kernel["direction"] == "inbound")]
+    assert audio["mos"].dropna().iloc[-1] >= 4.0
 
 
 async def test_summary_reads_browser_rows_like_aiortc_rows(chromium: Any) -> None:

@@ -38,6 +38,10 @@ SampleListener = Callable[[list[dict[str, Any]]], object]
 
 _KINDS = frozenset(("audio", "video", "data", "transport"))
 _DIRECTIONS = frozenset(("inbound", "outbound"))
+#: string columns with a closed set of values (W3C enums): anything else arrives as None
+_STRING_VALUES: dict[str, frozenset[str]] = {
+    "quality_limitation_reason": frozenset({"none", "cpu", "bandwidth", "other"}),
+}
 
 
 class StatsSource(Protocol):
@@ -168,7 +172,9 @@ class StatsCollector:
                 if column == "peer":
                     continue
                 value = raw.get(column)
-                row[column] = None if value is None or value == "" else str(value)
+                text = None if value is None or value == "" else str(value)
+                allowed = _STRING_VALUES.get(column)
+                row[column] = text if allowed is None or text in allowed else None
             accepted.append(row)
         if accepted:
             self.store.append_rows(accepted, elapsed)

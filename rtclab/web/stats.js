@@ -8,6 +8,14 @@
 // STUN currentRoundTripTime as ice_rtt_ms; bitrate_kbps from byte deltas between two
 // reports of the same connection (null on the first one); frames/frames_per_second are
 // video only; and the selected candidate pair's types, protocol and addresses on every row.
+// What aiortc hides and rtclab counts for its own peers comes from Chromium's own counters
+// under the same names: nack_count / pli_count / fir_count (cumulative; received on
+// outbound rows, sent on inbound rows), keyframes_encoded / keyframes_decoded,
+// retransmitted_packets_sent, target_bitrate_kbps (outbound-rtp targetBitrate),
+// available_outgoing_bitrate_kbps (the selected pair's availableOutgoingBitrate, on the
+// outbound video row), quality_limitation_reason; and per interval, like the kernel's
+// rows: freeze_count, total_freezes_duration_ms (W3C totalFreezesDuration x 1000) and
+// frames_dropped.
 //
 // No imports, so the BrowserPeer widget can inline it (see mesh.js).
 
@@ -27,6 +35,15 @@ function max(items, name) {
   let best = null;
   for (const s of items) if (typeof s[name] === 'number') best = best === null ? s[name] : Math.max(best, s[name]);
   return best;
+}
+
+function delta(now, before) {
+  if (now === null || before === null || before === undefined || now < before) return null;
+  return now - before;
+}
+
+function kbps(bps) {
+  return typeof bps === 'number' ? bps / 1000 : null;
 }
 
 function rate(now, before, dt, scale = 1) {
@@ -94,8 +111,18 @@ export function reportToRows(remote, report, prev, {connectionState = null, drop
       totals[`${kind}-out-frames`] = frames;
       const rtt = max(rin, 'roundTripTime');
       const jitter = max(rin, 'jitter');
+      const video = kind === 'video';
+      const reasons = out.map((s) => s.qualityLimitationReason).filter((r) => typeof r === 'string');
       rows.push({
         ...base, kind, direction: 'outbound',
+        nack_count: sum(out, 'nackCount'),
+        pli_count: video ? sum(out, 'pliCount') : null,
+        fir_count: video ? sum(out, 'firCount') : null,
+        keyframes_encoded: video ? sum(out, 'keyFramesEncoded') : null,
+        retransmitted_packets_sent: sum(out, 'retransmittedPacketsSent'),
+        target_bitrate_kbps: video ? kbps(sum(out, 'targetBitrate')) : null,
+        available_outgoing_bitrate_kbps: video && path ? kbps(path.pair.availableOutgoingBitrate ?? null) : null,
+        quality_limitation_reason: video && reasons.length ? reasons.sort().find((r) => r !== 'none') || 'none' : null,
         rtcp_rtt_ms: rtt === null ? null : rtt * 1000,
         packets_sent: packetsSent,
         remote_packets_received: sum(rin, 'packetsReceived'),
@@ -128,8 +155,26 @@ export function reportToRows(remote, report, prev, {connectionState = null, drop
         fraction = expected > 0 ? Math.min(1, Math.max(0, dLost / expected)) : 0;
       }
       const jitter = max(inb, 'jitter');
+      const video = kind === 'video';
+      const freezes = video ? sum(inb, 'freezeCount') : null;
+      const frozenMs = video ? sum(inb, 'totalFreezesDuration') : null;
+      const framesDropped = video ? sum(inb, 'framesDropped') : null;
+      totals[`${kind}-in-freezes`] = freezes;
+      totals[`${kind}-in-frozen`] = frozenMs;
+      totals[`${kind}-in-dropped`] = framesDropped;
+      const perInterval = (value, key, scale = 1) => {
+        const d = delta(value, before(key));
+        return d === null ? null : d * scale;
+      };
       rows.push({
         ...base, kind, direction: 'inbound',
+        nack_count: sum(inb, 'nackCount'),
+        pli_count: video ? sum(inb, 'pliCount') : null,
+        fir_count: video ? sum(inb, 'firCount') : null,
+        keyframes_decoded: video ? sum(inb, 'keyFramesDecoded') : null,
+        freeze_count: perInterval(freezes, `${kind}-in-freezes`),
+        total_freezes_duration_ms: perInterval(frozenMs, `${kind}-in-frozen`, 1000),
+        frames_dropped: perInterval(framesDropped, `${kind}-in-dropped`),
         jitter_ms: jitter === null ? null : jitter * 1000,
         packets_received: received,
         packets_lost: lost,
