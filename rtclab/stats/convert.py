@@ -30,8 +30,13 @@ aiortc stats objects. Units live in the column names and a number means what its
   ``audio_frames_per_second`` (Opus: 20 ms frames, 50 a second), so a column's mean never
   mixes kinds.
 - Rates (``bitrate_kbps``, ``*frames_per_second``): deltas between this and the previous
-  snapshot of the same connection; ``None`` on the first sample and when a counter went
-  backwards (reset).
+  snapshot of the same connection; ``None`` on the first sample, when a counter went
+  backwards (reset) and over an interval shorter than ``min_interval_s`` (the collector
+  passes half its poll interval: the poll at stop).
+- What aiortc does without reporting it (``nack_count``, ``pli_count``, ``fir_count``,
+  ``keyframes_*``, ``retransmitted_packets_sent``, ``target_bitrate_kbps``,
+  ``available_outgoing_bitrate_kbps``, ``estimate_kbps``) and the audio ``mos`` estimate:
+  :mod:`.hidden`, from ``ConnectionCounters.outbound_rtp``/``inbound_rtp`` and the snapshot.
 
 Row granularity (one row per sample, peer, remote, kind, direction):
 
