@@ -413,7 +413,7 @@ async def test_data_channel_only_connection_still_has_rows(
     await asyncio.wait_for(opened, 5)
     assert await a.getStats() == {}  # the trap: aiortc reports nothing for data-only
 
-    collector = StatsCollector(interval=10)
+    collector = StatsCollector(interval=0.5)  # never started: polled by hand below
     collector.add(Source("a", [("b", a, ca)]))
     collector.add(Source("b", [("a", b, cb)]))
     await collector.poll()
@@ -674,3 +674,19 @@ async def test_plain_pandas_reads_the_csv_files(tmp_path: Path) -> None:
     assert pd.isna(events["value"].tolist()[3])
     back = read_events_csv(paths["events"])
     assert back["value"].tolist() == ["demo", 12.5, {"local": "host"}, None]
+
+
+async def test_the_poll_at_stop_reports_no_rates() -> None:
+    """A poll a fraction of an interval after the last one (the demo's final poll) gives its
+    counters but no rates: 10 bytes over 50 ms is not a bitrate worth plotting."""
+    collector = StatsCollector(interval=1.0)  # polled by hand
+    counters = data_counters(0)
+    collector.add(Source("p", [("r", FakePC(), counters)]))
+    await collector.poll()
+    await asyncio.sleep(0.6)
+    counters.channel("chat").bytes_sent = 6000
+    (regular,) = [r for r in await collector.poll() if r["direction"] == "outbound"]
+    counters.channel("chat").bytes_sent = 6500
+    (partial,) = [r for r in await collector.poll() if r["direction"] == "outbound"]
+    assert regular["bitrate_kbps"] == pytest.approx(6000 * 8 / 1000 / 0.6, rel=0.3)
+    assert partial["bitrate_kbps"] is None and partial["bytes_sent"] == 6500

@@ -118,16 +118,10 @@ def mos_from_r(r: float) -> float:
     return 1.0 + 0.035 * r + r * (r - 60.0) * (100.0 - r) * 7e-6
 
 
-def mos(
-    one_way_delay_ms: float,
-    loss_pct: float,
-    burst_r: float = 1.0,
-    *,
-    ie: float = OPUS_IE,
-    bpl: float = OPUS_BPL,
-) -> float:
-    """The E-model MOS estimate: :func:`r_factor` then :func:`mos_from_r`."""
-    return mos_from_r(r_factor(one_way_delay_ms, loss_pct, burst_r, ie=ie, bpl=bpl))
+def mos(one_way_delay_ms: float, loss_pct: float, burst_r: float = 1.0, **codec: float) -> float:
+    """The E-model MOS estimate: :func:`r_factor` (``codec``: its ``ie``, ``bpl``,
+    ``advantage``) then :func:`mos_from_r`."""
+    return mos_from_r(r_factor(one_way_delay_ms, loss_pct, burst_r, **codec))
 
 
 def burst_ratio(bursts: float, packets_lost: float, packets_received: float) -> float:
