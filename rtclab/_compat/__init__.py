@@ -119,46 +119,40 @@ def _encoders_keep_target() -> bool:
     return stored and _refers(RTCRtpSender, "target_bitrate")
 
 
+def _async_method(cls: type, name: str, *params: str) -> Any | None:
+    """``cls.<name>`` if it is a coroutine function taking exactly ``self, *params``."""
+    method = getattr(cls, name, None)
+    if inspect.iscoroutinefunction(method) and _params(method) == {"self", *params}:
+        return method
+    return None
+
+
 def _rtp_hook_point() -> bool:
-    method = getattr(RTCRtpReceiver, "_handle_rtp_packet", None)
-    return (
-        inspect.iscoroutinefunction(method)
-        and _params(method) == {"self", "packet", "arrival_time_ms"}
-        and _refers(RTCDtlsTransport, "_handle_rtp_packet")
-    )
+    handle = _async_method(RTCRtpReceiver, "_handle_rtp_packet", "packet", "arrival_time_ms")
+    return handle is not None and _refers(RTCDtlsTransport, "_handle_rtp_packet")
 
 
 def _receiver_sends_rtcp_through_one_method() -> bool:
-    send = getattr(RTCRtpReceiver, "_send_rtcp", None)
-    return (
-        inspect.iscoroutinefunction(send)
-        and _params(send) == {"self", "packet"}
-        and all(
-            _refers(getattr(RTCRtpReceiver, name), "_send_rtcp")
-            for name in ("_handle_rtp_packet", "_send_rtcp_nack", "_send_rtcp_pli")
-        )
+    return _async_method(RTCRtpReceiver, "_send_rtcp", "packet") is not None and all(
+        _refers(getattr(RTCRtpReceiver, name), "_send_rtcp")
+        for name in ("_handle_rtp_packet", "_send_rtcp_nack", "_send_rtcp_pli")
     )
 
 
 def _sender_feedback_points() -> bool:
-    handle = getattr(RTCRtpSender, "_handle_rtcp_packet", None)
-    retransmit = getattr(RTCRtpSender, "_retransmit", None)
+    handle = _async_method(RTCRtpSender, "_handle_rtcp_packet", "packet")
     return (
-        inspect.iscoroutinefunction(handle)
-        and _params(handle) == {"self", "packet"}
+        handle is not None
         and _refers(RTCDtlsTransport, "_handle_rtcp_packet")
-        and inspect.iscoroutinefunction(retransmit)
-        and _params(retransmit) == {"self", "sequence_number"}
+        and _async_method(RTCRtpSender, "_retransmit", "sequence_number") is not None
         and _refers(handle, "_retransmit")
         and _stores(RTCRtpSender, "_RTCRtpSender__rtp_history")
     )
 
 
 def _encoded_frame_point() -> bool:
-    method = getattr(RTCRtpSender, "_next_encoded_frame", None)
     return (
-        inspect.iscoroutinefunction(method)
-        and _params(method) == {"self", "codec"}
+        _async_method(RTCRtpSender, "_next_encoded_frame", "codec") is not None
         and _refers(RTCRtpSender._run_rtp, "_next_encoded_frame")
         and _refers(RTCRtpSender._run_rtp, "payloads")
     )
