@@ -116,7 +116,7 @@ class RtpStreamCounters:
     ``keyframes`` are encoded (sending) or arrived (receiving: the first packet of a
     keyframe, once per frame). ``remb_bps`` is the last REMB: received (sending) or sent
     (receiving). ``loss_bursts`` / ``burst_packets_lost`` count sequence-number gaps and
-    the packets in them (receiving), for the E-model's burst ratio.
+    the packets in them (receiving audio), for the E-model's burst ratio.
     """
 
     nack_count: int = 0

@@ -150,8 +150,8 @@ def count_feedback_sent(receiver: Any, counters: RtpStreamCounters) -> None:
 
 
 class InboundPacketCounter:
-    """Per arriving RTP packet: keyframes (once per RTP timestamp, retransmissions
-    unwrapped) and sequence-number gaps (loss bursts). Cheap: a dict lookup and a few
+    """Per arriving RTP packet: keyframes on video (once per RTP timestamp, retransmissions
+    unwrapped), sequence-number gaps (loss bursts) on audio. Cheap: a dict lookup and a few
     integer operations per packet; a keyframe check only on video."""
 
     def __init__(
@@ -185,20 +185,22 @@ class InboundPacketCounter:
             self._last_seq[packet.ssrc] = seq
 
     def _codec(self, payload_type: int) -> tuple[str, int | None]:
-        """(mime type, apt) of a payload type, from the negotiated codecs (cached)."""
+        """(mime type, apt) of a payload type, from the negotiated codecs (cached once
+        known; ``("", None)`` for a payload type not negotiated)."""
         found = self._mime.get(payload_type)
         if found is None:
-            found = ("", None)
             for codec in transceiver_codecs(self._transceiver):
                 if getattr(codec, "payloadType", None) == payload_type:
                     apt = (getattr(codec, "parameters", None) or {}).get("apt")
                     found = (str(codec.mimeType), apt if isinstance(apt, int) else None)
-            self._mime[payload_type] = found
+                    self._mime[payload_type] = found
+                    return found
+            return ("", None)
         return found
 
     def _keyframe(self, packet: Any) -> None:
         mime, apt = self._codec(int(packet.payload_type))
-        payload = bytes(packet.payload)
+        payload: bytes = packet.payload
         if mime.lower().endswith("/rtx") and apt is not None:
             rtx = receiver_rtx_ssrcs(self._receiver) or {}
             if packet.ssrc not in rtx:
