@@ -8,6 +8,8 @@ import json
 import urllib.request
 from typing import Any
 
+import pytest
+
 from rtclab import Lab
 from rtclab.signaling.client import SignalingClient
 from rtclab.signaling.hub import Hub, Reported
@@ -15,6 +17,7 @@ from rtclab.signaling.protocol import MAX_STATS_ROWS, ProtocolError, Stats, pars
 from rtclab.signaling.server import SignalingServer
 from rtclab.stats.collector import StatsCollector
 from rtclab.stats.convert import SAMPLE_COLUMNS
+from rtclab.stats.emodel import mos
 
 ROW = {
     "remote": "b",
@@ -97,6 +100,23 @@ def test_add_rows_keeps_only_w3c_quality_limitation_reasons() -> None:
     )
     assert [r["quality_limitation_reason"] for r in rows] == ["bandwidth", None]
     assert rows[0]["nack_count"] == 4.0
+
+
+def test_add_rows_estimates_mos_of_browser_audio() -> None:
+    """The browser's own RTT to that remote, its jitter buffer and the interval's loss: the
+    E-model estimate the kernel's rows carry; a row's own claim is replaced."""
+    base = {**ROW, "kind": "audio"}
+    rows = StatsCollector().add_rows(
+        [
+            {**base, "direction": "outbound", "rtcp_rtt_ms": 400.0},
+            {**base, "direction": "inbound", "fraction_lost": 0.1, "jitter_buffer_ms": 80},
+            {**base, "remote": "other", "direction": "inbound", "fraction_lost": 0.0, "mos": 5},
+        ],
+        peer="a",
+    )
+    assert rows[1]["mos"] == pytest.approx(mos(280.0, 10.0))
+    assert rows[2]["mos"] is None  # no RTT to "other" in this report
+    assert rows[0]["mos"] is None
 
 
 async def test_server_hands_reports_to_listeners_and_lab_to_its_frame() -> None:

@@ -241,18 +241,18 @@ async def test_browser_stats_rows_land_in_the_lab_frame(chromium: Any) -> None:
 
 def _hidden_rows_ready(df: Any) -> Any:
     """The frame once both peers rated video each way, each sender heard an estimate
-    (REMB, or Chromium's own) and the kernel rated the browser's audio."""
+    (REMB, or Chromium's own) and each peer rated the other's audio (mos)."""
     rated = df.dropna(subset=["bitrate_kbps"])
     video = rated[rated["kind"] == "video"]
     pairs = set(zip(video["peer"], video["direction"], strict=True))
     heard = video.dropna(subset=["available_outgoing_bitrate_kbps"])
     estimated = video.dropna(subset=["estimate_kbps"])
-    audio = df[(df["peer"] == "kernel") & (df["kind"] == "audio")]
+    rated_audio = df[(df["kind"] == "audio")].dropna(subset=["mos"])
     ready = (
         len(pairs) == 4
         and set(heard["peer"]) == {"chrome", "kernel"}
         and not estimated.empty
-        and audio["mos"].notna().any()
+        and set(rated_audio["peer"]) == {"chrome", "kernel"}
     )
     return (df,) if ready else None
 
@@ -277,8 +277,11 @@ def _hidden_columns_match(chrome: Any, kernel: Any) -> None:
     assert chrome_out["quality_limitation_reason"] in {"none", "cpu", "bandwidth", "other"}
     # the kernel's estimate of the browser's video (REMB) and its MOS of the browser's audio
     assert last(kernel, "inbound")["estimate_kbps"] > 0
-    audio = kernel[(kernel["kind"] == "audio") & (kernel["direction"] == "inbound")]
-    assert audio["mos"].dropna().iloc[-1] >= 4.0
+    # the same E-model estimate of the audio each receives (the best interval: one slow
+    # STUN check on a loaded machine can inflate a browser's RTT for a moment)
+    for rows in (chrome, kernel):
+        audio = rows[(rows["kind"] == "audio") & (rows["direction"] == "inbound")]
+        assert audio["mos"].max() >= 4.0
 
 
 async def test_summary_reads_browser_rows_like_aiortc_rows(chromium: Any) -> None:

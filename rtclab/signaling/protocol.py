@@ -58,7 +58,7 @@ MAX_STATS_ROWS: Final = 64
 """Most rows in one ``stats`` message (a mesh of 15 remotes x 4 rows fits)."""
 
 MAX_STATS_FIELDS: Final = 40
-"""Most fields in one stats row (the samples frame has 35 columns)."""
+"""Most fields in one stats row (a browser row fills about 30 of the samples frame's columns)."""
 
 MAX_STATS_STRING: Final = 256
 """Longest string value in a stats row (an IPv6 address with port fits easily)."""

@@ -24,6 +24,7 @@ import pandas as pd
 
 from ..model import CandidatePair, ConnectionCounters
 from .convert import NUMERIC_COLUMNS, STRING_COLUMNS, ConnectionSnapshot, snapshot_to_rows
+from .hidden import browser_audio_mos
 from .reading import read_snapshot
 from .store import SampleStore
 
@@ -143,7 +144,9 @@ class StatsCollector:
         unknown columns dropped, ``t``/``elapsed_s``/``peer`` set by us (a client cannot
         back-date or impersonate), numbers coerced to float (anything else -> ``None``),
         strings to ``str``, and rows without a valid ``kind``/``direction``/``remote``
-        skipped. Sample listeners (dashboards) hear the accepted rows; they are returned.
+        skipped. Inbound audio rows get ``mos`` from the report's RTT, loss and
+        ``jitter_buffer_ms`` (:func:`~rtclab.stats.hidden.browser_audio_mos`). Sample
+        listeners (dashboards) hear the accepted rows; they are returned.
         """
         now_mono = time.monotonic()
         if self._t0 is None:
@@ -151,6 +154,7 @@ class StatsCollector:
         elapsed = now_mono - self._t0
         now = datetime.now(timezone.utc)
         accepted: list[dict[str, Any]] = []
+        jitter_buffer_ms: dict[int, float] = {}
         for raw in rows:
             if raw.get("kind") not in _KINDS or raw.get("direction") not in _DIRECTIONS:
                 continue
@@ -175,7 +179,11 @@ class StatsCollector:
                 text = None if value is None or value == "" else str(value)
                 allowed = _STRING_VALUES.get(column)
                 row[column] = text if allowed is None or text in allowed else None
+            buffered = raw.get("jitter_buffer_ms")
+            if isinstance(buffered, (int, float)) and 0 <= buffered < 10_000:
+                jitter_buffer_ms[len(accepted)] = float(buffered)
             accepted.append(row)
+        browser_audio_mos(accepted, jitter_buffer_ms)
         if accepted:
             self.store.append_rows(accepted, elapsed)
             self._notify(accepted)

@@ -15,7 +15,12 @@ from rtclab.model import RtpStreamCounters
 from .emodel import burst_ratio
 from .emodel import mos as emodel_mos
 
-__all__ = ["audio_mos", "inbound_feedback_columns", "outbound_feedback_columns"]
+__all__ = [
+    "audio_mos",
+    "browser_audio_mos",
+    "inbound_feedback_columns",
+    "outbound_feedback_columns",
+]
 
 
 def _kbps(bps: float | None) -> float | None:
@@ -87,3 +92,24 @@ def audio_mos(
             received - prev_received,
         )
     return emodel_mos(delay, loss_fraction * 100.0, burst_r)
+
+
+def browser_audio_mos(rows: list[dict[str, Any]], jitter_buffer_ms: dict[int, float]) -> None:
+    """Fill ``mos`` on a browser's inbound audio rows (one report, every remote), in place:
+    the same estimate as :func:`audio_mos`, with the RTT the browser measured to that remote
+    (RTCP on an outbound media row, else STUN on the transport row), its mean jitter-buffer
+    delay (``jitter_buffer_ms``: row index -> ms) and the interval's loss. Chromium reports
+    no loss pattern, so losses are scored as random (BurstR 1)."""
+    rtts: dict[Any, float] = {}
+    for row in rows:
+        for column in ("rtcp_rtt_ms", "ice_rtt_ms"):
+            value = row.get(column)
+            if isinstance(value, float) and (column == "rtcp_rtt_ms" or row["remote"] not in rtts):
+                rtts[row["remote"]] = value
+    for index, row in enumerate(rows):
+        if (row["kind"], row["direction"]) != ("audio", "inbound"):
+            continue
+        rtt, loss = rtts.get(row["remote"]), row.get("fraction_lost")
+        row["mos"] = None  # ours, never a client's claim
+        if rtt is not None and isinstance(loss, float):
+            row["mos"] = emodel_mos(rtt / 2.0 + jitter_buffer_ms.get(index, 0.0), loss * 100.0)

@@ -15,7 +15,8 @@
 // available_outgoing_bitrate_kbps (the selected pair's availableOutgoingBitrate, on the
 // outbound video row), quality_limitation_reason; and per interval, like the kernel's
 // rows: freeze_count, total_freezes_duration_ms (W3C totalFreezesDuration x 1000) and
-// frames_dropped.
+// frames_dropped. Inbound audio rows add jitter_buffer_ms, from which the lab computes the
+// same E-model mos as for its own peers.
 //
 // No imports, so the BrowserPeer widget can inline it (see mesh.js).
 
@@ -40,6 +41,13 @@ function max(items, name) {
 function delta(now, before) {
   if (now === null || before === null || before === undefined || now < before) return null;
   return now - before;
+}
+
+/** Mean time a sample waited in the jitter buffer (W3C jitterBufferDelay / EmittedCount). */
+function jitterBufferMs(items) {
+  const delay = sum(items, 'jitterBufferDelay');
+  const emitted = sum(items, 'jitterBufferEmittedCount');
+  return delay === null || !emitted ? null : delay / emitted * 1000;
 }
 
 function kbps(bps) {
@@ -175,6 +183,8 @@ export function reportToRows(remote, report, prev, {connectionState = null, drop
         freeze_count: perInterval(freezes, `${kind}-in-freezes`),
         total_freezes_duration_ms: perInterval(frozenMs, `${kind}-in-frozen`, 1000),
         frames_dropped: perInterval(framesDropped, `${kind}-in-dropped`),
+        // not a samples column: the lab turns it into the audio row's mos (one-way delay)
+        jitter_buffer_ms: kind === 'audio' ? jitterBufferMs(inb) : null,
         jitter_ms: jitter === null ? null : jitter * 1000,
         packets_received: received,
         packets_lost: lost,
