@@ -14,6 +14,7 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpReceiver, RTCSessi
 from aiortc.contrib.media import MediaRelay
 
 from .._compat.aiortc import on_rtp_packet
+from ..cc import RembFeedback
 from ..ice.gathering import GatheringLog
 from ..model import ConnectionCounters
 from .channels import CHAT, CURSORS, Channel
@@ -96,6 +97,8 @@ class RemoteConnection:
         self._relay_in = MediaRelay()
         self.attempt = 0  # negotiation number: answers to older offers are ignored
         self.lost = False  # no bytes arrived for Resilience.loss_timeout
+        # the estimator on the video we receive (Peer(estimator=...)): its REMBs, its state
+        self.estimation: RembFeedback | None = None
 
     @property
     def state(self) -> str:
