@@ -132,6 +132,7 @@ def replace_remote_bitrate_estimator(receiver: Any, feed: RembFeed) -> bool:
     original = getattr(receiver, "_handle_rtp_packet", None)
     if (
         original is None
+        or getattr(original, "_rtclab_estimator", False)
         or getattr(receiver, attr, None) is None
         or not callable(getattr(receiver, "_send_rtcp", None))
     ):
@@ -149,6 +150,7 @@ def replace_remote_bitrate_estimator(receiver: Any, feed: RembFeed) -> bool:
                 )
         await original(packet, arrival_time_ms)
 
+    estimating._rtclab_estimator = True  # type: ignore[attr-defined]
     setattr(receiver, attr, None)
     setattr(receiver, "_handle_rtp_packet", estimating)  # noqa: B010 (instance override)
     return True
