@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import random
+import re
+from pathlib import Path
 
 import pytest
 from aiortc.rate import RemoteBitrateEstimator
@@ -211,3 +213,26 @@ def test_a_plain_class_is_an_estimator_and_peer_wants_its_factory() -> None:
         check_estimator_factory(Fixed(1))
     with pytest.raises(TypeError, match="must be a class or a function"):
         check_estimator_factory(42)
+
+
+def _docs_example() -> type:
+    """The class docs/congestion-control.md tells a student to write, run as written."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "congestion-control.md").read_text()
+    section = text.split("\n## Write your own\n", 1)[1].split("\n## ", 1)[0]
+    names: dict[str, object] = {}
+    exec(re.findall(r"```python\n(.*?)```", section, flags=re.S)[0], names)
+    cls = names["GapHalver"]
+    assert isinstance(cls, type)
+    return cls
+
+
+def test_the_docs_example_is_an_estimator_that_backs_off_on_loss() -> None:
+    cls = _docs_example()
+    assert isinstance(cls(), BandwidthEstimator) and check_estimator_factory(cls) is cls
+    feedback = RembFeedback(cls())
+    sent = [feedback.on_packet(p) for p in _packets(0, 400, seq=65_400)]  # 2 s, no loss
+    values = list(dict.fromkeys(s[0] for s in sent if s is not None))
+    assert values == [500_000, 525_000, 551_250, 578_812]  # +5 % at 500, 1000, 1500 ms
+    remb = [feedback.on_packet(p) for p in _packets(2000, 10, seq=264, lose={5})]
+    assert remb[0] == (607_752, [SSRC])  # grew at 2000 ms
+    assert remb[5] == (607_752 // 2, [SSRC])  # a packet went missing: halved, sent at once
