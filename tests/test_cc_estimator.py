@@ -17,6 +17,7 @@ from rtclab.cc import (
     LossWindow,
     ReceivedPacket,
     RembFeedback,
+    load_estimator,
 )
 from rtclab.cc.estimator import ABS_SEND_TIME_UNITS_PER_S
 from rtclab.peer.estimation import check_estimator_factory
@@ -213,6 +214,7 @@ def test_a_plain_class_is_an_estimator_and_peer_wants_its_factory() -> None:
         check_estimator_factory(Fixed(1))
     with pytest.raises(TypeError, match="must be a class or a function"):
         check_estimator_factory(42)
+    assert load_estimator("rtclab.cc:LossBasedAimd") is LossBasedAimd  # for another process
 
 
 def _docs_example() -> type:

@@ -7,7 +7,13 @@ goes to the sender as REMB and sets the encoder's target bitrate. Two ship with 
 """
 
 from .delay import DelayBasedEstimator
-from .estimator import BandwidthEstimator, EstimatorFactory, ReceivedPacket, RembFeedback
+from .estimator import (
+    BandwidthEstimator,
+    EstimatorFactory,
+    ReceivedPacket,
+    RembFeedback,
+    load_estimator,
+)
 from .loss import LossBasedAimd, LossWindow
 
 __all__ = [
@@ -18,4 +24,5 @@ __all__ = [
     "LossWindow",
     "ReceivedPacket",
     "RembFeedback",
+    "load_estimator",
 ]

@@ -9,6 +9,7 @@ so a test feeds it made-up packets.
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections import deque
 from collections.abc import Callable
@@ -22,6 +23,7 @@ __all__ = [
     "ReceivedPacket",
     "RembFeedback",
     "estimator_name",
+    "load_estimator",
 ]
 
 #: abs-send-time is 6.18 fixed-point seconds: 2**18 units per second, wrapping every 64 s.
@@ -70,6 +72,22 @@ def estimator_name(estimator: object) -> str:
     """A short label for plots and events: an estimator's ``name`` attribute, else its class."""
     name = getattr(estimator, "name", None)
     return name if isinstance(name, str) and name else type(estimator).__name__
+
+
+def load_estimator(spec: str) -> EstimatorFactory:
+    """The estimator class named ``"package.module:Name"`` (``rtclab.cc:LossBasedAimd``): how
+    a peer in another process (``rtclab peer --estimator``) is told which one to run."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"estimator {spec!r} is not MODULE:NAME, e.g. rtclab.cc:LossBasedAimd")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"estimator {spec!r}: cannot import {module_name!r} ({exc})") from exc
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ValueError(f"estimator {spec!r}: {module_name} has no class or function {attr!r}")
+    return factory  # type: ignore[no-any-return]
 
 
 class RembFeedback:
