@@ -20,7 +20,7 @@ from rtclab.cc import (
     load_estimator,
 )
 from rtclab.cc.estimator import ABS_SEND_TIME_UNITS_PER_S
-from rtclab.peer.estimation import check_estimator_factory
+from rtclab.peer.estimation import check_estimator_factory, install_estimator
 
 SSRC = 1234
 
@@ -238,3 +238,16 @@ def test_the_docs_example_is_an_estimator_that_backs_off_on_loss() -> None:
     remb = [feedback.on_packet(p) for p in _packets(2000, 10, seq=264, lose={5})]
     assert remb[0] == (607_752, [SSRC])  # grew at 2000 ms
     assert remb[5] == (607_752 // 2, [SSRC])  # a packet went missing: halved, sent at once
+
+
+def test_an_estimator_that_cannot_be_made_leaves_aiortcs_in_place() -> None:
+    """Both failures happen inside aiortc's track event: reported, never raised."""
+    errors: list[str] = []
+
+    def broken() -> Fixed:
+        raise RuntimeError("typo in __init__")
+
+    assert install_estimator(object(), broken, errors.append) is None
+    assert install_estimator(object(), lambda: 42, errors.append) is None
+    assert "could not be made" in errors[0] and "typo in __init__" in errors[0]
+    assert "lacks on_packet(packet) and estimate(now_ms)" in errors[1]

@@ -56,7 +56,12 @@ def install_estimator(
     An estimator that raises is reported once through ``on_error`` and asked nothing more:
     the receiver keeps receiving, the sender keeps its last target.
     """
-    estimator = factory()
+    try:
+        estimator = factory()
+    except Exception as exc:  # runs inside aiortc's track event: never let it escape
+        log.exception("bandwidth estimator factory %r failed", factory)
+        on_error(f"estimator {factory!r} could not be made: {exc!r}; aiortc's own stays")
+        return None
     if not isinstance(estimator, BandwidthEstimator):
         on_error(
             f"estimator factory returned {estimator!r}, which lacks on_packet(packet) and "
