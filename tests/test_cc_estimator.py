@@ -19,7 +19,7 @@ from rtclab.cc import (
     RembFeedback,
     load_estimator,
 )
-from rtclab.cc.estimator import ABS_SEND_TIME_UNITS_PER_S
+from rtclab.cc.estimator import ABS_SEND_TIME_UNITS_PER_S, estimator_name
 from rtclab.peer.estimation import check_estimator_factory, install_estimator
 
 SSRC = 1234
@@ -64,6 +64,7 @@ def test_the_wrapped_default_says_what_aiortc_says_packet_by_packet() -> None:
     wrapped = DelayBasedEstimator()
     said: int | None = None
     sequence: list[int] = []
+    usages: set[str] = set()
     for packet in feed:
         assert packet.abs_send_time is not None
         remb = aiortc_own.add(
@@ -77,10 +78,12 @@ def test_the_wrapped_default_says_what_aiortc_says_packet_by_packet() -> None:
             sequence.append(said)
         wrapped.on_packet(packet)
         assert wrapped.estimate(packet.arrival_time_ms) == said
+        usages.add(wrapped.usage)
     # the feed exercised aiortc's estimator: it rose, backed off on over-use, rose again
     drops = [i for i in range(1, len(sequence)) if sequence[i] < sequence[i - 1] * 0.9]
     assert len(set(sequence)) > 20 and drops, sequence
     assert min(sequence[drops[0] :]) < 600_000 < max(sequence), sequence
+    assert {"normal", "overusing"} <= usages  # what the detector saw, for a plot
 
 
 def test_the_wrapped_default_skips_packets_without_abs_send_time() -> None:
@@ -201,6 +204,10 @@ def test_remb_feedback_paces_like_libwebrtc() -> None:
     assert list(feedback.history) == [(0.0, 500_000), (1.0, 490_000), (2.0, 400_000)]
     assert feedback.name == "Fixed"
     assert RembFeedback(LossBasedAimd()).name == "loss-based AIMD"
+    # labels for bwe_test's legend, from the factories a peer is given
+    assert estimator_name(Fixed) == "Fixed" and estimator_name(LossBasedAimd) == "loss-based AIMD"
+    assert estimator_name(functools.partial(LossBasedAimd, start_bps=1)) == "loss-based AIMD"
+    assert estimator_name(DelayBasedEstimator) == "aiortc default (delay-based)"
 
 
 def test_a_plain_class_is_an_estimator_and_peer_wants_its_factory() -> None:

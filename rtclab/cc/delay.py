@@ -40,3 +40,9 @@ class DelayBasedEstimator:
 
     def estimate(self, now_ms: int) -> int | None:
         return self._estimate
+
+    @property
+    def usage(self) -> str:
+        """What the over-use detector sees now: ``normal``, ``overusing`` or ``underusing``
+        (the queue grows, or drains)."""
+        return str(self.inner.detector.state().name.lower())

@@ -69,9 +69,16 @@ EstimatorFactory = Callable[[], BandwidthEstimator]
 
 
 def estimator_name(estimator: object) -> str:
-    """A short label for plots and events: an estimator's ``name`` attribute, else its class."""
+    """A short label for plots and events, from an estimator or from its factory: the
+    ``name`` attribute if it has one, else the class (or function) name."""
+    inner = getattr(estimator, "func", None)  # functools.partial(LossBasedAimd, ...)
+    if inner is not None:
+        return estimator_name(inner)
     name = getattr(estimator, "name", None)
-    return name if isinstance(name, str) and name else type(estimator).__name__
+    if isinstance(name, str) and name:
+        return name
+    own = getattr(estimator, "__name__", None)  # a class or a function (instances have none)
+    return own if isinstance(own, str) else type(estimator).__name__
 
 
 def load_estimator(spec: str) -> EstimatorFactory:
