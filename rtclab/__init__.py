@@ -15,14 +15,17 @@ from ._lazy import lazy_exports
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "BandwidthEstimator": "rtclab.cc",
     "ChatMessage": "rtclab.peer",
     "Coturn": "rtclab.ice.coturn",
+    "DelayBasedEstimator": "rtclab.cc",
     "compare_ice_paths": "rtclab.experiments",
     "doctor": "rtclab.ice.turn_doctor",
     "IceConfig": "rtclab.ice.config",
     "IceServer": "rtclab.ice.config",
     "Lab": "rtclab.lab",
     "Link": "rtclab.net",
+    "LossBasedAimd": "rtclab.cc",
     "Network": "rtclab.net",
     "Peer": "rtclab.peer",
     "RemoteConnection": "rtclab.peer",
@@ -35,12 +38,15 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "BandwidthEstimator",
     "ChatMessage",
     "Coturn",
+    "DelayBasedEstimator",
     "IceConfig",
     "IceServer",
     "Lab",
     "Link",
+    "LossBasedAimd",
     "Network",
     "Peer",
     "RemoteConnection",
@@ -56,6 +62,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from .cc import BandwidthEstimator, DelayBasedEstimator, LossBasedAimd
     from .experiments import compare_ice_paths
     from .ice.config import IceConfig, IceServer
     from .ice.coturn import Coturn

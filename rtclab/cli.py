@@ -208,8 +208,15 @@ def _turn_url_option(parser: Any, flag: str, what: str) -> None:
 
 
 def _peer(args: argparse.Namespace) -> int:
+    from .cc import load_estimator
     from .ice.config import IceConfig, IceServer
     from .peer_process import run_peer
+
+    try:
+        estimator = None if args.estimator is None else load_estimator(args.estimator)
+    except ValueError as exc:
+        print(f"rtclab peer: --estimator: {exc}", file=sys.stderr)
+        return 2
 
     try:
         servers = tuple(
@@ -241,6 +248,7 @@ def _peer(args: argparse.Namespace) -> int:
         duration=args.duration,
         stats_interval=args.stats_interval,
         ice=ice,
+        estimator=estimator,
     )
 
 
@@ -381,6 +389,11 @@ def build_parser() -> argparse.ArgumentParser:
     peer.add_argument(
         "--connect-timeout", type=float, default=10.0,
         help="fail a connection not up after S seconds (default: %(default)s)",
+    )  # fmt: skip
+    peer.add_argument(
+        "--estimator", default=None, metavar="MODULE:CLASS",
+        help="bandwidth estimator for the video it receives, e.g. rtclab.cc:LossBasedAimd "
+        "(default: aiortc's own)",
     )  # fmt: skip
     peer.set_defaults(func=_peer)
     return parser

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -200,3 +202,48 @@ def test_a_reader_that_goes_away_is_no_traceback(tmp_path: Path) -> None:
         os.close(write)
     assert "Traceback" not in done.stderr, done.stderr
     assert done.returncode == 141
+
+
+async def test_peer_with_an_estimator_that_cannot_be_loaded() -> None:
+    for spec, said in [
+        ("LossBasedAimd", "is not MODULE:NAME"),
+        ("rtclab.nowhere:X", "cannot import 'rtclab.nowhere'"),
+        ("rtclab.cc:Nope", "rtclab.cc has no class or function 'Nope'"),
+    ]:
+        code, _, err = await _run(
+            "peer", "--signal", "ws://127.0.0.1:9/signal", "--name", "x", "--estimator", spec
+        )
+        line = _one_line_refusal(code, err)
+        assert line.startswith("rtclab peer: --estimator:") and said in line, line
+
+
+async def test_peer_process_runs_the_named_estimator(make_peer: Any) -> None:
+    """`rtclab peer --estimator rtclab.cc:LossBasedAimd` receives alice's video and its
+    estimate (the AIMD's 300 kbps start) sets alice's encoder target."""
+    from helpers import until
+
+    from rtclab._compat.aiortc import sender_encoder
+
+    alice = await make_peer("alice", join=False, audio=False, data=False, room="cc-cli")
+    proc = await asyncio.create_subprocess_exec(
+        EXE, "peer", "--signal", alice.signaling_url, "--name", "bob", "--room", "cc-cli",
+        "--no-video", "--no-audio", "--no-data", "--duration", "20",
+        "--estimator", "rtclab.cc:LossBasedAimd",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        while b'"event": "joined"' not in await asyncio.wait_for(proc.stdout.readline(), 20):
+            pass
+        await alice.join()
+        await alice.wait_connected(count=1)
+        sender = alice.connections["bob"]._senders["video"]
+        encoder = await until(lambda: sender_encoder(sender), what="alice's encoder")
+        await until(lambda: encoder.target_bitrate == 300_000, what="bob's REMB")
+        line = b""
+        while b'"event": "estimator"' not in line:
+            line = await asyncio.wait_for(proc.stdout.readline(), 10)
+        assert json.loads(line)["value"] == "loss-based AIMD"
+    finally:
+        proc.terminate()
+        await proc.wait()

@@ -46,6 +46,7 @@ from rtclab._compat.aiortc import (
     on_rtp_packet,
     receiver_rtx_ssrcs,
     receiver_streams,
+    replace_remote_bitrate_estimator,
     sctp_rtt_ms,
     sender_encoder,
     transceiver_codecs,
@@ -196,6 +197,7 @@ def test_the_leak_scan_finds_what_it_looks_for(tmp_path: Path) -> None:
         "await sender._retransmit(seq)",
         'setattr(sender, "_next_encoded_frame", hooked)',
         "prefetch = buffer._prefetch",
+        "await receiver._send_rtcp(packet)",
         "for stats in transport._get_stats().values():",
         'srtt = getattr(getattr(pc, "sctp", None), "_srtt", None)',
         'codecs = getattr(transceiver, "_codecs", None) or []',
@@ -331,6 +333,32 @@ async def test_encoder_cap_on_a_connected_pair(
     assert encoder.target_bitrate == 100_000
     assert cap_encoder_bitrate(sender, None)  # lifted: REMB's last request comes back
     assert encoder.target_bitrate == 1_000_000
+
+
+async def test_bitrate_estimator_replaced_on_a_connected_pair(
+    connected: tuple[RTCPeerConnection, RTCPeerConnection],
+) -> None:
+    """b's REMB comes from our feed (aiortc's estimator off) and sets a's encoder target."""
+    a, b = connected
+    encoder = await _until(
+        lambda: sender_encoder(_transceiver(a, "video").sender), what="the VP8 encoder"
+    )
+    assert encoder.target_bitrate == 500_000  # aiortc's default before any REMB
+    fed: list[tuple[int, int, int]] = []
+
+    def feed(packet: Any, arrival_time_ms: int) -> tuple[int, list[int]] | None:
+        fed.append((packet.sequence_number, packet.ssrc, arrival_time_ms))
+        return (400_000, [packet.ssrc]) if len(fed) == 10 else None  # one REMB only
+
+    video = _transceiver(b, "video").receiver
+    assert replace_remote_bitrate_estimator(video, feed)
+    assert not replace_remote_bitrate_estimator(video, feed)  # once per receiver
+    assert not replace_remote_bitrate_estimator(_transceiver(b, "audio").receiver, feed)
+    await _until(lambda: encoder.target_bitrate == 400_000, what="REMB of 400 kbps applied")
+    assert len({ssrc for _, ssrc, _ in fed}) >= 1
+    assert len({(seq, ssrc) for seq, ssrc, _ in fed}) == len(fed)  # every packet, once
+    await asyncio.sleep(4.0)  # aiortc's own estimator would have sent REMBs of its own by now
+    assert encoder.target_bitrate == 400_000 and len(fed) > 100
 
 
 # --------------------------------------------------------------------------- real TURN

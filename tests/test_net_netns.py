@@ -189,7 +189,10 @@ async def test_namespace_peers_stream_their_stats_into_the_lab() -> None:
             alice = await net.peer(
                 net.host("alice", "restricted-cone"), room="r", lab=lab, turn=False
             )
-            bob = await net.peer(net.host("bob", "symmetric"), room="r", lab=lab, turn=False)
+            bob = await net.peer(
+                net.host("bob", "symmetric"), room="r", lab=lab, turn=False,
+                estimator="rtclab.cc:LossBasedAimd",
+            )  # fmt: skip
             await alice.wait_connected(timeout=20)
             await bob.wait_connected(timeout=20)
             await asyncio.sleep(3.5)
@@ -212,6 +215,10 @@ async def test_namespace_peers_stream_their_stats_into_the_lab() -> None:
     assert set(pairs["local_address"].str.split(":").str[0]) <= lans
     connected = events[events["event"] == "connected"]
     assert set(connected["peer"]) == {"alice", "bob"}
+    estimators = events[events["event"] == "estimator"]  # a named estimator in the process
+    assert list(zip(estimators["peer"], estimators["value"], strict=True)) == [
+        ("bob", "loss-based AIMD")
+    ]
     assert not _ours()
 
 

@@ -158,6 +158,24 @@ def _encoded_frame_point() -> bool:
     )
 
 
+def _receiver_estimates_and_sends_remb() -> bool:
+    """aiortc's receiver keeps its estimator in ``__remote_bitrate_estimator``, feeds it from
+    ``_handle_rtp_packet`` only when set, and sends REMB from its ``__rtcp_ssrc`` through
+    ``_send_rtcp``: what :func:`.aiortc.replace_remote_bitrate_estimator` turns off and redoes."""
+    handle = RTCRtpReceiver._handle_rtp_packet
+    return (
+        _rtp_hook_point()
+        and all(
+            _stores(RTCRtpReceiver, f"_RTCRtpReceiver__{name}")
+            for name in ("remote_bitrate_estimator", "rtcp_ssrc")
+        )
+        and _stores(RTCRtpReceiver, "_enabled")
+        and _refers(handle, "_RTCRtpReceiver__remote_bitrate_estimator")
+        and _refers(handle, "_send_rtcp")
+        and _params(RTCRtpReceiver._send_rtcp) == {"self", "packet"}
+    )
+
+
 def _turn_clients_keep_tables() -> bool:
     classes = (TurnClientUdpProtocol, TurnClientTcpProtocol)
     return all(
@@ -218,6 +236,12 @@ HOOKS: tuple[Hook, ...] = (
             _stores(RTCRtpReceiver, "_RTCRtpReceiver__jitter_buffer")
             and _stores(JitterBuffer, "_prefetch")
         ),
+    ),
+    Hook(
+        "aiortc RTCRtpReceiver.__remote_bitrate_estimator / __rtcp_ssrc / _enabled / "
+        "_send_rtcp(packet), used by _handle_rtp_packet",
+        "replace_remote_bitrate_estimator: Peer(estimator=...) leaves aiortc's estimator on",
+        _receiver_estimates_and_sends_remb,
     ),
     Hook(
         "aiortc RTCRtpReceiver.__remote_streams / __rtx_ssrc, StreamStatistics "

@@ -13,7 +13,7 @@ import contextlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from aiortc.rtp import RTP_HISTORY_SIZE
+from aiortc.rtp import RTCP_PSFB_APP, RTP_HISTORY_SIZE, RtcpPsfbPacket, pack_remb_fci
 
 __all__ = [
     "cap_encoder_bitrate",
@@ -28,6 +28,7 @@ __all__ = [
     "receiver_jitter_buffer_prefetch",
     "receiver_rtx_ssrcs",
     "receiver_streams",
+    "replace_remote_bitrate_estimator",
     "sctp_rtt_ms",
     "sender_encoder",
     "transceiver_codecs",
@@ -197,6 +198,52 @@ def receiver_jitter_buffer_prefetch(receiver: Any) -> int | None:
     buffer = getattr(receiver, "_RTCRtpReceiver__jitter_buffer", None)
     prefetch = getattr(buffer, "_prefetch", None)
     return prefetch if isinstance(prefetch, int) else None
+
+
+#: ``feed(packet, arrival_time_ms)`` -> ``(bitrate_bps, ssrcs)`` to send as REMB, or None:
+#: the contract of aiortc's own ``RemoteBitrateEstimator.add``.
+RembFeed = Callable[[Any, int], tuple[int, list[int]] | None]
+
+
+def replace_remote_bitrate_estimator(receiver: Any, feed: RembFeed) -> bool:
+    """Turn off a video ``RTCRtpReceiver``'s own bandwidth estimator and call ``feed`` for
+    every RTP packet instead; what it returns goes out as REMB. False for an audio receiver
+    (aiortc estimates on video only), if already replaced, or on an aiortc without the hooks.
+
+    aiortc feeds ``__remote_bitrate_estimator`` from ``_handle_rtp_packet`` and sends its
+    REMB there; with the attribute ``None`` it does neither, and this instance's
+    ``_handle_rtp_packet`` is wrapped to feed ``feed`` the whole packet (an estimator may
+    want the sequence number, which aiortc's ``add`` never sees). The REMB is the packet
+    aiortc builds (PSFB APP from the receiver's RTCP SSRC), sent through ``_send_rtcp``
+    like aiortc's own, so anything that watches ``_send_rtcp`` sees it. Disabled receivers
+    (``_enabled`` False) feed nothing, as in aiortc.
+    """
+    attr = "_RTCRtpReceiver__remote_bitrate_estimator"
+    original = getattr(receiver, "_handle_rtp_packet", None)
+    if (
+        original is None
+        or getattr(original, "_rtclab_estimator", False)
+        or getattr(receiver, attr, None) is None
+        or not callable(getattr(receiver, "_send_rtcp", None))
+    ):
+        return False
+
+    async def estimating(packet: Any, arrival_time_ms: int) -> None:
+        if getattr(receiver, "_enabled", True):
+            remb = feed(packet, arrival_time_ms)
+            rtcp_ssrc = getattr(receiver, "_RTCRtpReceiver__rtcp_ssrc", None)
+            if remb is not None and rtcp_ssrc is not None:
+                await receiver._send_rtcp(
+                    RtcpPsfbPacket(
+                        fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=pack_remb_fci(*remb)
+                    )
+                )
+        await original(packet, arrival_time_ms)
+
+    estimating._rtclab_estimator = True  # type: ignore[attr-defined]
+    setattr(receiver, attr, None)
+    setattr(receiver, "_handle_rtp_packet", estimating)  # noqa: B010 (instance override)
+    return True
 
 
 def receiver_streams(receiver: Any) -> dict[int, Any] | None:

@@ -19,6 +19,7 @@ from aiortc import (
 from aiortc.contrib.media import MediaRelay
 
 from .._compat.aiortc import on_rtp_packet
+from ..cc import RembFeedback
 from ..ice.gathering import GatheringLog
 from ..model import ConnectionCounters
 from .channels import CHAT, CURSORS, Channel
@@ -113,6 +114,8 @@ class RemoteConnection:
         self.ice_checking_at: float | None = None
         self.ice_connected_at: float | None = None
         self.first_frame_at: float | None = None
+        # the estimator on the video we receive (Peer(estimator=...)): its REMBs, its state
+        self.estimation: RembFeedback | None = None
 
     @property
     def state(self) -> str:

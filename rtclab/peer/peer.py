@@ -36,6 +36,7 @@ from .connection import (
     sdp_candidate_count,
 )
 from .diagnosis import ConnectionFacts, diagnose
+from .estimation import check_estimator_factory, estimates_frame, install_estimator
 from .media import TestPatternTrack, ToneTrack
 from .negotiation import Negotiation
 from .recovery import Recovery
@@ -45,6 +46,7 @@ from .sending import MediaControl
 if TYPE_CHECKING:
     import pandas as pd
 
+    from ..cc import EstimatorFactory
     from ..net.base import NetworkAttachment
 
 __all__ = ["ChatMessage", "Peer", "PeerEvent", "RemoteConnection"]
@@ -59,6 +61,11 @@ class Peer(Negotiation, MediaControl, Recovery):
     camera; ``video=False`` / ``audio=False`` / ``data=False`` turn sending parts off. As an
     offerer it still asks to receive audio and video (recvonly m-lines) unless
     ``receive=False``, so a viewer that sends nothing can join and watch.
+
+    ``estimator`` (a :class:`~rtclab.cc.BandwidthEstimator` class or factory, e.g.
+    :class:`~rtclab.cc.LossBasedAimd`) replaces aiortc's bandwidth estimator on every video
+    this peer *receives*: its estimate goes back as REMB and sets the remote sender's
+    encoder target. ``None`` keeps aiortc's own.
     """
 
     def __init__(
@@ -78,8 +85,10 @@ class Peer(Negotiation, MediaControl, Recovery):
         keep_events: int = 10_000,
         resilience: Resilience | None = None,
         network: NetworkAttachment | None = None,
+        estimator: EstimatorFactory | None = None,
     ) -> None:
         self.name = name
+        self.estimator = check_estimator_factory(estimator)
         self.room = room
         self.signaling_url = signaling_url
         self.ice = ice or IceConfig()
@@ -286,6 +295,8 @@ class Peer(Negotiation, MediaControl, Recovery):
             for transceiver in pc.getTransceivers():
                 if transceiver.receiver.track is track:
                     count_rtp(transceiver, conn.counters, track.kind)
+                    if track.kind == "video" and self.estimator is not None:
+                        self._estimate_on(conn, transceiver.receiver, self.estimator)
             conn.remote_tracks[track.kind] = track
             self._emit(remote, "track", track.kind)
             conn._spawn(self._consume(conn, conn.subscribe(track.kind)))
@@ -297,6 +308,17 @@ class Peer(Negotiation, MediaControl, Recovery):
         conn._spawn(self._watchdog(conn))
         self._emit(remote, "connection-created", role)
         return conn
+
+    def _estimate_on(
+        self, conn: RemoteConnection, receiver: Any, factory: EstimatorFactory
+    ) -> None:
+        def failed(message: str) -> None:
+            self._emit(conn.remote, "error", message)
+
+        feedback = install_estimator(receiver, factory, failed)
+        if feedback is not None:
+            conn.estimation = feedback
+            self._emit(conn.remote, "estimator", feedback.name)
 
     def _attach_channel(self, conn: RemoteConnection, channel: Any) -> None:
         label = str(channel.label)
@@ -447,6 +469,18 @@ class Peer(Negotiation, MediaControl, Recovery):
         for remote, conn in list(self.connections.items()):
             rows += candidate_rows(conn.pc, peer=self.name, remote=remote, log=conn.gathering)
         return candidates_frame(rows)
+
+    def estimates(self) -> pd.DataFrame:
+        """Every estimate this peer's estimators sent as REMB, one row per REMB (columns
+        ``t, peer, remote, estimator, estimate_kbps``); empty without ``estimator=``."""
+        rows = [
+            {"t": t, "peer": self.name, "remote": remote, "estimator": est.name,
+             "estimate_kbps": bps / 1000}
+            for remote, conn in list(self.connections.items())
+            if (est := conn.estimation) is not None
+            for t, bps in est.history
+        ]  # fmt: skip
+        return estimates_frame(rows)
 
     # --- stats source -----------------------------------------------------------------------
 

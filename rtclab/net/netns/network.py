@@ -347,12 +347,15 @@ class NetnsNetwork:
         width: int = 320,
         height: int = 240,
         fps: float = 15.0,
+        estimator: str | None = None,
     ) -> NetnsPeer:
         """An aiortc peer running inside ``host``'s namespace (``rtclab peer``, its own
         process), gathering only on the host's address, through this network's signaling
         server, coturn and NAT. Its events and getStats rows stream back over its stdout
         into ``lab`` (a :class:`~rtclab.Lab` or a :class:`~rtclab.StatsCollector`), so they
-        land in the same ``samples``/``events`` frames as the lab's own peers."""
+        land in the same ``samples``/``events`` frames as the lab's own peers. ``estimator``
+        names the bandwidth estimator for the video it receives, ``"MODULE:CLASS"`` (e.g.
+        ``"rtclab.cc:LossBasedAimd"``), since a class does not cross into the process."""
         name = host.name if name is None else name
         collector = getattr(lab, "collector", lab)
         command = [
@@ -365,6 +368,7 @@ class NetnsNetwork:
         command += [] if video else ["--no-video"]
         command += [] if audio else ["--no-audio"]
         command += [] if data else ["--no-data"]
+        command += [] if estimator is None else ["--estimator", estimator]
         process = await asyncio.create_subprocess_exec(
             *host.exec_args(*command),
             stdin=asyncio.subprocess.DEVNULL,
