@@ -198,6 +198,13 @@ def _serve_with_turn(args: argparse.Namespace) -> int:
 _DEFAULT_TURN_URL = "turn:127.0.0.1:3478?transport=udp"
 
 
+def _command(sub: Any, name: str, func: Any, **texts: str) -> argparse.ArgumentParser:
+    """The parser of subcommand ``name``, which runs ``func(args)``."""
+    parser: argparse.ArgumentParser = sub.add_parser(name, **texts)
+    parser.set_defaults(func=func)
+    return parser
+
+
 def _turn_url_option(parser: Any, flag: str, what: str) -> None:
     parser.add_argument(
         flag,
@@ -260,8 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    demo = sub.add_parser(
+    demo = _command(
+        sub,
         "demo",
+        _demo,
         help="run 3 peers in a room for ~10 s; print a summary, write CSV and an HTML report",
         description="Start a signaling server and peers on loopback (no network needed), "
         "collect stats, print a per-pair summary and write samples.csv, events.csv and "
@@ -275,10 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--duration", type=float, default=10.0, help="seconds of media (default: %(default)s)"
     )
-    demo.set_defaults(func=_demo)
 
-    serve = sub.add_parser(
+    serve = _command(
+        sub,
         "serve",
+        _serve,
         help="run the signaling server stand-alone",
         description="Run the WebSocket signaling server until Ctrl-C / SIGTERM.",
     )
@@ -311,10 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="file holding coturn's static-auth-secret (- = stdin); enables the endpoint",
     )  # fmt: skip
     _turn_url_option(turn_opts, "--turn-url", "TURN URL handed out")
-    serve.set_defaults(func=_serve)
 
-    creds = sub.add_parser(
+    creds = _command(
+        sub,
         "turn-credentials",
+        _turn_credentials,
         help="print time-limited TURN REST credentials (coturn use-auth-secret) as JSON",
         description="Mint username = '<expiry>:<user>', credential = "
         "base64(HMAC-SHA1(secret, username)) and print the iceServers JSON a browser hands "
@@ -331,10 +342,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="lifetime in seconds, > 0 (default: %(default)s)",
     )
     _turn_url_option(creds, "--url", "TURN URL")
-    creds.set_defaults(func=_turn_credentials)
 
-    check = sub.add_parser(
+    check = _command(
+        sub,
         "turn-check",
+        _turn_check,
         help="check STUN/TURN servers step by step and say what is wrong",
         description="Check each URL (stun:, turn:, turns:, ?transport=udp|tcp): name "
         "resolution, reachability, TLS certificate, STUN binding, TURN authentication, "
@@ -356,10 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds each step may take (default: %(default)s)",
     )  # fmt: skip
     check.add_argument("--json", action="store_true", help="print the frame as JSON records")
-    check.set_defaults(func=_turn_check)
 
-    peer = sub.add_parser(
+    peer = _command(
+        sub,
         "peer",
+        _peer,
         help="run one aiortc peer in a room until Ctrl-C (a remote for a lab)",
         description="Join ROOM on a signaling server as NAME and mesh with everyone there, "
         "sending the synthetic test pattern and tone; prints one line per event.",
@@ -395,7 +408,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="bandwidth estimator for the video it receives, e.g. rtclab.cc:LossBasedAimd "
         "(default: aiortc's own)",
     )  # fmt: skip
-    peer.set_defaults(func=_peer)
     return parser
 
 
