@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import sys
 from typing import Any
 
@@ -93,12 +94,20 @@ async def test_same_seed_same_translations() -> None:
     assert await mapped(5) == await mapped(5)
 
 
-async def _connect(net: Network, a: str, b: str, *, turn: bool, link: Link | None = None) -> Any:
+async def _connect(
+    net: Network,
+    a: str,
+    b: str,
+    *,
+    turn: bool | tuple[str, ...],
+    link: Link | None = None,
+    **ice_options: Any,
+) -> Any:
     from rtclab.peer.peer import Peer
 
     async with SignalingServer(port=0) as server:
         assert server.url is not None
-        ice = net.ice_config(turn=turn, connect_timeout=3.0)
+        ice = net.ice_config(turn=turn, connect_timeout=3.0, **ice_options)
         opts: dict[str, Any] = {"room": "r", "ice": ice, "video": False, "audio": False}
         pa = Peer("a", server.url, network=net.host("a", a, link=link), **opts)
         pb = Peer("b", server.url, network=net.host("b", b), **opts)
@@ -111,7 +120,9 @@ async def _connect(net: Network, a: str, b: str, *, turn: bool, link: Link | Non
                 return None
             from rtclab.ice.inspect import selected_candidate_pair
 
-            return selected_candidate_pair(pa.connections["b"].pc)
+            pair = selected_candidate_pair(pa.connections["b"].pc)
+            net.last_candidates = pa.candidates()  # type: ignore[attr-defined]
+            return pair
         finally:
             await asyncio.gather(pa.close(), pb.close())
 
@@ -181,3 +192,83 @@ async def test_network_close_stops_guarding() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.setblocking(False)
         sock.connect((ip, 9))  # UDP connect sends nothing; allowed once the network is gone
+
+
+@pytest.mark.parametrize("transport", ["tcp", "tls"])
+async def test_relay_only_pair_connects_over_turn_tcp_and_tls(transport: str) -> None:
+    """Both peers relay-only, each reaching the emulated TURN server over a TCP (or TLS)
+    connection through its NAT; the relayed side stays UDP."""
+    with Network(seed=4) as net:
+        pair = await _connect(
+            net, "symmetric", "port-restricted-cone", turn=(transport,), stun=False,
+            ice_transport_policy="relay",
+        )  # fmt: skip
+        assert pair is not None, f"no relay-only connection over TURN/{transport}"
+        assert (pair.local_candidate_type, pair.remote_candidate_type) == ("relay", "relay")
+        assert pair.protocol == "udp" and pair.relay_protocol == transport
+        local = net.last_candidates.query("side == 'local'")  # type: ignore[attr-defined]
+        assert list(local["type"]) == ["relay"]
+        url = local["url"].iloc[0]
+        assert url == net.turn_url_for(transport)
+        assert (
+            url.startswith("turns:" if transport == "tls" else "turn:") and "transport=tcp" in url
+        )
+        assert net.counters["tcp-connected"] >= 2 and net.turn.relayed_packets > 0
+        assert net.counters["sent"] == 0  # not one UDP datagram left a host
+
+
+async def test_turn_tls_needs_the_lab_ca_and_tcp_needs_a_listener() -> None:
+    """Without trusting the network's CA the TLS handshake fails (a named turn-tls failure);
+    a TCP connection to a port nobody listens on is refused."""
+    from aioice import turn as aioice_turn
+
+    from rtclab.ice.config import IceConfig
+    from rtclab.peer.peer import Peer
+
+    with Network(seed=5) as net:
+        host = net.host("h", "full-cone")
+        with host.attach():
+            loop = asyncio.get_running_loop()
+            with pytest.raises(ConnectionRefusedError):
+                await loop.create_connection(asyncio.Protocol, net.STUN_IP, 3478)
+            with pytest.raises(ssl.SSLCertVerificationError):
+                await aioice_turn.create_turn_endpoint(
+                    asyncio.DatagramProtocol, net.turn.tls_address, net.TURN_USER,
+                    net.TURN_PASSWORD, ssl=True, transport="tcp",
+                )  # fmt: skip
+        async with SignalingServer(port=0) as server:
+            assert server.url is not None
+            servers = net.ice_servers(stun=False, turn=("tls",))
+            ice = IceConfig(ice_servers=servers, ice_transport_policy="relay", connect_timeout=2)
+            peer = Peer("a", server.url, network=host, ice=ice, video=False, audio=False, room="r")
+            other = Peer("b", server.url, network=net.host("b"), ice=ice, video=False, audio=False,
+                         room="r")  # fmt: skip
+            try:
+                await other.join()
+                await peer.join()
+                with pytest.raises((ConnectionError, TimeoutError)):
+                    await peer.wait_connected(count=1, timeout=3.0)
+                failures = peer.connections["b"].gathering.failures
+                assert [f.kind for f in failures] == ["turn-tls"], failures
+                assert "tls_ca_file" in failures[0].message
+            finally:
+                await asyncio.gather(peer.close(), other.close())
+
+
+def test_stream_session_frames_stun_and_padded_channel_data() -> None:
+    """RFC 8656 §12.5 framing, split anywhere: STUN messages whole, ChannelData padded."""
+    from aioice import stun
+
+    from rtclab.net.servers import StreamSession
+
+    request = bytes(
+        stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
+    )
+    channel = b"\x40\x00\x00\x05hello"  # 5 bytes of data: 3 bytes of padding on a stream
+    wire = request + channel + b"\x00\x00\x00" + request
+    session = StreamSession()
+    messages: list[bytes] = []
+    for i in range(0, len(wire), 7):
+        messages += session.receive(wire[i : i + 7])[0]
+    assert messages == [request, channel + b"\x00\x00\x00", request]
+    assert session.send(channel) == channel + b"\x00\x00\x00"

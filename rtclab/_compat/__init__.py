@@ -2,13 +2,14 @@
 imports nothing else from rtclab).
 
 :mod:`.aiortc` and :mod:`.aioice` hold one named function per private read or replaced
-function, :mod:`.loop` the replaced ``create_datagram_endpoint``. :func:`probe` checks,
-without a connection, that every internal they rely on is still there: run
-``pytest tests/test_compat.py`` before widening the pinned aiortc/aioice range.
+function, :mod:`.loop` the replaced ``create_datagram_endpoint`` and ``create_connection``.
+:func:`probe` checks, without a connection, that every internal they rely on is still
+there: run ``pytest tests/test_compat.py`` before widening the pinned aiortc/aioice range.
 """
 
 from __future__ import annotations
 
+import asyncio.base_events
 import dis
 import inspect
 import logging
@@ -342,6 +343,16 @@ HOOKS: tuple[Hook, ...] = (
         lambda: (
             _refers(Connection.get_component_candidates, "create_datagram_endpoint")
             and _refers(create_turn_endpoint, "create_datagram_endpoint")
+        ),
+    ),
+    Hook(
+        "aioice opens TURN over TCP/TLS with loop.create_connection; asyncio's start_tls "
+        "upgrades a transport marked _start_tls_compatible",
+        "route_stream_connections: no TURN/TCP or TURN/TLS on emulated networks",
+        lambda: (
+            _refers(create_turn_endpoint, "create_connection")
+            and "_start_tls_compatible"
+            in asyncio.base_events.BaseEventLoop.start_tls.__code__.co_consts
         ),
     ),
 )
