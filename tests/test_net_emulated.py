@@ -272,3 +272,42 @@ def test_stream_session_frames_stun_and_padded_channel_data() -> None:
         messages += session.receive(wire[i : i + 7])[0]
     assert messages == [request, channel + b"\x00\x00\x00", request]
     assert session.send(channel) == channel + b"\x00\x00\x00"
+
+
+@pytest.mark.parametrize(("preset", "srflx"), [("symmetric", 2), ("full-cone", 1)])
+async def test_every_stun_server_is_asked_at_once(preset: str, srflx: int) -> None:
+    """Two STUN URLs: behind a NAT whose mapping depends on the destination each server sees
+    its own mapping (two srflx candidates, each labelled with its URL); behind an
+    endpoint-independent one both see the same address (one candidate, RFC 8445 §5.1.3)."""
+    from rtclab.ice.config import IceConfig, IceServer
+
+    with Network(seed=6) as net:
+        servers = tuple(IceServer(url) for url in net.stun_urls)
+        a, b = net.host("a", preset), net.host("b", "open")
+        async with SignalingServer(port=0) as server:
+            assert server.url is not None
+            ice = IceConfig(ice_servers=servers, connect_timeout=3.0)
+            from rtclab.peer.peer import Peer
+
+            opts: dict[str, Any] = {"room": "r", "ice": ice, "video": False, "audio": False}
+            pa, pb = (
+                Peer("a", server.url, network=a, **opts),
+                Peer("b", server.url, network=b, **opts),
+            )
+            try:
+                await pb.join()
+                await pa.join()
+                await pa.wait_connected(count=1, timeout=4.0)
+                frame = pa.candidates()
+                gathering = pa.connections["b"].gathering
+            finally:
+                await asyncio.gather(pa.close(), pb.close())
+        local = frame[(frame["side"] == "local") & (frame["type"] == "srflx")]
+        assert len(local) == srflx, local
+        assert set(local["address"]) == {a.nat.public_ip}  # type: ignore[union-attr]
+        assert set(local["url"]) <= set(net.stun_urls) and local["url"].notna().all()
+        if srflx == 2:
+            assert sorted(local["url"]) == sorted(net.stun_urls)
+            assert local["port"].nunique() == 2
+        assert sorted(gathering.stun_urls) == sorted(net.stun_urls)  # both answered
+        assert gathering.failures == []

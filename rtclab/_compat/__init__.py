@@ -42,6 +42,7 @@ from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtcrtpreceiver import StreamStatistics
 
 from .aioice import (
+    original_get_component_candidates,
     original_get_host_addresses,
     original_relayed_candidate,
     original_server_reflexive_candidate,
@@ -300,21 +301,25 @@ HOOKS: tuple[Hook, ...] = (
         ),
     ),
     Hook(
-        "aioice.ice.relayed_candidate(**turn kwargs), looked up by "
-        "Connection.get_component_candidates",
-        "replace_gathering_functions: only the first TURN URL, TURN failures unnamed",
+        "aioice Connection.get_component_candidates(component, addresses, timeout), called "
+        "by Connection.gather_candidates; Connection._transport_policy",
+        "replace_gathering_functions: only the first STUN and TURN URL, failures unnamed",
         lambda: (
-            _RELAY_KWARGS <= _params(original_relayed_candidate)
-            and _refers(Connection.get_component_candidates, "relayed_candidate")
+            _params(original_get_component_candidates)
+            == {"self", "component", "addresses", "timeout"}
+            and _refers(Connection.gather_candidates, "get_component_candidates")
+            and _stores(Connection, "_transport_policy")
         ),
     ),
     Hook(
-        "aioice.ice.server_reflexive_candidate(protocol, stun_server), looked up by "
-        "Connection.get_component_candidates",
-        "replace_gathering_functions: only the first STUN URL, STUN failures unnamed",
+        "aioice.ice.relayed_candidate(**turn kwargs) and server_reflexive_candidate(protocol, "
+        "stun_server), StunProtocol(connection).local_candidate",
+        "gathering from every server: no srflx/relay candidates through rtclab",
         lambda: (
-            _params(original_server_reflexive_candidate) == {"protocol", "stun_server"}
-            and _refers(Connection.get_component_candidates, "server_reflexive_candidate")
+            _RELAY_KWARGS <= _params(original_relayed_candidate)
+            and _params(original_server_reflexive_candidate) == {"protocol", "stun_server"}
+            and _refers(original_get_component_candidates, "StunProtocol")
+            and _refers(original_get_component_candidates, "local_candidate")
         ),
     ),
     Hook(
@@ -341,7 +346,7 @@ HOOKS: tuple[Hook, ...] = (
         "aioice opens UDP sockets with loop.create_datagram_endpoint",
         "route_datagram_endpoints: emulated networks get real sockets",
         lambda: (
-            _refers(Connection.get_component_candidates, "create_datagram_endpoint")
+            _refers(original_get_component_candidates, "create_datagram_endpoint")
             and _refers(create_turn_endpoint, "create_datagram_endpoint")
         ),
     ),
