@@ -206,6 +206,7 @@ async def test_relay_only_pair_connects_over_turn_tcp_and_tls(transport: str) ->
         assert pair is not None, f"no relay-only connection over TURN/{transport}"
         assert (pair.local_candidate_type, pair.remote_candidate_type) == ("relay", "relay")
         assert pair.protocol == "udp" and pair.relay_protocol == transport
+        assert pair.local.url == net.turn_url_for(transport)  # CandidateInfo.url
         local = net.last_candidates.query("side == 'local'")  # type: ignore[attr-defined]
         assert list(local["type"]) == ["relay"]
         url = local["url"].iloc[0]
