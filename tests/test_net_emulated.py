@@ -220,10 +220,11 @@ async def test_relay_only_pair_connects_over_turn_tcp_and_tls(transport: str) ->
 
 async def test_turn_tls_needs_the_lab_ca_and_tcp_needs_a_listener() -> None:
     """Without trusting the network's CA the TLS handshake fails (a named turn-tls failure);
-    a TCP connection to a port nobody listens on is refused."""
+    a TCP connection to a port nobody listens on is refused (turn-unreachable); a peer with
+    both servers fails naming each."""
     from aioice import turn as aioice_turn
 
-    from rtclab.ice.config import IceConfig
+    from rtclab.ice.config import IceConfig, IceServer
     from rtclab.peer.peer import Peer
 
     with Network(seed=5) as net:
@@ -239,7 +240,8 @@ async def test_turn_tls_needs_the_lab_ca_and_tcp_needs_a_listener() -> None:
                 )  # fmt: skip
         async with SignalingServer(port=0) as server:
             assert server.url is not None
-            servers = net.ice_servers(stun=False, turn=("tls",))
+            refused = IceServer(f"turn:{net.STUN_IP}:3478?transport=tcp", "u", "p")
+            servers = (*net.ice_servers(stun=False, turn=("tls",)), refused)
             ice = IceConfig(ice_servers=servers, ice_transport_policy="relay", connect_timeout=2)
             peer = Peer("a", server.url, network=host, ice=ice, video=False, audio=False, room="r")
             other = Peer("b", server.url, network=net.host("b"), ice=ice, video=False, audio=False,
@@ -249,9 +251,13 @@ async def test_turn_tls_needs_the_lab_ca_and_tcp_needs_a_listener() -> None:
                 await peer.join()
                 with pytest.raises((ConnectionError, TimeoutError)):
                     await peer.wait_connected(count=1, timeout=3.0)
-                failures = peer.connections["b"].gathering.failures
-                assert [f.kind for f in failures] == ["turn-tls"], failures
-                assert "tls_ca_file" in failures[0].message
+                failures = {f.kind: f for f in peer.connections["b"].gathering.failures}
+                assert set(failures) == {"turn-tls", "turn-unreachable"}, failures
+                assert "tls_ca_file" in failures["turn-tls"].message
+                assert failures["turn-unreachable"].url == refused.urls
+                # the connection's reason names each server's own failure
+                reason = str(peer.connections["b"].failure_reason)
+                assert all(f.message in reason for f in failures.values()), reason
             finally:
                 await asyncio.gather(peer.close(), other.close())
 
@@ -312,3 +318,51 @@ async def test_every_stun_server_is_asked_at_once(preset: str, srflx: int) -> No
             assert local["port"].nunique() == 2
         assert sorted(gathering.stun_urls) == sorted(net.stun_urls)  # both answered
         assert gathering.failures == []
+
+
+async def test_a_slow_server_is_not_waited_for_and_its_late_allocation_is_released() -> None:
+    """On a 100 ms link TURN/UDP allocates in 2 round trips, TURN/TLS needs ~3 more (TCP and
+    TLS handshakes): gathering completes gathering_grace after the UDP relay answered, the
+    TLS answer comes too late, is logged as such and its allocation is released."""
+    from rtclab.ice.config import IceConfig
+    from rtclab.peer.peer import Peer
+
+    with Network(seed=7) as net:
+        slow = Link(delay_ms=50)
+        a, b = net.host("a", "full-cone", link=slow), net.host("b", "full-cone", link=slow)
+        servers = net.ice_servers(stun=False, turn=("udp", "tls"))
+        ice = IceConfig(
+            ice_servers=servers, tls_ca_file=net.ca_file, ice_transport_policy="relay",
+            connect_timeout=4, gathering_grace=0.1,
+        )  # fmt: skip
+        async with SignalingServer(port=0) as server:
+            assert server.url is not None
+            opts: dict[str, Any] = {"room": "r", "ice": ice, "video": False, "audio": False}
+            pa, pb = (
+                Peer("a", server.url, network=a, **opts),
+                Peer("b", server.url, network=b, **opts),
+            )
+            try:
+                await pb.join()
+                await pa.join()
+                await pa.wait_connected(count=1, timeout=5.0)
+                gathering = pa.connections["b"].gathering
+                took = gathering.elapsed_ms(gathering.finished)
+                assert 200 <= took < 500, took  # 2 round trips of 200 ms + the grace
+                frame = pa.candidates()
+                relays = frame[(frame["side"] == "local") & (frame["type"] == "relay")]
+                assert list(relays["url"]) == [net.turn_url_for("udp")]
+                late = [pa.connections["b"].gathering, pb.connections["a"].gathering]
+                for _ in range(60):  # the TLS allocations answer ~1 s in, then are released
+                    await asyncio.sleep(0.05)
+                    if all(log.late for log in late):
+                        break
+                # (aiortc gathers once per transceiver, so the URL may come once for each)
+                assert all(set(log.late) == {net.turn_url_for("tls")} for log in late)
+                assert any(e.event == "ice-server-late" for e in pa.events)
+                await asyncio.sleep(0.8)  # their Refresh(0) and TLS close cross the slow link
+                assert [k for k in net.turn._allocations if k[0] == "tcp"] == []
+                assert len(net.turn._allocations) >= 2  # the UDP relays in use stay
+                assert pa.connections["b"].connected_at is not None
+            finally:
+                await asyncio.gather(pa.close(), pb.close())

@@ -278,10 +278,7 @@ class StreamRouter:
         network._loop = loop
         local = (host.address, self._next_port(host))
         # the SYN and SYN-ACK cross the access link (a lost one costs 1 s, as in Linux)
-        for _ in range(2):
-            await asyncio.sleep(
-                self._crossing(host.up, 60, 1.0) + self._crossing(host.down, 60, 1.0)
-            )
+        await asyncio.sleep(self._crossing(host.up, 60, 1.0) + self._crossing(host.down, 60, 1.0))
         if network._closed:
             raise ConnectionResetError(errno.ECONNRESET, "the emulated network is closed")
         handler = network._servers.get(server[0])
