@@ -380,15 +380,16 @@ class Network:
     def turn_url(self) -> str:
         return self.turn_url_for("udp")
 
-    def turn_url_for(self, transport: str = "udp") -> str:
+    def turn_url_for(self, transport: str = "udp", port: int | None = None) -> str:
         """The TURN URL reaching the emulated server over ``udp``, ``tcp`` or ``tls``
-        (``turns:``, on port 5349; its certificate is issued by :attr:`ca_file`)."""
+        (``turns:``, on port 5349 or ``port=443``; its certificate is issued by
+        :attr:`ca_file`)."""
         ip = self.TURN_IP
         if transport in ("udp", "tcp"):
-            return f"turn:{ip}:{self.turn.address[1]}?transport={transport}"
+            return f"turn:{ip}:{port or self.turn.address[1]}?transport={transport}"
         if transport == "tls":
             self._enable_tls()
-            return f"turns:{ip}:{self.turn.tls_address[1]}?transport=tcp"
+            return f"turns:{ip}:{port or self.turn.tls_address[1]}?transport=tcp"
         raise ValueError(f"TURN transport must be one of {TURN_TRANSPORTS}, not {transport!r}")
 
     @property

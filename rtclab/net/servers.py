@@ -119,7 +119,8 @@ class TurnServer:
     """A TURN server with long-term credentials, relaying over UDP from its own IP.
 
     Clients reach it over UDP and TCP on ``port`` and, once :meth:`enable_tls` has given it
-    a certificate, over TLS on ``tls_port`` (RFC 8656 §3.1: 3478 and 5349 by default).
+    a certificate, over TLS on ``tls_ports`` (RFC 8656 §3.1: 3478 and 5349 by default; and
+    443, where deployments put TURN/TLS for networks that let only HTTPS out).
     """
 
     PERMISSION_LIFETIME = 300.0
@@ -133,10 +134,11 @@ class TurnServer:
         realm: str = "rtclab.emulated",
         relay_ports: tuple[int, int] = (50000, 59999),
         max_lifetime: int = 3600,
-        tls_port: int = 5349,
+        tls_ports: tuple[int, ...] = (5349, 443),
     ) -> None:
         self.address: Address = (ip, port)
-        self.tls_address: Address = (ip, tls_port)
+        self.tls_address: Address = (ip, tls_ports[0])
+        self.tls_addresses = frozenset((ip, p) for p in tls_ports)
         self.tls_context: ssl.SSLContext | None = None
         self.users = dict(users or {"rtclab": "rtclab"})
         self.realm = realm
@@ -153,7 +155,7 @@ class TurnServer:
         return len(self._allocations)
 
     def enable_tls(self, certfile: str, keyfile: str) -> None:
-        """Accept TURN over TLS on ``tls_address`` with this certificate chain and key."""
+        """Accept TURN over TLS on ``tls_addresses`` with this certificate chain and key."""
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(certfile, keyfile)
         self.tls_context = context
@@ -165,7 +167,7 @@ class TurnServer:
             return local == self.address
         if local == self.address:
             return True
-        if local == self.tls_address and self.tls_context is not None:
+        if local in self.tls_addresses and self.tls_context is not None:
             return self.tls_context
         return False
 

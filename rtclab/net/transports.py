@@ -283,7 +283,7 @@ class StreamRouter:
             raise ConnectionResetError(errno.ECONNRESET, "the emulated network is closed")
         handler = network._servers.get(server[0])
         turn = handler.handler if handler is not None else None
-        if turn is network.turn and server == network.turn.tls_address:
+        if turn is network.turn and server in network.turn.tls_addresses:
             network._enable_tls()  # its certificate is made on first use
         if not isinstance(turn, TurnServer) or not turn.listens(server, "tcp"):
             network._note("refused", local, server, 0, host.name)
