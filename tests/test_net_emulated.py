@@ -4,13 +4,17 @@ it, and no emulated packet ever reaches a real socket."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 import sys
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
+from rtclab.ice.config import IceConfig, IceServer
+from rtclab.ice.inspect import selected_candidate_pair
 from rtclab.net import (
     PRESETS,
     EmulationLeakError,
@@ -21,6 +25,8 @@ from rtclab.net import (
     blocked_leaks,
     discover_nat,
 )
+from rtclab.net.emulated import Host
+from rtclab.peer.peer import Peer
 from rtclab.signaling.server import SignalingServer
 
 FAST = {"timeout": 0.15, "tries": 2}
@@ -94,6 +100,22 @@ async def test_same_seed_same_translations() -> None:
     assert await mapped(5) == await mapped(5)
 
 
+@contextlib.asynccontextmanager
+async def _peers(a: Host, b: Host, ice: IceConfig) -> AsyncIterator[tuple[Peer, Peer]]:
+    """Data-only peers "a" on host ``a`` and "b" on ``b``, joined (a offers), then closed."""
+    async with SignalingServer(port=0) as server:
+        assert server.url is not None
+        opts: dict[str, Any] = {"room": "r", "ice": ice, "video": False, "audio": False}
+        pa = Peer("a", server.url, network=a, **opts)
+        pb = Peer("b", server.url, network=b, **opts)
+        try:
+            await pb.join()
+            await pa.join()
+            yield pa, pb
+        finally:
+            await asyncio.gather(pa.close(), pb.close())
+
+
 async def _connect(
     net: Network,
     a: str,
@@ -104,32 +126,17 @@ async def _connect(
     urls: tuple[str, ...] = (),
     **ice_options: Any,
 ) -> Any:
-    from rtclab.ice.config import IceServer
-    from rtclab.peer.peer import Peer
-
-    async with SignalingServer(port=0) as server:
-        assert server.url is not None
-        ice = net.ice_config(turn=turn, connect_timeout=3.0, **ice_options)
-        if urls:  # TURN URLs of the network's server, given in full
-            extra = tuple(IceServer(u, net.TURN_USER, net.TURN_PASSWORD) for u in urls)
-            ice = ice.replace(ice_servers=ice.ice_servers + extra)
-        opts: dict[str, Any] = {"room": "r", "ice": ice, "video": False, "audio": False}
-        pa = Peer("a", server.url, network=net.host("a", a, link=link), **opts)
-        pb = Peer("b", server.url, network=net.host("b", b), **opts)
+    ice = net.ice_config(turn=turn, connect_timeout=3.0, **ice_options)
+    if urls:  # TURN URLs of the network's server, given in full
+        extra = tuple(IceServer(u, net.TURN_USER, net.TURN_PASSWORD) for u in urls)
+        ice = ice.replace(ice_servers=ice.ice_servers + extra)
+    async with _peers(net.host("a", a, link=link), net.host("b", b), ice) as (pa, _):
         try:
-            await pb.join()
-            await pa.join()
-            try:
-                await pa.wait_connected(count=1, timeout=4.0)
-            except (ConnectionError, TimeoutError):
-                return None
-            from rtclab.ice.inspect import selected_candidate_pair
-
-            pair = selected_candidate_pair(pa.connections["b"].pc)
-            net.last_candidates = pa.candidates()  # type: ignore[attr-defined]
-            return pair
-        finally:
-            await asyncio.gather(pa.close(), pb.close())
+            await pa.wait_connected(count=1, timeout=4.0)
+        except (ConnectionError, TimeoutError):
+            return None
+        net.last_candidates = pa.candidates()  # type: ignore[attr-defined]
+        return selected_candidate_pair(pa.connections["b"].pc)
 
 
 async def test_peers_connect_through_nats_and_turn() -> None:
@@ -231,9 +238,6 @@ async def test_turn_tls_needs_the_lab_ca_and_tcp_needs_a_listener() -> None:
     both servers fails naming each."""
     from aioice import turn as aioice_turn
 
-    from rtclab.ice.config import IceConfig, IceServer
-    from rtclab.peer.peer import Peer
-
     with Network(seed=5) as net:
         host = net.host("h", "full-cone")
         with host.attach():
@@ -245,28 +249,19 @@ async def test_turn_tls_needs_the_lab_ca_and_tcp_needs_a_listener() -> None:
                     asyncio.DatagramProtocol, net.turn.tls_address, net.TURN_USER,
                     net.TURN_PASSWORD, ssl=True, transport="tcp",
                 )  # fmt: skip
-        async with SignalingServer(port=0) as server:
-            assert server.url is not None
-            refused = IceServer(f"turn:{net.STUN_IP}:3478?transport=tcp", "u", "p")
-            servers = (*net.ice_servers(stun=False, turn=("tls",)), refused)
-            ice = IceConfig(ice_servers=servers, ice_transport_policy="relay", connect_timeout=2)
-            peer = Peer("a", server.url, network=host, ice=ice, video=False, audio=False, room="r")
-            other = Peer("b", server.url, network=net.host("b"), ice=ice, video=False, audio=False,
-                         room="r")  # fmt: skip
-            try:
-                await other.join()
-                await peer.join()
-                with pytest.raises((ConnectionError, TimeoutError)):
-                    await peer.wait_connected(count=1, timeout=3.0)
-                failures = {f.kind: f for f in peer.connections["b"].gathering.failures}
-                assert set(failures) == {"turn-tls", "turn-unreachable"}, failures
-                assert "tls_ca_file" in failures["turn-tls"].message
-                assert failures["turn-unreachable"].url == refused.urls
-                # the connection's reason names each server's own failure
-                reason = str(peer.connections["b"].failure_reason)
-                assert all(f.message in reason for f in failures.values()), reason
-            finally:
-                await asyncio.gather(peer.close(), other.close())
+        refused = IceServer(f"turn:{net.STUN_IP}:3478?transport=tcp", "u", "p")
+        servers = (*net.ice_servers(stun=False, turn=("tls",)), refused)
+        ice = IceConfig(ice_servers=servers, ice_transport_policy="relay", connect_timeout=2)
+        async with _peers(host, net.host("b"), ice) as (peer, _):
+            with pytest.raises((ConnectionError, TimeoutError)):
+                await peer.wait_connected(count=1, timeout=3.0)
+            failures = {f.kind: f for f in peer.connections["b"].gathering.failures}
+            assert set(failures) == {"turn-tls", "turn-unreachable"}, failures
+            assert "tls_ca_file" in failures["turn-tls"].message
+            assert failures["turn-unreachable"].url == refused.urls
+            # the connection's reason names each server's own failure
+            reason = str(peer.connections["b"].failure_reason)
+            assert all(f.message in reason for f in failures.values()), reason
 
 
 def test_stream_session_frames_stun_and_padded_channel_data() -> None:
@@ -293,29 +288,13 @@ async def test_every_stun_server_is_asked_at_once(preset: str, srflx: int) -> No
     """Two STUN URLs: behind a NAT whose mapping depends on the destination each server sees
     its own mapping (two srflx candidates, each labelled with its URL); behind an
     endpoint-independent one both see the same address (one candidate, RFC 8445 §5.1.3)."""
-    from rtclab.ice.config import IceConfig, IceServer
-
     with Network(seed=6) as net:
         servers = tuple(IceServer(url) for url in net.stun_urls)
         a, b = net.host("a", preset), net.host("b", "open")
-        async with SignalingServer(port=0) as server:
-            assert server.url is not None
-            ice = IceConfig(ice_servers=servers, connect_timeout=3.0)
-            from rtclab.peer.peer import Peer
-
-            opts: dict[str, Any] = {"room": "r", "ice": ice, "video": False, "audio": False}
-            pa, pb = (
-                Peer("a", server.url, network=a, **opts),
-                Peer("b", server.url, network=b, **opts),
-            )
-            try:
-                await pb.join()
-                await pa.join()
-                await pa.wait_connected(count=1, timeout=4.0)
-                frame = pa.candidates()
-                gathering = pa.connections["b"].gathering
-            finally:
-                await asyncio.gather(pa.close(), pb.close())
+        async with _peers(a, b, IceConfig(ice_servers=servers, connect_timeout=3.0)) as (pa, _):
+            await pa.wait_connected(count=1, timeout=4.0)
+            frame = pa.candidates()
+            gathering = pa.connections["b"].gathering
         local = frame[(frame["side"] == "local") & (frame["type"] == "srflx")]
         assert len(local) == srflx, local
         assert set(local["address"]) == {a.nat.public_ip}  # type: ignore[union-attr]
@@ -331,9 +310,6 @@ async def test_a_slow_server_is_not_waited_for_and_its_late_allocation_is_releas
     """With a 200 ms round trip TURN/UDP allocates in 2 round trips, TURN/TLS needs 2 more
     (TCP and TLS 1.3 handshakes): gathering completes gathering_grace after the UDP relay
     answered, the TLS answer comes too late, is logged as such and its allocation released."""
-    from rtclab.ice.config import IceConfig
-    from rtclab.peer.peer import Peer
-
     with Network(seed=7) as net:
         slow = Link(delay_ms=100)  # each way
         a, b = net.host("a", "full-cone", link=slow), net.host("b", "full-cone", link=slow)
@@ -342,34 +318,23 @@ async def test_a_slow_server_is_not_waited_for_and_its_late_allocation_is_releas
             ice_servers=servers, tls_ca_file=net.ca_file, ice_transport_policy="relay",
             connect_timeout=4, gathering_grace=0.1,
         )  # fmt: skip
-        async with SignalingServer(port=0) as server:
-            assert server.url is not None
-            opts: dict[str, Any] = {"room": "r", "ice": ice, "video": False, "audio": False}
-            pa, pb = (
-                Peer("a", server.url, network=a, **opts),
-                Peer("b", server.url, network=b, **opts),
-            )
-            try:
-                await pb.join()
-                await pa.join()
-                await pa.wait_connected(count=1, timeout=5.0)
-                gathering = pa.connections["b"].gathering
-                took = gathering.elapsed_ms(gathering.finished)
-                assert 400 <= took < 800, took  # 2 round trips + the grace; TLS needs 4
-                frame = pa.candidates()
-                relays = frame[(frame["side"] == "local") & (frame["type"] == "relay")]
-                assert list(relays["url"]) == [net.turn_url_for("udp")]
-                late = [pa.connections["b"].gathering, pb.connections["a"].gathering]
-                for _ in range(60):  # the TLS allocations answer ~0.8 s in, then are released
-                    await asyncio.sleep(0.05)
-                    if all(log.late for log in late):
-                        break
-                # (aiortc gathers once per transceiver, so the URL may come once for each)
-                assert all(set(log.late) == {net.turn_url_for("tls")} for log in late)
-                assert any(e.event == "ice-server-late" for e in pa.events)
-                await asyncio.sleep(1.0)  # their Refresh(0) and TLS close cross the slow link
-                assert [k for k in net.turn._allocations if k[0] == "tcp"] == []
-                assert len(net.turn._allocations) >= 2  # the UDP relays in use stay
-                assert pa.connections["b"].connected_at is not None
-            finally:
-                await asyncio.gather(pa.close(), pb.close())
+        async with _peers(a, b, ice) as (pa, pb):
+            await pa.wait_connected(count=1, timeout=5.0)
+            gathering = pa.connections["b"].gathering
+            took = gathering.elapsed_ms(gathering.finished)
+            assert 400 <= took < 800, took  # 2 round trips + the grace; TLS needs 4
+            frame = pa.candidates()
+            relays = frame[(frame["side"] == "local") & (frame["type"] == "relay")]
+            assert list(relays["url"]) == [net.turn_url_for("udp")]
+            late = [pa.connections["b"].gathering, pb.connections["a"].gathering]
+            for _ in range(60):  # the TLS allocations answer ~0.8 s in, then are released
+                await asyncio.sleep(0.05)
+                if all(log.late for log in late):
+                    break
+            # (aiortc gathers once per transceiver, so the URL may come once for each)
+            assert all(set(log.late) == {net.turn_url_for("tls")} for log in late)
+            assert any(e.event == "ice-server-late" for e in pa.events)
+            await asyncio.sleep(1.0)  # their Refresh(0) and TLS close cross the slow link
+            assert [k for k in net.turn._allocations if k[0] == "tcp"] == []
+            assert len(net.turn._allocations) >= 2  # the UDP relays in use stay
+            assert pa.connections["b"].connected_at is not None
