@@ -219,7 +219,7 @@ async def test_relay_only_pair_connects_over_turn_tcp_and_tls(
             ice_transport_policy="relay", tls_ca_file=net.ca_file,
         )  # fmt: skip
         assert pair is not None, f"no relay-only connection over TURN/{transport}"
-        assert (pair.local_candidate_type, pair.remote_candidate_type) == ("relay", "relay")
+        assert (pair.local.type, pair.remote.type) == ("relay", "relay")
         assert pair.protocol == "udp" and pair.relay_protocol == transport
         assert pair.local.url == url  # CandidateInfo.url
         local = net.last_candidates.query("side == 'local'")  # type: ignore[attr-defined]
