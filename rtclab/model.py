@@ -48,6 +48,8 @@ class CandidateInfo:
     type: str
     related_address: str | None = None
     related_port: int | None = None
+    url: str | None = None
+    """The STUN/TURN URL that produced a local srflx/relay candidate (rtclab's gathering)."""
 
     @property
     def address_port(self) -> str:

@@ -81,7 +81,14 @@ async def _gather_without_lookup(self: Any) -> None:
         # the RTCP counters and the estimator's REMB both go through it
         (RTCRtpReceiver, "_send_rtcp", None, "_send_rtcp(packet)", 2),
         (RTCSctpTransport, "__init__", _init_without_srtt, "RTCSctpTransport._srtt", 1),
-        (aioice.Connection, "gather_candidates", _gather_without_lookup, "get_host_addresses", 1),
+        # a gather that looks nothing up loses both things rtclab's gathering replaces
+        (
+            aioice.Connection,
+            "gather_candidates",
+            _gather_without_lookup,
+            "Connection.gather_candidates",
+            2,
+        ),
     ],
 )
 def test_probe_names_a_hook_that_went_away(

@@ -62,7 +62,7 @@ def test_gathering_log_times_and_events() -> None:
     relay = SimpleNamespace(type="relay", transport="udp", host="127.0.0.1", port=6000)
     server = parse_server_url("turn:127.0.0.1:3478?transport=tcp")
     log._mark_host_bound()
-    log._server_candidate(relay, server)
+    log._server_candidate(relay, server.url, server.relay_protocol)
     log.end([host, relay])
     assert log.turn_url == server.url and log.relay_protocols[candidate_key(relay)] == "tcp"
     assert 0 <= log.local_times[candidate_key(host)] <= log.local_times[candidate_key(relay)]

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import time
 from pathlib import Path
 
@@ -210,23 +211,41 @@ async def test_unreachable_turn_is_named(server: SignalingServer) -> None:
         await close(offerer, answerer)
 
 
-async def test_second_turn_url_is_used_when_the_first_fails(
+async def test_dead_first_turn_server_delays_nothing_and_every_live_url_relays(
     server: SignalingServer, coturn: Coturn
 ) -> None:
-    """aiortc alone would use only the first (dead) URL; we fall back and say which is used."""
-    good = coturn.ice_config(["tcp"], connect_timeout=5)
-    dead = IceServer("turn:127.0.0.1:9?transport=tcp", "u", "p")
-    ice = good.replace(ice_servers=(dead, *good.ice_servers))
-    offerer, answerer, _, error = await pair(server, ice, "fallback")
+    """A dead first TURN server (a UDP port that never answers) and coturn behind three
+    URLs: relay-only peers connect in < 1 s (the dead server's 2 s timeout delays nothing;
+    aiortc alone would only have tried the dead one, rtclab's former first-URL-that-works
+    fallback waited for it), the candidates frame has one relay candidate per live URL,
+    each labelled with it, and the dead server is named when its own timeout ends."""
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))  # bound, never read: requests vanish, as into a dead host
+    dead_url = f"turn:127.0.0.1:{silent.getsockname()[1]}?transport=udp"
+    good = coturn.ice_config(["udp", "tcp", "tls"], connect_timeout=5, turn_timeout=2.0)
+    ice = good.replace(ice_servers=(IceServer(dead_url, "u", "p"), *good.ice_servers))
+    offerer, answerer, took, error = await pair(server, ice, "dead-first")
     try:
-        assert error is None
+        assert error is None, error
+        assert took < 1.0, f"connected {took:.2f} s after the offerer joined"
         (conn,) = offerer.connections.values()
-        assert conn.gathering.turn_url == coturn.url("tcp")
-        kinds = [f.kind for f in conn.gathering.failures]
-        assert kinds == ["turn-unreachable"]
-        values = [str(e.value) for e in offerer.events if e.event == "turn-allocated"]
-        assert values and values[0].startswith(coturn.url("tcp"))
+        gathered_ms = conn.gathering.elapsed_ms(conn.gathering.finished)
+        assert gathered_ms < 1000, gathered_ms
+        frame = offerer.candidates()
+        relays = frame[(frame["side"] == "local") & (frame["type"] == "relay")]
+        live = [coturn.url("udp"), coturn.url("tcp"), coturn.url("tls")]
+        assert sorted(relays["url"]) == sorted(live), relays
+        by_url = dict(zip(relays["url"], relays["relay_protocol"], strict=True))
+        assert by_url == {live[0]: "udp", live[1]: "tcp", live[2]: "tls"}
+        assert relays["port"].nunique() == 3  # three allocations, not one candidate thrice
+        assert conn.gathering.failures == []  # the dead one has not timed out yet
+        await asyncio.sleep(2.3)
+        kinds = [(f.kind, f.url) for f in conn.gathering.failures]
+        assert kinds == [("turn-unreachable", dead_url)]
+        assert "no answer from " + dead_url + " within 2s" in conn.gathering.failures[0].message
+        assert offerer.connections[answerer.name].connected_at is not None  # still up
     finally:
+        silent.close()
         await close(offerer, answerer)
 
 

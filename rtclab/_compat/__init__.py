@@ -2,13 +2,14 @@
 imports nothing else from rtclab).
 
 :mod:`.aiortc` and :mod:`.aioice` hold one named function per private read or replaced
-function, :mod:`.loop` the replaced ``create_datagram_endpoint``. :func:`probe` checks,
-without a connection, that every internal they rely on is still there: run
-``pytest tests/test_compat.py`` before widening the pinned aiortc/aioice range.
+function, :mod:`.loop` the replaced ``create_datagram_endpoint`` and ``create_connection``.
+:func:`probe` checks, without a connection, that every internal they rely on is still
+there: run ``pytest tests/test_compat.py`` before widening the pinned aiortc/aioice range.
 """
 
 from __future__ import annotations
 
+import asyncio.base_events
 import dis
 import inspect
 import logging
@@ -41,6 +42,7 @@ from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtcrtpreceiver import StreamStatistics
 
 from .aioice import (
+    original_get_component_candidates,
     original_get_host_addresses,
     original_relayed_candidate,
     original_server_reflexive_candidate,
@@ -299,21 +301,25 @@ HOOKS: tuple[Hook, ...] = (
         ),
     ),
     Hook(
-        "aioice.ice.relayed_candidate(**turn kwargs), looked up by "
-        "Connection.get_component_candidates",
-        "replace_gathering_functions: only the first TURN URL, TURN failures unnamed",
+        "aioice Connection.get_component_candidates(component, addresses, timeout), called "
+        "by Connection.gather_candidates; Connection._transport_policy",
+        "replace_gathering_functions: only the first STUN and TURN URL, failures unnamed",
         lambda: (
-            _RELAY_KWARGS <= _params(original_relayed_candidate)
-            and _refers(Connection.get_component_candidates, "relayed_candidate")
+            _params(original_get_component_candidates)
+            == {"self", "component", "addresses", "timeout"}
+            and _refers(Connection.gather_candidates, "get_component_candidates")
+            and _stores(Connection, "_transport_policy")
         ),
     ),
     Hook(
-        "aioice.ice.server_reflexive_candidate(protocol, stun_server), looked up by "
-        "Connection.get_component_candidates",
-        "replace_gathering_functions: only the first STUN URL, STUN failures unnamed",
+        "aioice.ice.relayed_candidate(**turn kwargs) and server_reflexive_candidate(protocol, "
+        "stun_server), StunProtocol(connection).local_candidate",
+        "gathering from every server: no srflx/relay candidates through rtclab",
         lambda: (
-            _params(original_server_reflexive_candidate) == {"protocol", "stun_server"}
-            and _refers(Connection.get_component_candidates, "server_reflexive_candidate")
+            _RELAY_KWARGS <= _params(original_relayed_candidate)
+            and _params(original_server_reflexive_candidate) == {"protocol", "stun_server"}
+            and _refers(original_get_component_candidates, "StunProtocol")
+            and _refers(original_get_component_candidates, "local_candidate")
         ),
     ),
     Hook(
@@ -340,8 +346,18 @@ HOOKS: tuple[Hook, ...] = (
         "aioice opens UDP sockets with loop.create_datagram_endpoint",
         "route_datagram_endpoints: emulated networks get real sockets",
         lambda: (
-            _refers(Connection.get_component_candidates, "create_datagram_endpoint")
+            _refers(original_get_component_candidates, "create_datagram_endpoint")
             and _refers(create_turn_endpoint, "create_datagram_endpoint")
+        ),
+    ),
+    Hook(
+        "aioice opens TURN over TCP/TLS with loop.create_connection; asyncio's start_tls "
+        "upgrades a transport marked _start_tls_compatible",
+        "route_stream_connections: no TURN/TCP or TURN/TLS on emulated networks",
+        lambda: (
+            _refers(create_turn_endpoint, "create_connection")
+            and "_start_tls_compatible"
+            in asyncio.base_events.BaseEventLoop.start_tls.__code__.co_consts
         ),
     ),
 )

@@ -2,10 +2,13 @@
 
 aiortc hands aioice one STUN and one TURN URL, gathers on every interface and keeps the
 nominated pair to itself; aioice drops gathering errors without a word. rtclab changes
-that through three module globals aioice looks up at every gather
-(:func:`replace_gathering_functions`) and reads candidates and the nominated pair from the
-``aioice.Connection``. The TURN helpers work around two measured aioice delays. Each access
-is read defensively (``None``/``[]``/no-op when it is not there) and listed by
+that through two things aioice looks up at every gather (:func:`replace_gathering_functions`):
+the module global ``aioice.ice.get_host_addresses`` and the method
+``Connection.get_component_candidates``, which rtclab's gathering replaces to query every
+STUN and TURN server at once (:func:`bind_host_protocols`, :func:`add_connection_protocol`
+and the ``original_*`` functions are its parts); it reads candidates and the nominated pair
+from the ``aioice.Connection``. The TURN helpers work around two measured aioice delays.
+Each access is read defensively (``None``/``[]``/no-op when it is not there) and listed by
 :func:`rtclab._compat.probe`. Verified against aioice 0.13.
 """
 
@@ -15,13 +18,17 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aioice.ice
 from aioice import stun
+from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 
 __all__ = [
+    "ComponentGatherer",
+    "add_connection_protocol",
+    "bind_host_protocols",
     "connection_protocols",
     "hold_early_channel_data",
     "nominated_pair",
@@ -29,7 +36,9 @@ __all__ = [
     "original_get_host_addresses",
     "original_relayed_candidate",
     "original_server_reflexive_candidate",
+    "relay_only",
     "replace_gathering_functions",
+    "stun_protocol_factory",
     "turn_client",
     "turn_prepermit",
 ]
@@ -40,24 +49,85 @@ log = logging.getLogger(__name__)
 original_get_host_addresses = aioice.ice.get_host_addresses
 original_relayed_candidate = aioice.ice.relayed_candidate
 original_server_reflexive_candidate = aioice.ice.server_reflexive_candidate
+original_get_component_candidates = aioice.ice.Connection.get_component_candidates
+
+#: ``(connection, component, addresses, timeout) -> candidates``, or ``None`` to let aioice
+#: gather the component itself.
+ComponentGatherer = Callable[[Any, int, list[str], float], Awaitable["list[Any] | None"]]
 
 
 def replace_gathering_functions(
-    get_host_addresses: Callable[..., Any],
-    relayed_candidate: Callable[..., Any],
-    server_reflexive_candidate: Callable[..., Any],
+    get_host_addresses: Callable[..., Any], component_candidates: ComponentGatherer
 ) -> None:
-    """Make aioice gather through these (idempotent): which interfaces, and how STUN/TURN
-    candidates are obtained. aioice's ``Connection`` looks the module globals
-    ``aioice.ice.get_host_addresses`` / ``relayed_candidate`` / ``server_reflexive_candidate``
-    up at every gather, so replacing them is enough; the replacements call the
-    ``original_*`` functions when they have nothing to change."""
+    """Make aioice gather through these (idempotent): which interfaces
+    (``aioice.ice.get_host_addresses``, a module global ``Connection.gather_candidates``
+    looks up), and each component's candidates (``Connection.get_component_candidates``,
+    replaced on the class; ``component_candidates`` returns ``None`` to leave a connection
+    to aioice's own method)."""
     if aioice.ice.get_host_addresses is not get_host_addresses:
         aioice.ice.get_host_addresses = get_host_addresses
-    if aioice.ice.relayed_candidate is not relayed_candidate:
-        aioice.ice.relayed_candidate = relayed_candidate
-    if aioice.ice.server_reflexive_candidate is not server_reflexive_candidate:
-        aioice.ice.server_reflexive_candidate = server_reflexive_candidate
+    current = aioice.ice.Connection.get_component_candidates
+    if getattr(current, "rtclab_gatherer", None) is component_candidates:
+        return
+
+    async def get_component_candidates(
+        self: Any, component: int, addresses: list[str], timeout: int = 5
+    ) -> list[Any]:
+        gathered = await component_candidates(self, component, addresses, timeout)
+        if gathered is None:
+            return await original_get_component_candidates(self, component, addresses, timeout)  # type: ignore[no-any-return]
+        return gathered
+
+    get_component_candidates.rtclab_gatherer = component_candidates  # type: ignore[attr-defined]
+    aioice.ice.Connection.get_component_candidates = get_component_candidates  # type: ignore[method-assign]
+
+
+async def bind_host_protocols(connection: Any, component: int, addresses: list[str]) -> list[Any]:
+    """One UDP socket per address with its host candidate, added to the connection's
+    protocols: the first half of aioice's ``get_component_candidates`` (a ``StunProtocol``
+    per socket, ``local_candidate`` set, ``Connection._protocols``)."""
+    loop = asyncio.get_running_loop()
+    protocols = []
+    for address in addresses:
+        try:
+            transport, protocol = await loop.create_datagram_endpoint(
+                lambda: aioice.ice.StunProtocol(connection), local_addr=(address, 0)
+            )
+        except OSError as exc:
+            log.info("could not bind to %s - %s", address, exc)
+            continue
+        host, port = transport.get_extra_info("sockname")[:2]
+        protocol.local_candidate = Candidate(
+            foundation=candidate_foundation("host", "udp", host),
+            component=component,
+            transport="udp",
+            priority=candidate_priority(component, "host"),
+            host=host,
+            port=port,
+            type="host",
+        )
+        protocols.append(protocol)
+    for protocol in protocols:
+        add_connection_protocol(connection, protocol)
+    return protocols
+
+
+def stun_protocol_factory(connection: Any) -> Callable[[], Any]:
+    """What aioice's ``relayed_candidate`` needs to build the relay's ``StunProtocol``."""
+    return lambda: aioice.ice.StunProtocol(connection)
+
+
+def add_connection_protocol(connection: Any, protocol: Any) -> None:
+    """Let aioice pair and check ``protocol``'s candidate (``Connection._protocols``)."""
+    protocols = getattr(connection, "_protocols", None)
+    if isinstance(protocols, list) and protocol not in protocols:
+        protocols.append(protocol)
+
+
+def relay_only(connection: Any) -> bool:
+    """The connection's ICE transport policy is ``relay`` (``Connection._transport_policy``)."""
+    policy = getattr(connection, "_transport_policy", None)
+    return policy is aioice.ice.TransportPolicy.RELAY
 
 
 def nominated_pair(connection: Any, component: int = 1) -> Any | None:
@@ -98,7 +168,7 @@ def on_error_received(protocol: Any, callback: Callable[[Exception], None]) -> N
     protocol.error_received = error_received
 
 
-async def turn_prepermit(protocol: Any, candidate: Any, made: Any) -> None:
+async def turn_prepermit(protocol: Any, candidate: Any, connection: Any) -> None:
     """Create TURN permissions for the addresses a check may come from, before any check.
 
     Measured: relay-to-relay on one coturn took ~520 ms. The answerer's first check reaches
@@ -108,8 +178,8 @@ async def turn_prepermit(protocol: Any, candidate: Any, made: Any) -> None:
 
     A permission is per IP, so we create one (CreatePermission) for our own relay IP —
     peers on the same TURN server relay from it — and for every remote candidate address
-    already known (an answerer knows the offer's; ``made`` is the ``StunProtocol`` aioice
-    created, whose ``receiver`` is the ``Connection``), and record it in aioice's
+    already known (an answerer knows the offer's ``connection.remote_candidates``), and
+    record it in aioice's
     bookkeeping (``peer_to_channel`` keyed ``(ip, 0)``: a port no real peer has, so no send
     ever uses it) so that the Data indication is delivered. Private aioice state, read
     defensively: if it is not there this does nothing and only the retransmit is paid again.
@@ -120,7 +190,6 @@ async def turn_prepermit(protocol: Any, candidate: Any, made: Any) -> None:
         return
     version = ipaddress.ip_address(candidate.host).version
     addresses = {str(candidate.host)}
-    connection = getattr(made, "receiver", None)
     for remote in getattr(connection, "remote_candidates", None) or []:
         with contextlib.suppress(ValueError):
             if ipaddress.ip_address(remote.host).version == version:

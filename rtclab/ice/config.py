@@ -5,10 +5,10 @@ STUN server when ``iceServers`` is ``None``, so we always pass an explicit list)
 candidates on loopback only (aioice skips 127.0.0.1 and gathers on every interface).
 
 Several servers: aiortc hands aioice only the first STUN URL and the first TURN URL it can
-use. A peer that gathers inside :func:`gathering_on` (every :class:`~rtclab.peer.Peer`) tries
-the others in order when one fails, so the *first URL that works* is in use — reported as a
-``turn-allocated`` event and in the candidates frame. One relay candidate per connection
-either way, like aiortc.
+use. A peer that gathers inside :func:`~rtclab.ice.gathering.gathering_on` (every
+:class:`~rtclab.peer.Peer`) asks every STUN and TURN URL at once, as browsers do: one
+server-reflexive candidate per STUN server (per distinct mapped address), one relay candidate
+per live TURN URL, each labelled with its URL in the candidates frame.
 """
 
 from __future__ import annotations
@@ -71,8 +71,11 @@ class IceConfig:
 
     ``tls_ca_file`` is a PEM CA bundle trusted *instead of* the system's for ``turns:``
     (like ``curl --cacert``; aioice otherwise verifies against the system store only, and an
-    untrusted certificate means no relay candidate). ``turn_timeout`` bounds one TURN/STUN
-    server's answer before the next URL is tried (aioice gives all of them 5 s together).
+    untrusted certificate means no relay candidate). ``turn_timeout`` bounds each TURN/STUN
+    server's answer (all are asked at once; aioice gives them 5 s together).
+    ``gathering_grace``: once each kind of server candidate (srflx, relay) has its first
+    answer, gathering waits this long for the other servers and then completes without
+    them — a dead server delays nothing, and still gets its failure named at its timeout.
     ``turn_prepermit`` creates TURN permissions before the first check and keeps ChannelData
     that overtakes aioice's ChannelBind bookkeeping (see :mod:`rtclab.ice.gathering`):
     relay-to-relay connects in one round of checks (~35 ms on loopback) instead of after a
@@ -85,6 +88,7 @@ class IceConfig:
     connect_timeout: float = 10.0
     tls_ca_file: str | None = None
     turn_timeout: float = 4.0
+    gathering_grace: float = 0.2
     turn_prepermit: bool = True
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -97,6 +101,8 @@ class IceConfig:
             raise ValueError("connect_timeout must be positive (seconds)")
         if self.turn_timeout <= 0:
             raise ValueError("turn_timeout must be positive (seconds)")
+        if self.gathering_grace < 0:
+            raise ValueError("gathering_grace must be >= 0 (seconds)")
         if not isinstance(self.ice_servers, tuple):
             object.__setattr__(self, "ice_servers", tuple(self.ice_servers))
         for server in self.ice_servers:
@@ -122,7 +128,7 @@ class IceConfig:
 
     @property
     def turn_urls(self) -> list[str]:
-        """TURN URLs in the order they are tried (the first that allocates is used)."""
+        """TURN URLs, in the order given (each live one gives a relay candidate)."""
         return [u for s in self.ice_servers for u in s.url_list if u.startswith("turn")]
 
     @property

@@ -1,20 +1,22 @@
-"""Hooks into aioice's candidate gathering: interfaces, TURN/STUN server order, TLS trust,
-named failures and candidate timing.
+"""ICE gathering as browsers do it: every STUN and TURN server at once, each failure named.
 
-aioice runs each STUN/TURN query as a task and, when one raises, drops the exception without
-a word: a TURN 401, an unreachable server or an untrusted certificate all look like "no relay
-candidate". aiortc, for its part, hands aioice only the *first* STUN and the first TURN URL
-and lets aioice create TLS connections with the system trust store. Three module globals
-that aioice looks up at every gather are the hook points, replaced through
-:mod:`rtclab._compat.aioice` like every other use of aioice's internals:
+aiortc hands aioice only the *first* STUN and the first TURN URL; aioice runs those queries,
+waits for all of them, and drops any exception without a word: a TURN 401, an unreachable
+server or an untrusted certificate all look like "no relay candidate". rtclab replaces
+aioice's per-component gathering (``Connection.get_component_candidates``, through
+:mod:`rtclab._compat.aioice`, with ``aioice.ice.get_host_addresses`` for the interfaces):
 
-- ``aioice.ice.get_host_addresses``: which interfaces to gather on (was in ``config.py``);
-- ``aioice.ice.relayed_candidate``: we try every TURN URL of the peer's
-  :class:`~rtclab.ice.config.IceConfig` in order until one allocates (aiortc's own pick is
-  the first, so the first URL still wins when it works), pass an :class:`ssl.SSLContext`
-  trusting ``IceConfig.tls_ca_file`` for ``turns:``, name any failure, and pre-create TURN
-  permissions (see :func:`rtclab._compat.aioice.turn_prepermit`);
-- ``aioice.ice.server_reflexive_candidate``: likewise for STUN URLs.
+- host candidates on the peer's interfaces (:class:`~rtclab.ice.config.IceConfig`
+  ``interfaces``, or the emulated host's address);
+- one server-reflexive query per STUN URL and host socket, one allocation per TURN URL
+  (``turn:`` over UDP or TCP, ``turns:`` over TLS trusting ``IceConfig.tls_ca_file``), all in
+  parallel, each bounded by ``IceConfig.turn_timeout``: one srflx candidate per distinct
+  mapped address and one relay candidate per live TURN URL, each tagged with its URL;
+- gathering completes when every query has settled, or ``IceConfig.gathering_grace`` after
+  each kind of server candidate (srflx, relay) has its first answer (or all its servers
+  failed): a dead server costs nothing but its own timeout. Its failure is still named when
+  that timeout ends; a server that answers after gathering completed is logged
+  (``ice-server-late``) and its allocation released.
 
 What the hooks learn goes to the :class:`GatheringLog` of the connection being gathered. A
 peer selects its config and log with :func:`gathering_on`, a context manager around
@@ -33,41 +35,47 @@ import ipaddress
 import logging
 import os
 import ssl
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aioice import stun
+from aioice.candidate import candidate_foundation, candidate_priority
 
 from .._compat.aioice import (
+    add_connection_protocol,
+    bind_host_protocols,
     hold_early_channel_data,
     on_error_received,
     original_get_host_addresses,
     original_relayed_candidate,
     original_server_reflexive_candidate,
+    relay_only,
     replace_gathering_functions,
+    stun_protocol_factory,
     turn_prepermit,
 )
+from .gathering_log import CandidateKey, EventCallback, GatheringLog, IceFailure, candidate_key
 
 if TYPE_CHECKING:
     from .config import IceConfig
 
 __all__ = [
+    "CandidateKey",
+    "EventCallback",
     "GatheringLog",
     "IceFailure",
     "ServerUrl",
+    "candidate_key",
     "gathering_on",
     "parse_server_url",
 ]
 
 log = logging.getLogger(__name__)
 
-#: aioice cancels STUN/TURN queries still pending after this long (``get_component_candidates``).
-AIOICE_GATHER_DEADLINE = 5.0
-
-EventCallback = Callable[[str, Any], None]
-CandidateKey = tuple[str, str, int]  # (protocol, address, port)
+#: Local preference of a relay candidate by how we reach its server (RFC 8445 §5.1.2.1;
+#: browsers rank UDP over TCP over TLS the same way).
+RELAY_PREFERENCE = {"udp": 65535, "tcp": 65534, "tls": 65533}
 
 
 @dataclass(frozen=True)
@@ -121,132 +129,6 @@ def parse_server_url(
     )
 
 
-@dataclass(frozen=True)
-class IceFailure:
-    """A named gathering/connectivity problem: ``kind`` for code, ``message`` for people."""
-
-    kind: str  # turn-unauthorized | turn-forbidden | turn-unreachable | turn-tls | turn-error
-    #            | stun-unreachable | stun-error | turn-unsupported
-    url: str | None
-    message: str
-    t_ms: float
-
-
-class GatheringLog:
-    """What happened while one connection gathered and checked, filled by the aioice hooks.
-
-    Candidate times are milliseconds since :meth:`begin`. Host candidates get the time their
-    sockets were bound (the moment aioice started its server queries, or the end of
-    gathering when there were none); server-reflexive and relayed candidates the time their
-    query answered; remote candidates the time they reached us (negative when they came
-    before our own gathering began, e.g. the candidates of an offer we answer).
-    """
-
-    def __init__(self, on_event: EventCallback | None = None) -> None:
-        self.on_event = on_event
-        self.started: float | None = None
-        self.finished: float | None = None
-        self.host_bound: float | None = None
-        self.failures: list[IceFailure] = []
-        self.turn_url: str | None = None
-        """The TURN URL whose allocation is in use (aiortc would have used the first)."""
-        self.stun_url: str | None = None
-        self.local_times: dict[CandidateKey, float] = {}
-        self.remote_seen: dict[CandidateKey, float] = {}  # monotonic arrival times
-        self.servers: dict[CandidateKey, str] = {}
-        """Which STUN/TURN URL produced each server-reflexive/relayed candidate."""
-        self.relay_protocols: dict[CandidateKey, str] = {}
-
-    # --- time ---------------------------------------------------------------------------
-
-    def begin(self) -> None:
-        if self.started is None:
-            self.started = time.monotonic()
-
-    def elapsed_ms(self, at: float | None = None) -> float:
-        if self.started is None:
-            return 0.0
-        return ((time.monotonic() if at is None else at) - self.started) * 1000
-
-    # --- filled by the hooks ------------------------------------------------------------
-
-    def _emit(self, event: str, value: Any) -> None:
-        if self.on_event is not None:
-            try:
-                self.on_event(event, value)
-            except Exception:
-                log.exception("gathering event listener failed")
-
-    def fail(self, kind: str, url: str | None, message: str) -> IceFailure:
-        failure = IceFailure(kind, url, message, round(self.elapsed_ms(), 1))
-        if not any(f.kind == kind and f.url == url for f in self.failures):
-            self.failures.append(failure)
-            self._emit("turn-failed" if kind.startswith("turn") else "stun-failed", message)
-        return failure
-
-    def _server_candidate(self, candidate: Any, server: ServerUrl) -> None:
-        key = candidate_key(candidate)
-        self.local_times.setdefault(key, round(self.elapsed_ms(), 1))
-        self.servers[key] = server.url
-        if server.is_turn:
-            self.relay_protocols[key] = server.relay_protocol
-            self.turn_url = server.url
-            self._emit("turn-allocated", f"{server.url} -> {candidate.host}:{candidate.port}")
-        else:
-            self.stun_url = server.url
-
-    def _mark_host_bound(self) -> None:
-        if self.host_bound is None:
-            self.host_bound = time.monotonic()
-
-    # --- filled by the peer -------------------------------------------------------------
-
-    def end(self, local: Iterable[Any]) -> None:
-        """Gathering finished: stamp host candidates, announce every candidate once."""
-        self.finished = time.monotonic()
-        bound = self.host_bound or self.finished
-        for candidate in local:
-            key = candidate_key(candidate)
-            if key not in self.local_times:
-                self.local_times[key] = round(self.elapsed_ms(bound), 1)
-            via = self.servers.get(key)
-            self._emit(
-                "ice-candidate-gathered",
-                f"{candidate.type} {key[0]} {key[1]}:{key[2]}"
-                + (f" via {via}" if via else "")
-                + f" at {self.local_times[key]:g} ms",
-            )
-
-    def stamp_remote(self, remote: Iterable[Any]) -> None:
-        """Note the arrival time of remote candidates not seen before."""
-        now = time.monotonic()
-        for candidate in remote:
-            self.remote_seen.setdefault(candidate_key(candidate), now)
-
-    def remote_ms(self, candidate: Any) -> float | None:
-        """When a remote candidate reached us, in ms since our gathering began (or None)."""
-        seen = self.remote_seen.get(candidate_key(candidate))
-        if seen is None or self.started is None:
-            return None
-        return round(self.elapsed_ms(seen), 1)
-
-    def local_ms(self, candidate: Any) -> float | None:
-        return self.local_times.get(candidate_key(candidate))
-
-    def first_failure(self, prefix: str = "turn") -> IceFailure | None:
-        for failure in self.failures:
-            if failure.kind.startswith(prefix):
-                return failure
-        return None
-
-
-def candidate_key(candidate: Any) -> CandidateKey:
-    """(protocol, address, port) of an aioice or rtclab candidate."""
-    protocol = getattr(candidate, "transport", None) or getattr(candidate, "protocol", "udp")
-    address = getattr(candidate, "host", None) or getattr(candidate, "address", "")
-    return (str(protocol).lower(), str(address), int(getattr(candidate, "port", 0)))
-
-
 # --- context -------------------------------------------------------------------------------
 
 
@@ -263,9 +145,7 @@ _context: contextvars.ContextVar[_Context | None] = contextvars.ContextVar(
 
 
 def _install() -> None:
-    replace_gathering_functions(
-        _get_host_addresses, _relayed_candidate, _server_reflexive_candidate
-    )
+    replace_gathering_functions(_get_host_addresses, _component_candidates)
 
 
 @contextlib.contextmanager
@@ -298,7 +178,7 @@ def _get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
     return out
 
 
-# --- TURN ----------------------------------------------------------------------------------
+# --- servers ----------------------------------------------------------------------------------
 
 
 def _servers(config: IceConfig, turn: bool) -> list[ServerUrl]:
@@ -365,79 +245,216 @@ def describe_turn_error(exc: BaseException, server: ServerUrl, timeout: float) -
     return "turn-error", f"TURN allocation on {where} failed: {type(exc).__name__}: {exc}"
 
 
-async def _relayed_candidate(**kwargs: Any) -> tuple[Any, Any]:
+@dataclass(eq=False)
+class _Query:
+    """One server asked for one candidate: a STUN binding from one host socket, or a TURN
+    allocation. Its task returns ``(candidate, relay protocol or None, answered at ms)`` or
+    ``None`` when the server failed (the failure is in the log by then)."""
+
+    server: ServerUrl
+    kind: str  # srflx | relay
+    task: asyncio.Task[tuple[Any, Any, float] | None] = field(repr=False)
+
+    def answered(self) -> bool:
+        task = self.task
+        return task.done() and not task.cancelled() and task.result() is not None
+
+
+#: Queries still running after their gathering completed (a strong reference each).
+_stragglers: set[_Query] = set()
+
+
+async def _component_candidates(
+    connection: Any, component: int, addresses: list[str], timeout: float
+) -> list[Any] | None:
+    """Every candidate of one component, from every configured server at once (the
+    replacement of aioice's ``Connection.get_component_candidates``); ``None`` outside
+    :func:`gathering_on` with a config, to leave the connection to aioice."""
     ctx = _context.get()
     if ctx is None or ctx.config is None:
-        return await original_relayed_candidate(**kwargs)  # type: ignore[no-any-return]
+        return None
     config, glog = ctx.config, ctx.log
+    hosts = await bind_host_protocols(connection, component, addresses)
     if glog is not None:
         glog._mark_host_bound()
-    servers = _servers(config, turn=True)
-    usable = [s for s in servers if s.supported]
-    for server in servers:
-        if not server.supported and glog is not None:
-            glog.fail("turn-unsupported", server.url, f"aioice cannot use {server.url} (skipped)")
-    if not usable:  # aiortc found one we do not parse: let aioice do it
-        return await original_relayed_candidate(**kwargs)  # type: ignore[no-any-return]
+    candidates = [protocol.local_candidate for protocol in hosts]
+    queries = _start_queries(connection, component, config, glog, hosts)
+    if not queries:
+        return candidates
+    try:
+        pending = await _settle(queries, config.gathering_grace, timeout)
+    except asyncio.CancelledError:
+        for query in queries:
+            query.task.cancel()
+        raise
+    seen = {candidate_key(c) for c in candidates}
+    for query in queries:  # in the order of the configuration, not of the answers
+        if query.task in pending:
+            _straggle(query, glog)
+            continue
+        result = query.task.result() if query.answered() else None
+        if result is None:
+            continue
+        candidate, protocol, at_ms = result
+        relay_protocol = query.server.relay_protocol if query.kind == "relay" else None
+        if glog is not None:
+            glog._server_candidate(candidate, query.server.url, relay_protocol, at_ms)
+        key = candidate_key(candidate)
+        if key in seen:  # a mapped address another STUN server reported too (RFC 8445 §5.1.3)
+            continue
+        seen.add(key)
+        candidates.append(candidate)
+        if protocol is not None:
+            add_connection_protocol(connection, protocol)
+    return candidates
 
-    loop = asyncio.get_running_loop()
-    # Leave aioice's own deadline a margin, so *we* report the timeout, not a cancellation.
-    deadline = loop.time() + AIOICE_GATHER_DEADLINE - 0.3
-    last: BaseException | None = None
-    for index, server in enumerate(usable):
-        remaining = deadline - loop.time()
-        if remaining <= 0.05:
-            break
-        budget = min(config.turn_timeout, remaining / (len(usable) - index))
-        made: list[Any] = []
 
-        def factory(made: list[Any] = made) -> Any:
-            protocol = kwargs["protocol_factory"]()
-            made.append(protocol)
-            return protocol
-
-        attempt = dict(
-            kwargs,
-            protocol_factory=factory,
-            turn_server=(server.host, server.port),
-            turn_username=server.username,
-            turn_password=server.credential,
-            turn_ssl=_ssl_for(config) if server.scheme == "turns" else False,
-            turn_transport=server.transport or "udp",
-        )
-        try:
-            candidate, protocol = await asyncio.wait_for(
-                original_relayed_candidate(**attempt), budget
-            )
-        except asyncio.CancelledError:
+def _start_queries(
+    connection: Any,
+    component: int,
+    config: IceConfig,
+    glog: GatheringLog | None,
+    hosts: list[Any],
+) -> list[_Query]:
+    queries: list[_Query] = []
+    for server in _servers(config, turn=False):
+        for protocol in hosts:  # STUN over IPv4, as aioice
+            if ipaddress.ip_address(protocol.local_candidate.host).version == 4:
+                task = asyncio.create_task(_reflexive(protocol, server, config, glog))
+                queries.append(_Query(server, "srflx", task))
+    for server in _servers(config, turn=True):
+        if not server.supported:
             if glog is not None:
                 glog.fail(
-                    "turn-unreachable",
-                    server.url,
-                    f"TURN server unreachable: no answer from {server.url} before aioice's "
-                    f"{AIOICE_GATHER_DEADLINE:g}s gathering deadline",
+                    "turn-unsupported", server.url, f"aioice cannot use {server.url} (skipped)"
                 )
-            raise
-        except Exception as exc:
-            last = exc
-            kind, message = describe_turn_error(exc, server, budget)
-            log.info("%s", message)
-            if glog is not None:
-                glog.fail(kind, server.url, message)
             continue
-        # tags read by rtclab.ice.inspect: which URL/transport this relay really uses
-        setattr(protocol, "rtclab_relay_protocol", server.relay_protocol)  # noqa: B010
-        setattr(protocol, "rtclab_server_url", server.url)  # noqa: B010
+        task = asyncio.create_task(_allocate(connection, component, server, config, glog))
+        queries.append(_Query(server, "relay", task))
+    return queries
+
+
+async def _settle(
+    queries: list[_Query], grace: float, timeout: float
+) -> set[asyncio.Task[tuple[Any, Any, float] | None]]:
+    """Wait until every query settled, or ``grace`` after each kind (srflx, relay) has an
+    answer or has nothing left to wait for, or ``timeout``; return the tasks still running."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    pending = {query.task for query in queries}
+    ready_at: float | None = None
+    while pending:
+        now = loop.time()
+        if ready_at is None and all(
+            any(q.answered() for q in queries if q.kind == kind)
+            or all(q.task.done() for q in queries if q.kind == kind)
+            for kind in {q.kind for q in queries}
+        ):
+            ready_at = now
+        until = deadline if ready_at is None else min(deadline, ready_at + grace)
+        if now >= until:
+            break
+        _, pending = await asyncio.wait(
+            pending, timeout=until - now, return_when=asyncio.FIRST_COMPLETED
+        )
+    return pending
+
+
+def _straggle(query: _Query, glog: GatheringLog | None) -> None:
+    """Let a slow server finish on its own timeout: its failure is still named; an answer
+    comes too late to be used (an allocation is released at once)."""
+    _stragglers.add(query)
+
+    def finished(task: asyncio.Task[tuple[Any, Any, float] | None]) -> None:
+        _stragglers.discard(query)
+        if not query.answered():
+            return
+        result = task.result()
+        assert result is not None
+        candidate, protocol, _ = result
+        if protocol is not None:
+            protocol.transport.close()
         if glog is not None:
-            glog._server_candidate(candidate, server)
-            _watch_relay_errors(protocol, server, glog)
-        if config.turn_prepermit:
-            await turn_prepermit(protocol, candidate, made[0] if made else protocol)
-            hold_early_channel_data(protocol)
-        return candidate, protocol
-    if last is None:
-        last = TimeoutError("no time left for the TURN servers")
-    raise last
+            glog._late(query.server.url, f"{candidate.type} {candidate.host}:{candidate.port}")
+
+    query.task.add_done_callback(finished)
+
+
+async def _reflexive(
+    protocol: Any, server: ServerUrl, config: IceConfig, glog: GatheringLog | None
+) -> tuple[Any, Any, float] | None:
+    budget = config.turn_timeout
+    try:
+        candidate, _ = await asyncio.wait_for(
+            original_server_reflexive_candidate(protocol, (server.host, server.port)), budget
+        )
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        timed_out = isinstance(exc, (stun.TransactionTimeout, asyncio.TimeoutError))
+        kind = "stun-unreachable" if timed_out or isinstance(exc, OSError) else "stun-error"
+        message = (
+            f"STUN server unreachable: no answer from {server.url} within {budget:g}s"
+            if timed_out
+            else f"STUN query to {server.url} failed: {type(exc).__name__}: {exc}"
+        )
+        log.info("%s", message)
+        if glog is not None:
+            glog.fail(kind, server.url, message)
+        return None
+    return candidate, None, _now_ms(glog)
+
+
+async def _allocate(
+    connection: Any,
+    component: int,
+    server: ServerUrl,
+    config: IceConfig,
+    glog: GatheringLog | None,
+) -> tuple[Any, Any, float] | None:
+    budget = config.turn_timeout
+    try:
+        candidate, protocol = await asyncio.wait_for(
+            original_relayed_candidate(
+                component=component,
+                hide_related_address=relay_only(connection),
+                protocol_factory=stun_protocol_factory(connection),
+                turn_server=(server.host, server.port),
+                turn_username=server.username,
+                turn_password=server.credential,
+                turn_ssl=_ssl_for(config) if server.scheme == "turns" else False,  # type: ignore[arg-type]
+                turn_transport=server.transport or "udp",
+            ),
+            budget,
+        )
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        kind, message = describe_turn_error(exc, server, budget)
+        log.info("%s", message)
+        if glog is not None:
+            glog.fail(kind, server.url, message)
+        return None
+    at_ms = _now_ms(glog)
+    relay_protocol = server.relay_protocol
+    # one foundation per way of reaching the server, UDP preferred (RFC 8445 §5.1.1.3)
+    candidate.foundation = candidate_foundation("relay", relay_protocol, candidate.host)
+    candidate.priority = candidate_priority(
+        component, "relay", local_pref=RELAY_PREFERENCE.get(relay_protocol, 65533)
+    )
+    # tags read by rtclab.ice.inspect: which URL/transport this relay uses
+    setattr(protocol, "rtclab_relay_protocol", relay_protocol)  # noqa: B010
+    setattr(protocol, "rtclab_server_url", server.url)  # noqa: B010
+    if glog is not None:
+        _watch_relay_errors(protocol, server, glog)
+    if config.turn_prepermit:
+        await turn_prepermit(protocol, candidate, connection)
+        hold_early_channel_data(protocol)
+    return candidate, protocol, at_ms
+
+
+def _now_ms(glog: GatheringLog | None) -> float:
+    return round(glog.elapsed_ms(), 1) if glog is not None else 0.0
 
 
 def _watch_relay_errors(protocol: Any, server: ServerUrl, glog: GatheringLog) -> None:
@@ -461,49 +478,3 @@ def _watch_relay_errors(protocol: Any, server: ServerUrl, glog: GatheringLog) ->
                 glog.fail("turn-error", server.url, f"TURN error {code} {reason} from {server.url}")
 
     on_error_received(protocol, error_received)
-
-
-# --- STUN ----------------------------------------------------------------------------------
-
-
-async def _server_reflexive_candidate(protocol: Any, stun_server: tuple[str, int]) -> Any:
-    ctx = _context.get()
-    if ctx is None or ctx.config is None:
-        return await original_server_reflexive_candidate(protocol, stun_server)
-    glog = ctx.log
-    if glog is not None:
-        glog._mark_host_bound()
-    servers = _servers(ctx.config, turn=False) or [
-        parse_server_url(f"stun:{stun_server[0]}:{stun_server[1]}")
-    ]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + AIOICE_GATHER_DEADLINE - 0.3
-    last: BaseException | None = None
-    for index, server in enumerate(servers):
-        remaining = deadline - loop.time()
-        if remaining <= 0.05:
-            break
-        budget = min(ctx.config.turn_timeout, remaining / (len(servers) - index))
-        try:
-            result = await asyncio.wait_for(
-                original_server_reflexive_candidate(protocol, (server.host, server.port)),
-                budget,
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            last = exc
-            timed_out = isinstance(exc, (stun.TransactionTimeout, asyncio.TimeoutError))
-            kind = "stun-unreachable" if timed_out or isinstance(exc, OSError) else "stun-error"
-            message = (
-                f"STUN server unreachable: no answer from {server.url} within {budget:g}s"
-                if timed_out
-                else f"STUN query to {server.url} failed: {type(exc).__name__}: {exc}"
-            )
-            if glog is not None:
-                glog.fail(kind, server.url, message)
-            continue
-        if glog is not None:
-            glog._server_candidate(result[0], server)
-        return result
-    raise last if last is not None else TimeoutError("no time left for the STUN servers")

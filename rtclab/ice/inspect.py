@@ -22,6 +22,7 @@ Verified against aioice 0.13 / aiortc 1.16.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -76,8 +77,9 @@ CANDIDATE_COLUMNS = [
 PAIR_COLUMNS = ["t", "elapsed_s", "peer", "remote", *PATH_COLUMNS]
 
 
-def candidate_info(candidate: Any) -> CandidateInfo:
-    """Copy an aioice ``Candidate`` (or anything with the same attributes) into a CandidateInfo."""
+def candidate_info(candidate: Any, url: str | None = None) -> CandidateInfo:
+    """Copy an aioice ``Candidate`` (or anything with the same attributes) into a CandidateInfo;
+    ``url``: the server that produced it, if known."""
     related_port = getattr(candidate, "related_port", None)
     return CandidateInfo(
         foundation=str(getattr(candidate, "foundation", "")),
@@ -89,6 +91,7 @@ def candidate_info(candidate: Any) -> CandidateInfo:
         type=str(getattr(candidate, "type", "")),
         related_address=getattr(candidate, "related_address", None),
         related_port=int(related_port) if related_port is not None else None,
+        url=url,
     )
 
 
@@ -135,7 +138,8 @@ def selected_candidate_pair(pc: Any) -> CandidatePair | None:
         remote = getattr(pair, "remote_candidate", None)
         if local is None or remote is None:
             continue
-        local_info = candidate_info(local)
+        tagged_url = getattr(getattr(pair, "protocol", None), "rtclab_server_url", None)
+        local_info = candidate_info(local, tagged_url if isinstance(tagged_url, str) else None)
         relay_protocol: str | None = None
         if local_info.type == "relay":
             # set by rtclab.ice.gathering on the protocol of the TURN URL actually used
@@ -156,8 +160,19 @@ def selected_candidate_pair(pc: Any) -> CandidatePair | None:
 
 
 def local_candidates(pc: Any) -> list[CandidateInfo]:
-    """Candidates gathered locally, across all connections of ``pc`` (empty before gathering)."""
-    return _candidates(pc, "local_candidates")
+    """Candidates gathered locally, across all connections of ``pc`` (empty before gathering);
+    a relay candidate carries the URL of its TURN server."""
+    urls: dict[tuple[str, str, int], str] = {}
+    for connection in ice_connections(pc):
+        for protocol in connection_protocols(connection):
+            url = getattr(protocol, "rtclab_server_url", None)
+            candidate = getattr(protocol, "local_candidate", None)
+            if isinstance(url, str) and candidate is not None:
+                urls[_key(candidate_info(candidate))] = url
+    return [
+        dataclasses.replace(c, url=urls.get(_key(c))) if _key(c) in urls else c
+        for c in _candidates(pc, "local_candidates")
+    ]
 
 
 def remote_candidates(pc: Any) -> list[CandidateInfo]:

@@ -3,9 +3,11 @@ a public side — all inside the Python process, no root, no real packet.
 
 Two hook points bind aioice to it (docs/net.md): the host addresses a peer
 gathers on (through :func:`rtclab.ice.gathering.gathering_on`) and
-``create_datagram_endpoint`` on the *running loop object* (:mod:`rtclab._compat.loop`),
-which returns an :class:`EmulatedTransport` when a host is attached to the current context
-(a contextvar, copied into the tasks aioice spawns) and the real thing otherwise. Real
+``create_datagram_endpoint`` / ``create_connection`` on the *running loop object*
+(:mod:`rtclab._compat.loop`), which return an :class:`EmulatedTransport` (UDP) or a
+:class:`~rtclab.net.transports.StreamTransport` (TCP, for TURN over TCP/TLS) when a host is
+attached to the current context (a contextvar, copied into the tasks aioice spawns) and the
+real thing otherwise. Real
 sockets are guarded too: a process audit hook refuses to bind, connect or send a real socket
 to any address of a live emulated network (:class:`EmulationLeakError`), so an emulated
 packet cannot escape even if a task loses its context.
@@ -19,19 +21,25 @@ import contextvars
 import errno
 import ipaddress
 import itertools
+import shutil
 import sys
+import tempfile
 import threading
 import weakref
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .._compat.loop import route_datagram_endpoints
+from .._compat.loop import route_datagram_endpoints, route_stream_connections
 from ..ice.config import IceConfig, IceServer
 from .link import Link, LinkState
 from .nat import Address, NatBehavior, NatTable, nat_behavior
-from .servers import StunServer, TurnServer
+from .servers import Datagram, StunServer, TurnServer
+from .transports import EmulatedTransport, StreamRouter
+
+#: How a client reaches the emulated TURN server: ``udp``, ``tcp`` or ``tls`` (TLS over TCP).
+TURN_TRANSPORTS: tuple[str, ...] = ("udp", "tcp", "tls")
 
 __all__ = [
     "EmulatedTransport",
@@ -96,8 +104,22 @@ def attached_host() -> Host | None:
 
 
 def _patch_loop(loop: asyncio.AbstractEventLoop) -> None:
-    """Route ``create_datagram_endpoint`` through the attached host, if any (per loop)."""
+    """Route ``create_datagram_endpoint`` and ``create_connection`` through the attached
+    host, if any (per loop)."""
     route_datagram_endpoints(loop, _open_on_attached_host)
+    route_stream_connections(loop, _connect_on_attached_host)
+
+
+async def _connect_on_attached_host(
+    protocol_factory: Callable[[], asyncio.BaseProtocol],
+    address: Any,
+    port: Any,
+    options: dict[str, Any],
+) -> tuple[asyncio.Transport, asyncio.BaseProtocol] | None:
+    host = _attached.get()
+    if host is None:
+        return None  # a real connection (the guard refuses emulated addresses)
+    return await host.network._streams.connect(host, protocol_factory, address, port, options)
 
 
 def _open_on_attached_host(
@@ -110,78 +132,6 @@ def _open_on_attached_host(
     if host is None:
         return None  # a real socket
     return host._open(protocol_factory, local_addr, remote_addr, options)
-
-
-# --- transports -------------------------------------------------------------------------------
-
-
-class EmulatedTransport(asyncio.DatagramTransport):
-    """A UDP socket on an emulated host: what aioice gets instead of a real one.
-
-    ``get_extra_info("socket")`` is ``None`` (aioice then skips its socket options), close
-    calls ``connection_lost`` (``pc.close()`` waits for it), and packets are delivered by
-    loop callbacks, never from inside :meth:`sendto`.
-    """
-
-    def __init__(
-        self,
-        host: Host,
-        port: int,
-        protocol: asyncio.DatagramProtocol,
-        peer: Address | None,
-    ) -> None:
-        super().__init__()
-        self._host = host
-        self._port = port
-        self._protocol = protocol
-        self._peer = peer
-        self._closing = False
-
-    @property
-    def sockname(self) -> Address:
-        return (self._host.address, self._port)
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        if name == "sockname":
-            return self.sockname
-        if name == "peername":
-            return self._peer if self._peer is not None else default
-        if name == "socket":
-            return None
-        return default
-
-    def sendto(self, data: Any, addr: Any = None) -> None:
-        if self._closing:
-            return
-        target = addr if addr is not None else self._peer
-        if target is None:
-            raise ValueError("sendto needs an address on an unconnected transport")
-        self._host.network._send(
-            self._host, self.sockname, (str(target[0]), int(target[1])), bytes(data)
-        )
-
-    def _deliver(self, data: bytes, source: Address) -> None:
-        if not self._closing:
-            self._protocol.datagram_received(data, source)
-
-    def is_closing(self) -> bool:
-        return self._closing
-
-    def close(self) -> None:
-        if self._closing:
-            return
-        self._closing = True
-        self._host._ports.pop(self._port, None)
-        self._host.network._loop_or_none().call_soon(self._protocol.connection_lost, None)
-
-    def abort(self) -> None:
-        self.close()
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def __repr__(self) -> str:
-        return f"<EmulatedTransport {self.sockname[0]}:{self.sockname[1]}>"
 
 
 # --- topology ---------------------------------------------------------------------------------
@@ -239,7 +189,8 @@ class Host:
 
     @contextlib.contextmanager
     def attach(self) -> Iterator[None]:
-        """Within this block (and tasks started in it) UDP sockets open on this host."""
+        """Within this block (and tasks started in it) UDP sockets and TCP connections open
+        on this host."""
         _patch_loop(asyncio.get_running_loop())
         token = _attached.set(self)
         try:
@@ -343,6 +294,9 @@ class Network:
         self.capture: deque[dict[str, Any]] | None = deque(maxlen=capture) if capture else None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        self._streams = StreamRouter(self)
+        self._tls_dir: str | None = None
+        self._ca_file = ""
         _install_guard()
         self._guarded: list[str] = []
         for ip in self._servers:
@@ -417,19 +371,65 @@ class Network:
         return f"stun:{self.STUN_IP}:{self.stun.address[1]}"
 
     @property
-    def turn_url(self) -> str:
-        return f"turn:{self.TURN_IP}:{self.turn.address[1]}?transport=udp"
+    def stun_urls(self) -> list[str]:
+        """Two STUN URLs (the server's two IPs): two server-reflexive candidates behind a
+        NAT whose mapping depends on the destination address."""
+        return [f"stun:{ip}:{self.stun.address[1]}" for ip in self.stun.ips]
 
-    def ice_servers(self, *, stun: bool = True, turn: bool = False) -> tuple[IceServer, ...]:
+    @property
+    def turn_url(self) -> str:
+        return self.turn_url_for("udp")
+
+    def turn_url_for(self, transport: str = "udp", port: int | None = None) -> str:
+        """The TURN URL reaching the emulated server over ``udp``, ``tcp`` or ``tls``
+        (``turns:``, on port 5349 or ``port=443``; its certificate is issued by
+        :attr:`ca_file`)."""
+        ip = self.TURN_IP
+        if transport in ("udp", "tcp"):
+            return f"turn:{ip}:{port or self.turn.address[1]}?transport={transport}"
+        if transport == "tls":
+            self._enable_tls()
+            return f"turns:{ip}:{port or self.turn.tls_address[1]}?transport=tcp"
+        raise ValueError(f"TURN transport must be one of {TURN_TRANSPORTS}, not {transport!r}")
+
+    @property
+    def ca_file(self) -> str:
+        """The PEM file of the CA that signed the TURN server's TLS certificate (made on
+        first use, deleted at :meth:`close`): what ``IceConfig(tls_ca_file=...)`` trusts."""
+        return self._enable_tls()
+
+    def _enable_tls(self) -> str:
+        if self._tls_dir is None:
+            from ..ice.coturn import generate_certificate
+
+            self._tls_dir = tempfile.mkdtemp(prefix="rtclab-net-tls-")
+            weakref.finalize(self, shutil.rmtree, self._tls_dir, True)
+            files = generate_certificate(self._tls_dir, hosts=(self.TURN_IP,))
+            self.turn.enable_tls(str(files.cert_file), str(files.key_file))
+            self._ca_file = str(files.ca_file)
+        return self._ca_file
+
+    def ice_servers(
+        self, *, stun: bool = True, turn: bool | str | Sequence[str] = False
+    ) -> tuple[IceServer, ...]:
+        """``turn``: ``True`` for TURN over UDP, or the transports to list, one URL each
+        (e.g. ``("tcp", "tls")``: what a network that drops UDP still lets through)."""
         servers: list[IceServer] = []
         if stun:
             servers.append(IceServer(self.stun_url))
-        if turn:
-            servers.append(IceServer(self.turn_url, self.TURN_USER, self.TURN_PASSWORD))
+        for transport in _turn_transports(turn):
+            servers.append(
+                IceServer(self.turn_url_for(transport), self.TURN_USER, self.TURN_PASSWORD)
+            )
         return tuple(servers)
 
-    def ice_config(self, *, stun: bool = True, turn: bool = False, **options: Any) -> IceConfig:
-        """An :class:`IceConfig` using this network's STUN/TURN servers (UDP only)."""
+    def ice_config(
+        self, *, stun: bool = True, turn: bool | str | Sequence[str] = False, **options: Any
+    ) -> IceConfig:
+        """An :class:`IceConfig` using this network's STUN/TURN servers (``turn`` as in
+        :meth:`ice_servers`); with ``tls`` it trusts :attr:`ca_file`."""
+        if "tls" in _turn_transports(turn):
+            options.setdefault("tls_ca_file", self.ca_file)
         return IceConfig(ice_servers=self.ice_servers(stun=stun, turn=turn), **options)
 
     # --- packets ----------------------------------------------------------------------------
@@ -508,9 +508,7 @@ class Network:
             return
         server = self._servers.get(dst[0])
         if server is not None:
-            loop = self._loop_or_none()
-            for frm, to, payload in server.handler.handle(now, dst, src, data):
-                loop.call_soon(self._public_side, frm, to, payload)
+            self.dispatch(server.handler.handle(now, dst, src, data))
             return
         host = self._by_ip.get(dst[0])
         if host is not None and host.nat is None:
@@ -518,6 +516,15 @@ class Network:
             return
         # a private address seen from outside, or nobody: dropped, never to a real socket
         self._note("unroutable", src, dst, len(data))
+
+    def dispatch(self, packets: Iterable[Datagram]) -> None:
+        """Send what a server answered: UDP onto the public side, TCP down its connection."""
+        loop = self._loop_or_none()
+        for packet in packets:
+            if packet.transport == "tcp":
+                self._streams.send(packet)
+            else:
+                loop.call_soon(self._public_side, packet.src, packet.dst, packet.data)
 
     def _downlink(self, host: Host, src: Address, dst: Address, data: bytes) -> None:
         loop = self._loop_or_none()
@@ -534,6 +541,8 @@ class Network:
         if self._closed:
             return
         self._closed = True
+        if self._loop is not None and not self._loop.is_closed():
+            self._streams.close_all()
         for host in self.hosts.values():
             for transport in list(host._ports.values()):
                 if self._loop is not None and not self._loop.is_closed():
@@ -556,6 +565,18 @@ class Network:
 
     def __repr__(self) -> str:
         return f"<Network seed={self.seed} hosts={list(self.hosts)} nats={list(self.nats)}>"
+
+
+def _turn_transports(turn: bool | str | Sequence[str]) -> tuple[str, ...]:
+    if turn is True:
+        return ("udp",)
+    if not turn:
+        return ()
+    chosen = (turn,) if isinstance(turn, str) else tuple(turn)
+    for transport in chosen:
+        if transport not in TURN_TRANSPORTS:
+            raise ValueError(f"TURN transport must be one of {TURN_TRANSPORTS}, not {transport!r}")
+    return chosen
 
 
 def _unguard(ips: list[str]) -> None:

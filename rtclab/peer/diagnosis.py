@@ -20,7 +20,7 @@ class ConnectionFacts:
     has_remote_description: bool
     local_candidates: int  # of one ICE transport (see connection.sdp_candidate_count)
     remote_candidates: int  # in the remote description plus trickled ones
-    turn_failure: str | None  # the first TURN allocation failure, in words
+    turn_failure: str | None  # every TURN server's failure, in words (``; ``-joined)
     ice_transport_policy: str  # "all" | "relay"
     has_turn: bool
     interfaces: Sequence[str] | None  # None: every interface

@@ -387,7 +387,8 @@ class Peer(Negotiation, MediaControl, Recovery):
     def _diagnose(self, conn: RemoteConnection, what: str) -> str:
         """Name the first missing step, so a failure says what to fix (see :mod:`.diagnosis`)."""
         pc = conn.pc
-        turn_failure = conn.gathering.first_failure("turn")
+        # every TURN server's own reason: with several servers each may fail differently
+        turn_failures = [f.message for f in conn.gathering.failures if f.kind.startswith("turn")]
         facts = ConnectionFacts(
             remote=conn.remote,
             role=conn.role,
@@ -395,7 +396,7 @@ class Peer(Negotiation, MediaControl, Recovery):
             has_remote_description=pc.remoteDescription is not None,
             local_candidates=sdp_candidate_count(pc.localDescription),
             remote_candidates=sdp_candidate_count(pc.remoteDescription) + conn.trickled_candidates,
-            turn_failure=None if turn_failure is None else turn_failure.message,
+            turn_failure="; ".join(turn_failures) or None,
             ice_transport_policy=self.ice.ice_transport_policy,
             has_turn=self.ice.has_turn,
             interfaces=self.ice.interfaces,
