@@ -34,6 +34,7 @@ _EXPORTS = {
     "SignalingServer": "rtclab.signaling",
     "StatsCollector": "rtclab.stats",
     "read_events_csv": "rtclab.stats",
+    "read_frames_csv": "rtclab.stats",
     "read_samples_csv": "rtclab.stats",
 }
 
@@ -58,6 +59,7 @@ __all__ = [
     "compare_ice_paths",
     "doctor",
     "read_events_csv",
+    "read_frames_csv",
     "read_samples_csv",
 ]
 
@@ -71,7 +73,7 @@ if TYPE_CHECKING:
     from .net import Link, Network
     from .peer import ChatMessage, Peer, RemoteConnection
     from .signaling import SignalingClient, SignalingError, SignalingServer
-    from .stats import StatsCollector, read_events_csv, read_samples_csv
+    from .stats import StatsCollector, read_events_csv, read_frames_csv, read_samples_csv
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

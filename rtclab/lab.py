@@ -130,6 +130,9 @@ class Lab:
     removed when the lab is garbage-collected or the process exits; a ``spill_dir`` you pass
     is kept (:attr:`spill_dir` says where the files are).
 
+    ``qoe=True`` (default): peers tag their test pattern and read received frames' tags into
+    :attr:`frames` and the samples' QoE columns (docs/qoe.md); ``qoe=False`` turns it off.
+
     ``preload_widgets`` (default: when running in a Jupyter kernel) imports the plotly and
     widget stack in :meth:`start`, before any peer runs, so that opening a dashboard later
     does not freeze running media for the 3-4 s those imports take.
@@ -150,8 +153,10 @@ class Lab:
         client: bool = True,
         preload_widgets: bool | None = None,
         spill_dir: str | Path | None = None,
+        qoe: bool = True,
     ) -> None:
         self.name = name
+        self.qoe = qoe  # the default of its peers' ``qoe`` (tagged frames, lab.frames)
         self.preload_widgets = _in_kernel() if preload_widgets is None else preload_widgets
         self.server = SignalingServer(host=host, port=port)
         self._messages = _MessageLog(keep_messages)
@@ -284,6 +289,7 @@ class Lab:
             raise RuntimeError("call `await lab.start()` first")
         if name in self.peers:
             raise ValueError(f"a peer named {name!r} already exists in this lab")
+        options.setdefault("qoe", self.qoe)
         peer = Peer(name, self.url, room=room, ice=ice or self.ice, **options)
         peer.add_listener(self.collector.record_event)
         self.collector.add(peer)
@@ -353,6 +359,7 @@ class Lab:
         if name in self.peers:
             raise ValueError(f"a peer named {name!r} already exists in this lab")
         ice = options.pop("ice", None) or self.ice
+        options.setdefault("qoe", self.qoe)
         peer = Peer(name, self.url or "", room=room, ice=ice, **options)
         peer.add_listener(self.collector.record_event)
         self.collector.add(peer)
@@ -406,6 +413,12 @@ class Lab:
     def events(self) -> pd.DataFrame:
         return self.collector.events
 
+    @property
+    def frames(self) -> pd.DataFrame:
+        """One row per received video frame, and per frame id that never arrived
+        (``decode_t`` empty): latency, size, PSNR/SSIM (docs/qoe.md)."""
+        return self.collector.frames
+
     def __repr__(self) -> str:
         state = f"running at {self.url}" if self.url else "stopped"
         return f"<Lab {self.name!r} {state}, peers={list(self.peers)}>"
@@ -429,11 +442,11 @@ class Lab:
         return self._dashboard
 
     def to_csv(self, directory: str | Path) -> dict[str, Path]:
-        """``samples.csv`` and ``events.csv`` of the whole run (see ``StatsCollector.to_csv``)."""
+        """``samples.csv``, ``events.csv``, ``frames.csv`` of the run (``collector.to_csv``)."""
         return self.collector.to_csv(directory)
 
     def to_parquet(self, directory: str | Path) -> dict[str, Path]:
-        """``samples.parquet`` and ``events.parquet`` of the whole run; needs pyarrow."""
+        """``samples``, ``events`` and ``frames`` ``.parquet`` of the whole run; needs pyarrow."""
         return self.collector.to_parquet(directory)
 
     # --- TURN and ICE paths (issue 4) ---------------------------------------------------------

@@ -139,6 +139,9 @@ class ConnectionCounters:
     (aiortc's inbound-rtp has no ``bytesReceived``), so inbound bitrate is measured, not guessed.
     ``outbound_rtp`` / ``inbound_rtp`` hold the feedback and keyframe counts aiortc keeps
     none of (:class:`RtpStreamCounters`).
+    ``freeze_count``, ``total_freezes_duration_ms`` (W3C inbound-rtp ``freezeCount``,
+    ``totalFreezesDuration``) and ``frames_untagged`` (decoded frames without a readable
+    frame tag) are the received video's, counted by the peer's frame tracker.
     """
 
     frames_sent: dict[str, int] = field(default_factory=dict)
@@ -148,6 +151,10 @@ class ConnectionCounters:
     channels: dict[str, ChannelCounters] = field(default_factory=dict)
     outbound_rtp: dict[str, RtpStreamCounters] = field(default_factory=dict)
     inbound_rtp: dict[str, RtpStreamCounters] = field(default_factory=dict)
+    freeze_count: int = 0
+    total_freezes_duration_ms: float = 0.0
+    frames_untagged: int = 0
+    frames_tracked: bool = False  # the receiver reads frame tags (the three above mean something)
 
     def rtp_stream(self, direction: str, kind: str) -> RtpStreamCounters:
         """The ``direction`` (``"outbound"``/``"inbound"``) counters of ``kind``, created on

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent / "rtclab"
 #: re-exports the public names and sits above everything.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("_compat", "model", "_lazy"),
-    ("signaling", "net", "ice", "cc"),
+    ("signaling", "net", "ice", "cc", "qoe"),
     ("peer", "web"),
     ("stats",),
     ("widgets", "experiments"),

@@ -39,6 +39,8 @@ from rtclab.stats import (
     StatsSource,
     read_events_csv,
     read_events_parquet,
+    read_frames_csv,
+    read_frames_parquet,
     read_samples_csv,
     read_samples_parquet,
 )
@@ -342,15 +344,18 @@ def test_collector_stopped_cleanly(media_run: MediaRun) -> None:
 
 def test_csv_round_trip(media_run: MediaRun, tmp_path: Path) -> None:
     paths = media_run.collector.to_csv(tmp_path / "out")
-    assert set(paths) == {"samples", "events"}
+    assert set(paths) == {"samples", "events", "frames"}
     pdt.assert_frame_equal(read_samples_csv(paths["samples"]), media_run.collector.samples)
     pdt.assert_frame_equal(read_events_csv(paths["events"]), media_run.collector.events)
+    # plain aiortc tracks carry no frame tag: an empty frames table, still typed
+    pdt.assert_frame_equal(read_frames_csv(paths["frames"]), media_run.collector.frames)
 
 
 def test_parquet_round_trip(media_run: MediaRun, tmp_path: Path) -> None:
     paths = media_run.collector.to_parquet(tmp_path)
     pdt.assert_frame_equal(read_samples_parquet(paths["samples"]), media_run.collector.samples)
     pdt.assert_frame_equal(read_events_parquet(paths["events"]), media_run.collector.events)
+    pdt.assert_frame_equal(read_frames_parquet(paths["frames"]), media_run.collector.frames)
     plain = pd.read_parquet(paths["samples"])  # readable without rtclab too
     assert list(plain.columns) == SAMPLE_COLUMNS
 

@@ -1,4 +1,4 @@
-"""Synthetic media sources: a moving test pattern (frame number and send time drawn in) and a tone.
+"""Synthetic media sources: a moving, tagged test pattern and a tone.
 
 They pace themselves with the event loop's clock, so a slow consumer never makes them
 burst, and they draw with numpy only (no Pillow, no fonts to install).
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import fractions
-import functools
 import math
 import time
 from typing import Any, Literal
@@ -17,72 +16,11 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from ..qoe.pattern import TestPattern
+
 VIDEO_CLOCK_RATE = 90_000
 AUDIO_SAMPLE_RATE = 48_000
 AUDIO_PTIME = 0.020
-
-# 3x5 bitmap font for the characters the overlay needs.
-_GLYPHS = {
-    "0": "111101101101111",
-    "1": "010110010010111",
-    "2": "111001111100111",
-    "3": "111001111001111",
-    "4": "101101111001001",
-    "5": "111100111001111",
-    "6": "111100111101111",
-    "7": "111001001001001",
-    "8": "111101111101111",
-    "9": "111101111001111",
-    ".": "000000000000010",
-    ":": "000010000010000",
-    "#": "101111101111101",
-    " ": "000000000000000",
-    "-": "000000111000000",
-}
-
-
-@functools.lru_cache(maxsize=512)
-def _glyph(char: str, scale: int) -> np.ndarray:
-    """One character of the 3x5 font, ``scale`` pixels per dot (cached: drawn every frame)."""
-    bits = _GLYPHS.get(char, _GLYPHS[" "])
-    glyph = np.array([int(b) for b in bits], dtype=bool).reshape(5, 3)
-    return np.kron(glyph, np.ones((scale, scale), dtype=bool)).astype(bool)
-
-
-def draw_text(plane: np.ndarray, text: str, x: int, y: int, *, scale: int = 2) -> None:
-    """Draw ``text`` light-on-dark into a luma ``plane`` (2-D uint8), clipped to its bounds."""
-    h, w = 5 * scale, len(text) * 4 * scale
-    pad = scale
-    y0, x0 = max(0, y - pad), max(0, x - pad)
-    y1, x1 = min(plane.shape[0], y + h + pad), min(plane.shape[1], x + w + pad)
-    plane[y0:y1, x0:x1] = 16
-    for i, char in enumerate(text):
-        cx = x + i * 4 * scale
-        if char == " " or cx + 3 * scale > plane.shape[1] or y + h > plane.shape[0]:
-            continue
-        region = plane[y : y + h, cx : cx + 3 * scale]
-        region[_glyph(char, scale)] = 235
-
-
-def rgb_to_yuv420(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """BT.601 limited-range Y, U, V planes (chroma subsampled 2x2) of an RGB image."""
-    rgb = image.astype(np.float32)
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    y = 16 + 0.257 * r + 0.504 * g + 0.098 * b
-    u = 128 - 0.148 * r - 0.291 * g + 0.439 * b
-    v = 128 + 0.439 * r - 0.368 * g - 0.071 * b
-
-    def sub(plane: np.ndarray) -> np.ndarray:
-        out: np.ndarray = plane.reshape(plane.shape[0] // 2, 2, plane.shape[1] // 2, 2).mean(
-            axis=(1, 3)
-        )
-        return out
-
-    return (
-        np.clip(y, 0, 255).astype(np.uint8),
-        np.clip(sub(u), 0, 255).astype(np.uint8),
-        np.clip(sub(v), 0, 255).astype(np.uint8),
-    )
 
 
 class _PacedTrack(MediaStreamTrack):
@@ -111,9 +49,12 @@ class _PacedTrack(MediaStreamTrack):
 
 
 class TestPatternTrack(_PacedTrack):
-    """Moving colour bars with a bouncing box, the frame number and the send time drawn in.
+    """Moving colour bars with a bouncing box, the frame number and the capture time drawn
+    in, and the frame tag (:mod:`rtclab.qoe.tag`) along the bottom unless ``tagged=False``.
 
-    ``label`` is drawn as well, so a "screen" source looks different from the "camera".
+    The picture is a pure function of (frame id, capture time) (:class:`TestPattern`), so a
+    receiver that reads the tag can draw the reference for PSNR/SSIM. A "screen" style looks
+    different from the "camera".
     """
 
     kind = "video"
@@ -126,35 +67,15 @@ class TestPatternTrack(_PacedTrack):
         fps: float = 15.0,
         *,
         style: Literal["camera", "screen"] = "camera",
+        tagged: bool = True,
     ) -> None:
-        if width < 16 or height < 16 or width % 2 or height % 2:
-            raise ValueError("width and height must be even and at least 16 pixels")
         if not 0 < fps <= 120:
             raise ValueError("fps must be in (0, 120]")
+        self.pattern = TestPattern(width, height, style, tagged=tagged)
         super().__init__(1.0 / fps)
         self.width, self.height, self.fps, self.style = width, height, fps, style
-        xs = np.linspace(0, 1, width, dtype=np.float32)
-        if style == "camera":
-            bars = np.array(
-                [
-                    [255, 255, 255],
-                    [255, 255, 0],
-                    [0, 255, 255],
-                    [0, 255, 0],
-                    [255, 0, 255],
-                    [255, 0, 0],
-                    [0, 0, 255],
-                    [40, 40, 40],
-                ],
-                dtype=np.uint8,
-            )
-            row = bars[np.minimum((xs * len(bars)).astype(int), len(bars) - 1)]
-        else:  # a "desktop": grey background with window-like stripes
-            row = np.stack([xs * 60 + 90, xs * 60 + 100, xs * 40 + 140], axis=1).astype(np.uint8)
         # Frames are made directly in yuv420p: the encoder then never calls reformat(), which
         # is not thread-safe on a frame shared by several connections' encoder threads.
-        self._planes = rgb_to_yuv420(np.repeat(row[np.newaxis, :, :], height, axis=0))
-        self._box = max(8, min(width, height) // 6) // 2 * 2
         # One reusable yuv420p buffer (from_ndarray copies it into the frame), with views of
         # its three planes: each frame is drawn in place, no per-frame allocation.
         self._buffer = np.empty(width * height * 3 // 2, dtype=np.uint8)
@@ -167,30 +88,8 @@ class TestPatternTrack(_PacedTrack):
 
     async def recv(self) -> av.VideoFrame:
         index = await self._next_index()
-        for i, (plane, out) in enumerate(zip(self._planes, self._views, strict=True)):
-            shift = (index * (2 if i == 0 else 1)) % plane.shape[1]  # scroll right
-            if shift:
-                out[:, shift:] = plane[:, :-shift]
-                out[:, :shift] = plane[:, -shift:]
-            else:
-                out[:] = plane
-        y, u, v = self._views
-        # bouncing box: motion keeps the encoder honest (a static frame costs almost no bits)
-        span_x, span_y = (self.width - self._box) // 2, (self.height - self._box) // 2
-        bx = int(abs((index * 2) % (2 * span_x) - span_x)) * 2
-        by = int(abs(index % (2 * span_y) - span_y)) * 2
-        y[by : by + self._box, bx : bx + self._box] = 30
-        u[by // 2 : (by + self._box) // 2, bx // 2 : (bx + self._box) // 2] = 128
-        v[by // 2 : (by + self._box) // 2, bx // 2 : (bx + self._box) // 2] = 128
-        scale = max(1, self.height // 120)
-        now = time.time()
-        stamp = time.strftime("%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}"
-        text_h = 16 * scale + 4 * scale
-        text_w = (len(stamp) * 4 + 2) * scale
-        draw_text(y, f"#{index}", 4, 4, scale=scale)
-        draw_text(y, stamp, 4, 4 + 8 * scale, scale=scale)
-        u[: (text_h + 4) // 2, : (text_w + 8) // 2] = 128
-        v[: (text_h + 4) // 2, : (text_w + 8) // 2] = 128
+        # the wall clock (not the loop's): receivers in other processes and browsers share it
+        self.pattern.draw(index, int(time.time() * 1000), self._views)
         frame = av.VideoFrame.from_ndarray(self._buffer.reshape(-1, self.width), format="yuv420p")
         frame.pts = int(index * VIDEO_CLOCK_RATE / self.fps)
         frame.time_base = fractions.Fraction(1, VIDEO_CLOCK_RATE)
@@ -220,6 +119,18 @@ class ToneTrack(_PacedTrack):
         frame.pts = start
         frame.time_base = fractions.Fraction(1, AUDIO_SAMPLE_RATE)
         return frame
+
+
+def luma_plane(frame: av.VideoFrame) -> np.ndarray:
+    """The Y plane of a decoded frame as a (height, width) array, without a copy when the
+    frame is planar YUV (what aiortc's decoders give)."""
+    if frame.format.name in ("yuv420p", "yuvj420p", "yuv422p", "yuv444p", "nv12"):
+        plane = frame.planes[0]
+        rows = np.frombuffer(memoryview(plane), np.uint8).reshape(-1, plane.line_size)
+        luma: np.ndarray = rows[: frame.height, : frame.width]
+        return luma
+    gray: np.ndarray = frame.to_ndarray(format="gray")
+    return gray
 
 
 def blank_like(frame: av.VideoFrame | av.AudioFrame) -> av.VideoFrame | av.AudioFrame:

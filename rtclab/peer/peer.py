@@ -24,6 +24,7 @@ from aiortc.mediastreams import MediaStreamError
 from ..ice.config import IceConfig
 from ..ice.inspect import candidate_rows, candidates_frame, selected_candidate_pair
 from ..model import ConnectionCounters, EventListener
+from ..qoe.frames import FrameTracker
 from ..signaling.client import SignalingClient, SignalingError
 from ._base import VideoSource
 from .channels import CHAT, CURSORS, Channel
@@ -37,7 +38,7 @@ from .connection import (
 )
 from .diagnosis import ConnectionFacts, diagnose
 from .estimation import check_estimator_factory, estimates_frame, install_estimator
-from .media import TestPatternTrack, ToneTrack
+from .media import TestPatternTrack, ToneTrack, luma_plane
 from .negotiation import Negotiation
 from .recovery import Recovery
 from .resilience import Resilience
@@ -52,6 +53,8 @@ if TYPE_CHECKING:
 __all__ = ["ChatMessage", "Peer", "PeerEvent", "RemoteConnection"]
 
 log = logging.getLogger(__name__)
+
+_UNTAGGED_NOTICE = 30  # untagged frames, none tagged, before the "video-untagged" event
 
 
 class Peer(Negotiation, MediaControl, Recovery):
@@ -86,9 +89,17 @@ class Peer(Negotiation, MediaControl, Recovery):
         resilience: Resilience | None = None,
         network: NetworkAttachment | None = None,
         estimator: EstimatorFactory | None = None,
+        qoe: bool = True,
+        keep_frames: int = 20_000,
     ) -> None:
         self.name = name
         self.estimator = check_estimator_factory(estimator)
+        # tag the test pattern and read the tags of received video (rtclab.qoe)
+        self.qoe = qoe
+        #: the newest ``frames`` rows (columns: rtclab.qoe.FRAME_COLUMNS), oldest first;
+        #: ``frames_total`` counts every row ever made, so a poller can take only new ones
+        self.frame_rows: deque[dict[str, Any]] = deque(maxlen=keep_frames)
+        self.frames_total = 0
         self.room = room
         self.signaling_url = signaling_url
         self.ice = ice or IceConfig()
@@ -110,7 +121,7 @@ class Peer(Negotiation, MediaControl, Recovery):
         self._loop_task: asyncio.Task[None] | None = None
         self._relay = MediaRelay()
         self._camera: MediaStreamTrack | None = (
-            TestPatternTrack(width, height, fps) if video else None
+            TestPatternTrack(width, height, fps, tagged=qoe) if video else None
         )
         self._screen: MediaStreamTrack | None = None
         self.video_source: VideoSource | None = "camera" if video else None
@@ -348,9 +359,11 @@ class Peer(Negotiation, MediaControl, Recovery):
                 pass
 
     async def _consume(self, conn: RemoteConnection, track: MediaStreamTrack) -> None:
-        """Pull decoded frames so they are counted and the latest video frame is kept."""
+        """Pull decoded frames so they are counted, the latest video frame is kept and, with
+        ``qoe``, each video frame's tag is read into ``frames`` rows (:mod:`rtclab.qoe`)."""
         received = conn.counters.frames_received
         kind = track.kind
+        tracker = FrameTracker(self.name, conn.remote) if self.qoe and kind == "video" else None
         try:
             while True:
                 frame = await track.recv()
@@ -360,6 +373,8 @@ class Peer(Negotiation, MediaControl, Recovery):
                     if conn.first_frame_at is None:
                         conn.first_frame_at = time.monotonic()
                         self._timing(conn, "first-frame-ms", conn.connected_at, conn.first_frame_at)
+                    if tracker is not None:
+                        self._track_frame(conn, tracker, frame)
         except MediaStreamError:
             return
 
@@ -373,6 +388,21 @@ class Peer(Negotiation, MediaControl, Recovery):
         video frame). Nothing when a phase's start was not seen."""
         if start is not None and end is not None and end >= start:
             self._emit(conn.remote, event, round((end - start) * 1000.0, 1))
+
+    def _track_frame(self, conn: RemoteConnection, tracker: FrameTracker, frame: Any) -> None:
+        rows = tracker.on_frame(luma_plane(frame), time.time())
+        if rows:
+            self.frame_rows.extend(rows)
+            self.frames_total += len(rows)
+        counters = conn.counters
+        counters.frames_tracked = True
+        counters.freeze_count = tracker.freezes.freeze_count
+        counters.total_freezes_duration_ms = tracker.freezes.total_freezes_duration_ms
+        counters.frames_untagged = tracker.frames_untagged
+        if tracker.freeze_ms is not None:
+            self._emit(conn.remote, "freeze", round(tracker.freeze_ms, 1))
+        if tracker.frames_untagged == _UNTAGGED_NOTICE and not tracker.frames_tagged:
+            self._emit(conn.remote, "video-untagged", "no frame tag: no latency or quality")
 
     async def _watchdog(self, conn: RemoteConnection) -> None:
         """Declare the connection failed, with a reason, if it is not up within the timeout."""

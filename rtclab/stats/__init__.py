@@ -12,6 +12,8 @@ from rtclab.stats.convert import (
 from rtclab.stats.files import (
     read_events_csv,
     read_events_parquet,
+    read_frames_csv,
+    read_frames_parquet,
     read_samples_csv,
     read_samples_parquet,
 )
@@ -25,6 +27,8 @@ __all__ = [
     "StatsSource",
     "read_events_csv",
     "read_events_parquet",
+    "read_frames_csv",
+    "read_frames_parquet",
     "read_samples_csv",
     "read_samples_parquet",
     "snapshot_to_rows",

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pandas as pd
 
 from ..model import CandidatePair, ConnectionCounters
+from ..qoe.aggregate import interval_qoe
 from .convert import NUMERIC_COLUMNS, STRING_COLUMNS, ConnectionSnapshot, snapshot_to_rows
 from .hidden import browser_audio_mos
 from .reading import read_snapshot
@@ -96,6 +97,7 @@ class StatsCollector:
         self._task: asyncio.Task[None] | None = None
         self._lock: asyncio.Lock | None = None
         self._t0: float | None = None
+        self._frames_taken: dict[int, int] = {}  # id(source) -> its frames_total taken
 
     # -- sources and listeners ---------------------------------------------------------
 
@@ -283,10 +285,38 @@ class StatsCollector:
                 state.previous = snapshot
             for key in [k for k, s in self._targets.items() if not s.seen]:
                 del self._targets[key]  # connection gone: don't keep its snapshot forever
-
+            self._add_frames(rows)
             self.store.append_rows(rows, elapsed)
         self._notify(rows)
         return rows
+
+    def _add_frames(self, rows: list[dict[str, Any]]) -> None:
+        """Take each source's new ``frames`` rows (peers with QoE on keep them in
+        ``frame_rows``/``frames_total``), store them and fill the interval's QoE columns of
+        the matching inbound video rows."""
+        inbound = {
+            (r["peer"], r["remote"]): r
+            for r in rows
+            if r.get("kind") == "video" and r.get("direction") == "inbound"
+        }
+        for source in list(self._sources):
+            log = getattr(source, "frame_rows", None)
+            total = getattr(source, "frames_total", None)
+            if log is None or not isinstance(total, int):
+                continue
+            new = min(total - self._frames_taken.get(id(source), 0), len(log))
+            self._frames_taken[id(source)] = total
+            if new <= 0:
+                continue
+            frames = list(log)[-new:]
+            self.store.append_frames(frames)
+            by_remote: dict[str, list[dict[str, Any]]] = {}
+            for frame in frames:
+                by_remote.setdefault(frame["remote"], []).append(frame)
+            for remote, group in by_remote.items():
+                row = inbound.get((source.name, remote))
+                if row is not None:
+                    row.update(interval_qoe(group))
 
     async def _snapshot_with_timeout(
         self, key: tuple[str, str], pc: Any, counters: ConnectionCounters, now: datetime
@@ -374,15 +404,20 @@ class StatsCollector:
         """Every event of the run, spilled ones included."""
         return self.store.events
 
+    @property
+    def frames(self) -> pd.DataFrame:
+        """Every received video frame of the run, one row each (:mod:`rtclab.qoe`)."""
+        return self.store.frames
+
     def clear(self) -> None:
         """Forget all rows and events, spilled ones too (not the previous snapshots: rates
         continue)."""
         self.store.clear()
 
     def to_csv(self, directory: str | Path) -> dict[str, Path]:
-        """Write ``samples.csv`` and ``events.csv`` (the whole run; :meth:`SampleStore.to_csv`)."""
+        """Write ``samples.csv``, ``events.csv`` and ``frames.csv`` (:meth:`SampleStore.to_csv`)."""
         return self.store.to_csv(directory)
 
     def to_parquet(self, directory: str | Path) -> dict[str, Path]:
-        """Write ``samples.parquet`` and ``events.parquet`` (the whole run); needs pyarrow."""
+        """Write the whole run as Parquet (:meth:`SampleStore.to_parquet`); needs pyarrow."""
         return self.store.to_parquet(directory)

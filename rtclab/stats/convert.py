@@ -29,6 +29,10 @@ aiortc stats objects. Units live in the column names and a number means what its
 - ``frames`` / ``frames_per_second`` are video only; audio rows carry ``audio_frames`` /
   ``audio_frames_per_second`` (Opus: 20 ms frames, 50 a second), so a column's mean never
   mixes kinds.
+- QoE of received video (``rtclab.qoe``, docs/qoe.md), per interval: ``freeze_count``,
+  ``total_freezes_duration_ms`` and ``frames_untagged`` here from the receiver's counters;
+  ``latency_ms_p50``/``_p95``, ``frames_dropped``, ``psnr_db``, ``ssim`` filled in by the
+  collector from the interval's ``frames`` rows (:func:`rtclab.qoe.interval_qoe`).
 - Rates (``bitrate_kbps``, ``*frames_per_second``): deltas between this and the previous
   snapshot of the same connection; ``None`` on the first sample, when a counter went
   backwards (reset) and over an interval shorter than ``min_interval_s`` (the collector
@@ -114,6 +118,11 @@ SAMPLE_COLUMNS: list[str] = [
     "messages_sent",
     "messages_received",
     "messages_dropped",
+    "latency_ms_p50",
+    "latency_ms_p95",
+    "frames_untagged",
+    "psnr_db",
+    "ssim",
     *PATH_COLUMNS,
     "connection_state",
 ]
@@ -306,8 +315,27 @@ def _media_rows(
                         prev_counters.rtp_packets_received.get(kind) if prev_counters else None
                     ),
                 )
+            if kind == "video" and counters.frames_tracked:
+                row.update(_freeze_columns(counters, prev_counters))
             rows.append(row)
     return rows
+
+
+def _freeze_columns(
+    counters: ConnectionCounters, previous: ConnectionCounters | None
+) -> dict[str, float | None]:
+    """Freezes and untagged frames of the interval: deltas of the receiver's counters."""
+    names = ("freeze_count", "total_freezes_duration_ms", "frames_untagged")
+    if previous is None or not previous.frames_tracked:
+        return dict.fromkeys(names)
+    return {
+        name: _delta(float(getattr(counters, name)), float(getattr(previous, name)))
+        for name in names
+    }
+
+
+def _delta(current: float, previous: float) -> float | None:
+    return current - previous if current >= previous else None
 
 
 def _data_rows(

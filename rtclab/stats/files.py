@@ -19,14 +19,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..qoe.frames import FRAME_COLUMNS, FRAME_STRING_COLUMNS, FRAME_TIME_COLUMNS
 from .convert import EVENT_COLUMNS, NUMERIC_COLUMNS, SAMPLE_COLUMNS, STRING_COLUMNS
 
 __all__ = [
     "append_csv_rows",
     "event_cell",
     "events_frame",
+    "frames_frame",
     "read_events_csv",
     "read_events_parquet",
+    "read_frames_csv",
+    "read_frames_parquet",
     "read_samples_csv",
     "read_samples_parquet",
     "require_pyarrow",
@@ -70,6 +74,43 @@ def _normalize_samples(df: pd.DataFrame) -> pd.DataFrame:
         else:
             out[column] = _to_object(values)
     return out
+
+
+def frames_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """The ``frames`` table (``FRAME_COLUMNS``): times UTC, names text, the rest float64."""
+    rows = list(rows)
+    return _normalize_frames(pd.DataFrame({c: [r.get(c) for r in rows] for c in FRAME_COLUMNS}))
+
+
+def _normalize_frames(df: pd.DataFrame) -> pd.DataFrame:
+    out: pd.DataFrame = pd.DataFrame(index=pd.RangeIndex(len(df)))
+    for column in FRAME_COLUMNS:
+        values = df[column] if column in df.columns else pd.Series([None] * len(df))
+        values = values.reset_index(drop=True)
+        if column in FRAME_TIME_COLUMNS:
+            out[column] = _to_time(values)
+        elif column in FRAME_STRING_COLUMNS:
+            out[column] = _to_object(values)
+        else:
+            out[column] = pd.to_numeric(values, errors="coerce").astype("float64")
+    return out
+
+
+def read_frames_csv(path: str | Path) -> pd.DataFrame:
+    """Read ``frames.csv`` (or a frames spill file) back with the dtypes of ``lab.frames``."""
+    df = pd.read_csv(
+        path,
+        dtype={c: object for c in [*FRAME_TIME_COLUMNS, *FRAME_STRING_COLUMNS]},
+        keep_default_na=False,
+        na_values=[""],
+    )
+    return _normalize_frames(df)
+
+
+def read_frames_parquet(path: str | Path) -> pd.DataFrame:
+    """Read ``frames.parquet`` back with the dtypes of ``lab.frames``."""
+    require_pyarrow()
+    return _normalize_frames(pd.read_parquet(path, engine="pyarrow"))
 
 
 def events_frame(events: Iterable[dict[str, Any]]) -> pd.DataFrame:

@@ -2,10 +2,12 @@
 
 The window (seconds of ``elapsed_s``) and ``max_rows`` bound memory and what live views
 see; with a ``spill_path`` evicted rows are appended to that CSV (events to
-``<stem>.events.csv`` beside it) and :attr:`SampleStore.samples`,
-:attr:`SampleStore.events`, :meth:`~SampleStore.to_csv` and :meth:`~SampleStore.to_parquet`
-read them back, so the window never bounds what a run returns. Without ``spill_path``
-evicted rows are gone (``Lab`` always gives its collector one).
+``<stem>.events.csv`` and per-frame rows, :data:`rtclab.qoe.FRAME_COLUMNS`, to
+``<stem>.frames.csv`` beside it; ``frames_max_rows`` bounds those in memory) and
+:attr:`SampleStore.samples`, :attr:`SampleStore.events`, :attr:`SampleStore.frames`,
+:meth:`~SampleStore.to_csv` and :meth:`~SampleStore.to_parquet` read them back, so the
+window never bounds what a run returns. Without ``spill_path`` evicted rows are gone
+(``Lab`` always gives its collector one).
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ from typing import Any
 
 import pandas as pd
 
+from ..qoe.frames import FRAME_COLUMNS
 from .convert import EVENT_COLUMNS, SAMPLE_COLUMNS
 from .files import (
     append_csv_rows,
     event_cell,
     events_frame,
+    frames_frame,
     read_events_csv,
+    read_frames_csv,
     read_samples_csv,
     require_pyarrow,
     samples_frame,
@@ -41,6 +46,7 @@ class SampleStore:
         window: float | None = 600.0,
         max_rows: int | None = 200_000,
         spill_path: str | Path | None = None,
+        frames_max_rows: int = 20_000,
     ) -> None:
         if window is not None and window <= 0:
             raise ValueError("window must be > 0 or None")
@@ -51,6 +57,8 @@ class SampleStore:
         self.spill_path = Path(spill_path) if spill_path is not None else None
         self.rows: deque[dict[str, Any]] = deque()  # in memory, oldest first
         self.event_rows: deque[dict[str, Any]] = deque()
+        self.frames_max_rows = frames_max_rows
+        self.frame_rows: deque[dict[str, Any]] = deque()
 
     def recent_rows(self, count: int = 500) -> list[dict[str, Any]]:
         """The newest ``count`` sample rows, newest first, as dicts (no DataFrame built):
@@ -83,6 +91,15 @@ class SampleStore:
             if self.spill_path is not None:
                 append_csv_rows(self.events_spill_path(), EVENT_COLUMNS, evicted)
 
+    def append_frames(self, rows: list[dict[str, Any]]) -> None:
+        """Keep ``frames`` rows; beyond ``frames_max_rows`` the oldest spill (or go)."""
+        self.frame_rows.extend(rows)
+        excess = len(self.frame_rows) - self.frames_max_rows
+        if excess > 0:
+            evicted = [self.frame_rows.popleft() for _ in range(excess)]
+            if self.spill_path is not None:
+                append_csv_rows(self._sibling("frames"), FRAME_COLUMNS, evicted)
+
     def append_rows(self, rows: list[dict[str, Any]], elapsed: float) -> None:
         self.rows.extend(rows)
         evicted: list[dict[str, Any]] = []
@@ -96,13 +113,12 @@ class SampleStore:
         if evicted and self.spill_path is not None:
             append_csv_rows(self.spill_path, SAMPLE_COLUMNS, evicted)
 
-    def _events_spill_path(self) -> Path:
-        assert self.spill_path is not None
-        return self.spill_path.with_name(self.spill_path.stem + ".events.csv")
-
     def events_spill_path(self) -> Path:
+        return self._sibling("events")
+
+    def _sibling(self, what: str) -> Path:
         assert self.spill_path is not None
-        return self.spill_path.with_name(self.spill_path.stem + ".events.csv")
+        return self.spill_path.with_name(f"{self.spill_path.stem}.{what}.csv")
 
     # -- frames and export -------------------------------------------------------------
 
@@ -133,17 +149,29 @@ class SampleStore:
         frame: pd.DataFrame = pd.concat([read_events_csv(spill), memory], ignore_index=True)
         return frame
 
+    @property
+    def frames(self) -> pd.DataFrame:
+        """Every ``frames`` row of the run (spilled ones first), ``FRAME_COLUMNS`` order."""
+        memory = frames_frame(self.frame_rows)
+        spill = self._spilled(self._sibling("frames")) if self.spill_path else None
+        if spill is None:
+            return memory
+        frame: pd.DataFrame = pd.concat([read_frames_csv(spill), memory], ignore_index=True)
+        return frame
+
     def clear(self) -> None:
         """Forget all rows and events, spilled ones too (not the previous snapshots: rates
         continue)."""
         self.rows.clear()
         self.event_rows.clear()
+        self.frame_rows.clear()
         if self.spill_path is not None:
-            for path in (self.spill_path, self.events_spill_path()):
+            for path in (self.spill_path, self.events_spill_path(), self._sibling("frames")):
                 path.unlink(missing_ok=True)
 
     def to_csv(self, directory: str | Path) -> dict[str, Path]:
-        """Write ``samples.csv`` and ``events.csv`` (the whole run) into ``directory``.
+        """Write ``samples.csv``, ``events.csv`` and ``frames.csv`` (the whole run) into
+        ``directory``.
 
         Streamed: the spill file is copied and the rows in memory appended, so no frame of
         the whole run is built. Plain ``pd.read_csv`` works on both (see the README:
@@ -152,13 +180,18 @@ class SampleStore:
         """
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        paths = {"samples": out / "samples.csv", "events": out / "events.csv"}
-        spills = (self.spill_path, self.events_spill_path() if self.spill_path else None)
+        paths = {name: out / f"{name}.csv" for name in ("samples", "events", "frames")}
+        spilled_to = self.spill_path is not None
+        spills = (
+            self.spill_path,
+            self.events_spill_path() if spilled_to else None,
+            self._sibling("frames") if spilled_to else None,
+        )
         parts = zip(
-            (paths["samples"], paths["events"]),
+            paths.values(),
             spills,
-            (SAMPLE_COLUMNS, EVENT_COLUMNS),
-            (self.rows, self.event_rows),
+            (SAMPLE_COLUMNS, EVENT_COLUMNS, FRAME_COLUMNS),
+            (self.rows, self.event_rows, self.frame_rows),
             strict=True,
         )
         for path, spill, columns, rows in parts:
@@ -171,12 +204,14 @@ class SampleStore:
         return paths
 
     def to_parquet(self, directory: str | Path) -> dict[str, Path]:
-        """Write ``samples.parquet`` and ``events.parquet`` (the whole run); needs pyarrow."""
+        """Write ``samples.parquet``, ``events.parquet`` and ``frames.parquet`` (the whole
+        run); needs pyarrow."""
         require_pyarrow()
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        paths = {"samples": out / "samples.parquet", "events": out / "events.parquet"}
+        paths = {name: out / f"{name}.parquet" for name in ("samples", "events", "frames")}
         self.samples.to_parquet(paths["samples"], index=False, engine="pyarrow")
+        self.frames.to_parquet(paths["frames"], index=False, engine="pyarrow")
         events = self.events
         events["value"] = [event_cell(v) or None for v in events["value"]]
         events.to_parquet(paths["events"], index=False, engine="pyarrow")
