@@ -31,7 +31,7 @@ from rtclab.qoe import (
     stamp_tag,
     unwrap_capture_ms,
 )
-from rtclab.qoe.tag import BITS, TIME_MODULUS, _syndrome_tables
+from rtclab.qoe.tag import BITS, TIME_MODULUS, _syndrome_tables, strip_height
 from rtclab.signaling.server import SignalingServer
 from rtclab.stats import StatsCollector, read_frames_parquet
 
@@ -67,7 +67,7 @@ def test_corrupted_strips_are_rejected_never_misread() -> None:
     """Random cell flips and noise on the strip: a read is the true tag or None, never another."""
     rng = random.Random(7)
     width, height = 320, 240
-    cell = width // 40
+    cell, tall = width // 40, strip_height(width) // 2
     accepted_wrong = rejected = 0
     for trial in range(3000):
         tag = FrameTag(rng.randrange(1 << 16), rng.randrange(TIME_MODULUS), 1)
@@ -76,13 +76,13 @@ def test_corrupted_strips_are_rejected_never_misread() -> None:
         flips = rng.choice([1, 2, 3, 4, 5, 8, 20])
         for bit in rng.sample(range(BITS), flips):
             row, col = divmod(bit, 40)
-            y0 = height - (2 - row) * cell
-            block = luma[y0 : y0 + cell, col * cell : (col + 1) * cell]
+            y0 = height - (2 - row) * tall
+            block = luma[y0 : y0 + tall, col * cell : (col + 1) * cell]
             block[:] = 251 - block  # flip the cell (16 <-> 235)
         if trial % 3 == 0:  # plus noise over the whole strip
-            noise = np.random.default_rng(trial).normal(0, 40, (2 * cell, width))
-            strip = luma[-2 * cell :].astype(np.float64) + noise
-            luma[-2 * cell :] = np.clip(strip, 0, 255).astype(np.uint8)
+            noise = np.random.default_rng(trial).normal(0, 40, (2 * tall, width))
+            strip = luma[-2 * tall :].astype(np.float64) + noise
+            luma[-2 * tall :] = np.clip(strip, 0, 255).astype(np.uint8)
         read = read_tag(luma)
         if read is None:
             rejected += 1
@@ -287,16 +287,18 @@ async def test_a_one_second_outage_is_one_freeze_of_about_a_second() -> None:
 
 @pytest.mark.slow
 async def test_psnr_follows_the_bitrate_cap() -> None:
+    """640x480 (at 320x240 the pattern is too easy: 100 kbps already looks good)."""
     results = {}
     for kbps in (1500, 100):
         async with _pair(width=640, height=480) as (tx, _, collector, _):
             tx.set_max_bitrate(kbps)
-            await asyncio.sleep(7)
+            await asyncio.sleep(10)
             await collector.poll()
             frames = collector.frames
-        late = frames[frames["decode_t"] >= frames["decode_t"].max() - np.timedelta64(3, "s")]
-        results[kbps] = late["psnr_db"].mean()
-        assert late["ssim"].between(0, 1).all() or late["ssim"].isna().any()
+        settled = frames[frames["decode_t"] >= frames["decode_t"].min() + np.timedelta64(2, "s")]
+        scored = settled.dropna(subset=["psnr_db"])
+        assert len(scored) >= 12 and scored["ssim"].between(0, 1).all()
+        results[kbps] = scored["psnr_db"].mean()
     assert results[1500] > 30
     assert results[1500] >= results[100] + 3, results
 

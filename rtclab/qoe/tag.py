@@ -5,13 +5,15 @@ picture, so latency and lost frames are measured per frame, end to end, through 
 the encoder and the network did to it (libwebrtc's end-to-end tests tag frames the same
 way). Pure numpy on 2-D luma planes: no av, no I/O.
 
-Layout: 80 bits in 2 rows of 40 square cells along the bottom edge, each cell ``width/40``
-pixels (4 px at 160x120, 8 px at 320x240), so the strip scales with the frame and with a
-receiver-side rescale. Bits: frame id (16), capture time in ms modulo 2**24 (24), source
-(4), version (4), then the CRC-32 of those 6 bytes. A cell is read from its inner half; a
-cell whose mean luma is near the midpoint makes the whole read fail, and so does a wrong
-CRC: a damaged strip is rejected, never misread. Frame ids and times wrap and are unwrapped
-by the receiver (:func:`unwrap_capture_ms`, :class:`~rtclab.qoe.frames.FrameTracker`).
+Layout: 80 bits in 2 rows of 40 cells along the bottom edge, each cell ``width/40`` pixels
+wide and twice that tall (4x8 px at 160x120, 8x16 px at 320x240: the strip is the bottom
+2/15 of a 4:3 frame), so it scales with the frame and with a receiver-side rescale. Bits:
+frame id (16), capture time in ms modulo 2**24 (24), source (4), version (4), then the
+CRC-32 of those 6 bytes. A cell is read from its inner half. Up to two cells near the
+midpoint are tried both ways and up to two clearly wrong cells corrected (CRC-32 has a
+Hamming distance of 6 here, so that leaves room to detect more); anything else that fails
+the CRC is rejected: a damaged strip is rejected, never misread. Frame ids and times wrap
+and are unwrapped by the receiver (:func:`unwrap_capture_ms`, :class:`FrameTracker`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ __all__ = [
 COLUMNS = 40
 ROWS = 2
 BITS = COLUMNS * ROWS
+#: cells are twice as tall as wide: square ones came through a fast-moving VP8 stream
+#: stale (the previous frame's bit) on about 1 frame in 20, these on 1 in 150 or fewer
+TALL = 2
 #: cells near the midpoint are tried both ways; up to two clearly wrong cells are corrected
 MAX_ERASURES = 2
 MAX_FLIPS = 2
@@ -67,7 +72,7 @@ class FrameTag:
 
 def strip_height(width: int) -> int:
     """Pixel rows the strip covers at the bottom of a ``width``-wide frame."""
-    return round(ROWS * width / COLUMNS)
+    return round(ROWS * TALL * width / COLUMNS)
 
 
 def _bits(tag: FrameTag) -> np.ndarray:
@@ -86,7 +91,7 @@ def _edges(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
     """Cell boundaries: x of the 41 column edges, y of the 3 row edges (bottom-anchored)."""
     xs = np.rint(np.arange(COLUMNS + 1) * width / COLUMNS).astype(int)
     cell = width / COLUMNS
-    ys = np.rint(height - (ROWS - np.arange(ROWS + 1)) * cell).astype(int)
+    ys = np.rint(height - (ROWS - np.arange(ROWS + 1)) * cell * TALL).astype(int)
     return xs, ys
 
 
@@ -95,11 +100,11 @@ def _inner(width: int, height: int) -> tuple[list[tuple[int, int]], np.ndarray, 
     """Each cell's inner half: the row range of each strip row, the column ranges."""
     cell = width / COLUMNS
     half = max(1.0, cell / 2)
-    centres_y = height - (ROWS - np.arange(ROWS) - 0.5) * cell
+    centres_y = height - (ROWS - np.arange(ROWS) - 0.5) * cell * TALL
     rows = []
     for centre in centres_y:
-        top = max(0, round(centre - half / 2))
-        rows.append((top, min(height, max(top + 1, round(centre + half / 2)))))
+        top = max(0, round(centre - half * TALL / 2))
+        rows.append((top, min(height, max(top + 1, round(centre + half * TALL / 2)))))
     centres_x = (np.arange(COLUMNS) + 0.5) * cell
     starts = np.clip(np.rint(centres_x - half / 2), 0, width - 1).astype(int)
     ends = np.maximum(starts + 1, np.clip(np.rint(centres_x + half / 2), 0, width).astype(int))
