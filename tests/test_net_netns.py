@@ -265,3 +265,44 @@ async def test_impaired_namespace_links_show_up_in_the_lab_stats() -> None:
     up = counters["up"]
     assert up["lost"] / up["sent"] == pytest.approx(0.05, abs=0.02)
     assert not _ours()
+
+
+@needs_root
+async def test_frame_latency_across_namespaces_follows_the_link_delay() -> None:
+    """Namespace peers tag and read frames in their own processes; the interval QoE columns
+    reach the lab. 50 ms on one host's link: that host's video reaches the other, and the
+    other's reaches it, ~50 ms later than on the undelayed pair (one clock: one kernel)."""
+    from rtclab import Lab
+    from rtclab.net import Link
+
+    async with Lab(stats_interval=1.0) as lab:
+        with NetnsNetwork() as net:
+            hosts = {
+                "slow": net.host("slow", "full-cone", link=Link(delay_ms=50)),
+                "peer": net.host("peer", "full-cone"),
+                "a": net.host("a", "full-cone"),
+                "b": net.host("b", "full-cone"),
+            }
+            rooms = {"slow": "delayed", "peer": "delayed", "a": "clean", "b": "clean"}
+            peers = [
+                await net.peer(h, room=rooms[n], lab=lab, turn=False, data=False)
+                for n, h in hosts.items()
+            ]
+            for peer in peers:
+                await peer.wait_connected(timeout=20)
+            await asyncio.sleep(6)
+            samples = lab.samples
+            for peer in peers:
+                await peer.close()
+    video = samples.query("kind == 'video' and direction == 'inbound'").dropna(
+        subset=["latency_ms_p50"]
+    )
+    p50 = video.groupby("peer")["latency_ms_p50"].median()
+    assert set(p50.index) == set(hosts)
+    clean = max(p50["a"], p50["b"])
+    assert clean < 120
+    for name in ("slow", "peer"):
+        assert 40 <= p50[name] - clean <= 90, p50
+    assert video["psnr_db"].median() > 35
+    assert video.groupby("peer")["freeze_count"].sum().le(1).all()
+    assert not _ours()
