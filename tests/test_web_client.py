@@ -476,3 +476,36 @@ async def test_refused_turn_token_is_reported_and_the_page_goes_on_without_turn(
             assert expected in status, status
             assert await relay.evaluate("window.rtclab.joined") is False
             await relay.context.close()
+
+
+async def test_frame_latency_is_measured_both_ways_with_a_browser(chromium: Any) -> None:
+    """The page's tagged canvas (video=pattern) reaches the kernel peer, which reads each
+    frame's tag into lab.frames; the kernel's tagged pattern reaches the page, whose
+    FrameReader puts latency_ms_p50/p95 on its inbound video rows (one clock: one machine)."""
+    async with Lab(name="web-qoe", stats_interval=0.5) as lab:
+        kernel = await lab.peer("kernel", room="q", audio=False)
+        url = lab.browser_url("q", "chrome", stats=500, video="pattern", audio=0)
+        page = await open_page(chromium, url)
+        await kernel.wait_connected(count=1, timeout=15)
+
+        def both_ways() -> Any:
+            frames = lab.frames
+            received = frames[(frames["peer"] == "kernel") & (frames["remote"] == "chrome")]
+            received = received.dropna(subset=["latency_ms"])
+            samples = lab.samples
+            browser = samples[
+                (samples["peer"] == "chrome")
+                & (samples["kind"] == "video")
+                & (samples["direction"] == "inbound")
+            ].dropna(subset=["latency_ms_p50"])
+            return len(received) >= 30 and len(browser) >= 3 and (received, browser)
+
+        received, browser = await until(both_ways, 20, "frame latency both ways")
+        await page.screenshot(path=str(SCREENSHOTS / "client-qoe.png"))
+    # browser -> aiortc: capture on the page's clock, decoded in the kernel
+    assert 0 < received["latency_ms"].median() < 300
+    assert received["psnr_db"].isna().all()  # a browser canvas has no reference picture
+    assert received["frame_id"].diff().dropna().ge(1).all()
+    # aiortc -> browser: capture in the kernel, shown on the page
+    assert 0 < browser["latency_ms_p50"].median() < 300
+    assert (browser["latency_ms_p95"] >= browser["latency_ms_p50"]).all()

@@ -60,6 +60,7 @@ ASSETS: Final[dict[str, str]] = {
     "client.js": "text/javascript; charset=utf-8",
     "mesh.js": "text/javascript; charset=utf-8",
     "stats.js": "text/javascript; charset=utf-8",
+    "qoe.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
 }
 """Files served by :func:`serve_client`, with their content types (nothing else is served)."""

@@ -9,11 +9,15 @@
 //   turn=udp,tcp   which of the served TURN URLs to use (udp, tcp, tls = turns:); default all
 //   audio=0        no microphone
 //   screen=canvas  share a generated canvas instead of asking getDisplayMedia (headless tests)
+//   video=pattern  send a tagged canvas test pattern instead of the camera (qoe.js: the
+//                  kernel's peers measure each frame's latency; remote frames' tags are read
+//                  either way, so browser rows carry latency_ms_p50/p95 for tagged senders)
 //   stats=MS       stats interval in ms (default 1000); 0 disables reporting
 //
 // window.rtclab exposes the state for tests and the console (chat, cursors, peer-left...).
 import {Mesh} from './mesh.js';
 import {StatsReporter, renderDiagnostics} from './stats.js';
+import {FrameReader, taggedCanvasTrack} from './qoe.js';
 
 const params = new URLSearchParams(location.search);
 const room = params.get('room') || 'lab';
@@ -23,7 +27,7 @@ const $ = (id) => document.getElementById(id);
 const state = {
   room, user, mesh: null, reporter: null, ws: null,
   joined: false, chat: [], cursors: 0, lastCursor: {}, peerJoined: [], peerLeft: [],
-  errors: [], firstFrameMs: null, connectedMs: {}, iceServers: [],
+  errors: [], firstFrameMs: null, connectedMs: {}, iceServers: [], readers: {},
   policy: params.get('policy') === 'relay' ? 'relay' : 'all',
   turn: null,  // {ok, status, error}: how fetching TURN credentials went (null: not asked)
 };
@@ -100,6 +104,8 @@ function onEvent(type, detail) {
     case 'peer-joined': state.peerJoined.push(detail.peer); break;
     case 'peer-left': {
       state.peerLeft.push(detail.peer);
+      state.readers[detail.peer]?.stop();
+      delete state.readers[detail.peer];
       const fig = document.querySelector(`figure[data-peer="${CSS.escape(detail.peer)}"]`);
       if (fig) fig.remove();
       document.querySelector(`.cursor[data-peer="${CSS.escape(detail.peer)}"]`)?.remove();
@@ -108,6 +114,11 @@ function onEvent(type, detail) {
     case 'track': {
       const video = remoteFigure(detail.peer).querySelector('video');
       if (video.srcObject !== detail.stream) video.srcObject = detail.stream;
+      const track = detail.kind === 'video' ? detail.stream.getVideoTracks()[0] : null;
+      if (track && state.readers[detail.peer]?.track !== track) {
+        state.readers[detail.peer]?.stop();
+        state.readers[detail.peer] = new FrameReader(track);
+      }
       if (detail.kind === 'video' && state.firstFrameMs === null && video.requestVideoFrameCallback) {
         // page load (navigation start) to the first decoded remote frame on screen
         video.requestVideoFrameCallback(() => {
@@ -211,9 +222,16 @@ async function main() {
   $('who').textContent = `${user} @ ${room}`;
   state.iceServers = await iceServers();
   const audio = params.get('audio') !== '0';
-  const stream = await navigator.mediaDevices.getUserMedia({
-    video: {width: 320, height: 240, frameRate: 15}, audio,
-  });
+  const pattern = params.get('video') === 'pattern';
+  let stream;
+  if (pattern) {
+    stream = audio ? await navigator.mediaDevices.getUserMedia({audio}) : new MediaStream();
+    stream.addTrack(taggedCanvasTrack({width: 320, height: 240, fps: 15}));
+  } else {
+    stream = await navigator.mediaDevices.getUserMedia({
+      video: {width: 320, height: 240, frameRate: 15}, audio,
+    });
+  }
   state.stream = stream;
   $('local').srcObject = stream;
   const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
@@ -236,6 +254,7 @@ async function main() {
     state.reporter = new StatsReporter(mesh, {
       interval,
       report: (rows) => send({type: 'stats', rows}),
+      qoe: (remote) => state.readers[remote]?.take() || {},
       render: (rows) => renderDiagnostics($('diagnostics'), rows),
     });
   }

@@ -231,8 +231,9 @@ export function reportToRows(remote, report, prev, {connectionState = null, drop
  * `stats` signaling message) and hands them to `render(rows)` for the diagnostics panel.
  */
 export class StatsReporter {
-  constructor(mesh, {interval = 1000, report = () => {}, render = () => {}} = {}) {
+  constructor(mesh, {interval = 1000, report = () => {}, render = () => {}, qoe = () => ({})} = {}) {
     this.mesh = mesh;
+    this.qoe = qoe;  // remote -> the interval's QoE columns of its inbound video (qoe.js)
     this.report = report;
     this.render = render;
     this.previous = new Map();
@@ -249,6 +250,9 @@ export class StatsReporter {
       const {rows: linkRows, state} = reportToRows(remote, report, this.previous.get(link) || null,
         {connectionState: connState, dropped: link.counters.dropped});
       this.previous.set(link, state);
+      for (const row of linkRows) {
+        if (row.kind === 'video' && row.direction === 'inbound') Object.assign(row, this.qoe(remote));
+      }
       rows.push(...linkRows);
     }
     this.latest = rows;
