@@ -350,3 +350,21 @@ async def test_lab_qoe_off_stamps_and_reads_nothing() -> None:
     assert frames.empty
     video = samples.query("kind == 'video' and direction == 'inbound'")
     assert video["frames"].max() > 10 and video["freeze_count"].isna().all()
+
+
+@pytest.mark.slow
+async def test_untagged_video_is_counted_never_guessed() -> None:
+    """A sender with qoe=False sends the pattern without a tag: the receiver makes no frame
+    rows, counts every frame as untagged and says so once (a file or camera looks the same)."""
+    async with _pair(qoe=False) as (_, rx, collector, _):
+        await asyncio.sleep(4)
+        await collector.poll()
+        counters = rx.connections["s"].counters
+        video = collector.samples.query("kind == 'video' and direction == 'inbound'")
+    assert counters.frames_received["video"] > 30
+    assert counters.frames_untagged == counters.frames_received["video"]
+    assert len(collector.frames) == 0 and not rx.frame_rows
+    assert [e.value for e in rx.events if e.event == "video-untagged"] == [
+        "no frame tag: no latency or quality"
+    ]
+    assert video["latency_ms_p50"].isna().all() and video["frames_untagged"].dropna().gt(0).all()

@@ -69,6 +69,10 @@ class Peer(Negotiation, MediaControl, Recovery):
     :class:`~rtclab.cc.LossBasedAimd`) replaces aiortc's bandwidth estimator on every video
     this peer *receives*: its estimate goes back as REMB and sets the remote sender's
     encoder target. ``None`` keeps aiortc's own.
+
+    With ``qoe`` (default) the test pattern carries a frame tag and every received video
+    frame's tag is read: ``frame_rows`` (the newest ``keep_frames``), freeze counters and the
+    samples' QoE columns (docs/qoe.md). The screen source is tagged too; a file is not.
     """
 
     def __init__(
@@ -90,7 +94,7 @@ class Peer(Negotiation, MediaControl, Recovery):
         network: NetworkAttachment | None = None,
         estimator: EstimatorFactory | None = None,
         qoe: bool = True,
-        keep_frames: int = 20_000,
+        keep_frames: int = 2_000,
     ) -> None:
         self.name = name
         self.estimator = check_estimator_factory(estimator)
