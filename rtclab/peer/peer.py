@@ -367,7 +367,9 @@ class Peer(Negotiation, MediaControl, Recovery):
         ``qoe``, each video frame's tag is read into ``frames`` rows (:mod:`rtclab.qoe`)."""
         received = conn.counters.frames_received
         kind = track.kind
-        tracker = FrameTracker(self.name, conn.remote) if self.qoe and kind == "video" else None
+        tracker = None
+        if self.qoe and kind == "video":
+            tracker = FrameTracker(self.name, conn.remote, defer_scores=True)
         try:
             while True:
                 frame = await track.recv()
@@ -394,7 +396,18 @@ class Peer(Negotiation, MediaControl, Recovery):
             self._emit(conn.remote, event, round((end - start) * 1000.0, 1))
 
     def _track_frame(self, conn: RemoteConnection, tracker: FrameTracker, frame: Any) -> None:
-        rows = tracker.on_frame(luma_plane(frame), time.time())
+        luma = luma_plane(frame)
+        rows = tracker.on_frame(luma, time.time())
+        job, tracker.pending = tracker.pending, None
+        if job is not None:
+            # PSNR/SSIM take milliseconds: in a thread (numpy lets go of the GIL), so the
+            # loop's media keeps flowing; the row gets its scores when they are done
+            future = asyncio.get_running_loop().run_in_executor(
+                None, tracker.score, luma.copy(), job
+            )
+            future.add_done_callback(
+                lambda done: done.cancelled() or done.exception() or job.row.update(done.result())
+            )
         if rows:
             self.frame_rows.extend(rows)
             self.frames_total += len(rows)

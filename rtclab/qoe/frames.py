@@ -103,16 +103,30 @@ class FreezeDetector:
 
 
 @dataclass
+class ScoreJob:
+    """A frame picked for PSNR/SSIM: its row (filled in when scored) and what redraws it."""
+
+    row: dict[str, Any]
+    source: int
+    frame_id: int
+    capture_ms: int
+
+
+@dataclass
 class FrameTracker:
     """Per received video stream: frames in, ``frames`` rows out (see the module doc).
 
     ``quality_interval`` (s) spaces the frames scored for PSNR/SSIM: scoring costs about a
-    millisecond per 320x240 frame, too much for every frame of a 12-pair lab.
+    millisecond per 320x240 frame (2.5 at 640x480), too much for every frame of a 12-pair
+    lab. With ``defer_scores`` the frame to score is left in :attr:`pending` for the
+    caller to :meth:`score` elsewhere (a peer does it off its event loop).
     """
 
     peer: str
     remote: str
     quality_interval: float = 0.5
+    defer_scores: bool = False
+    pending: ScoreJob | None = None
     freezes: FreezeDetector = field(default_factory=FreezeDetector)
     frames_untagged: int = 0
     frames_tagged: int = 0
@@ -153,11 +167,12 @@ class FrameTracker:
         if tag.source in (SOURCE_CAMERA, SOURCE_SCREEN) and now - self._last_scored >= (
             self.quality_interval
         ):
-            reference = self._reference(tag.source, width, height, tag.frame_id, capture_ms)
-            if reference is not None:
-                self._last_scored = now
-                row["psnr_db"] = psnr_db(reference, luma)
-                row["ssim"] = ssim(reference, luma)
+            self._last_scored = now
+            job = ScoreJob(row, tag.source, int(row["frame_id"]), capture_ms)
+            if self.defer_scores:
+                self.pending = job
+            else:
+                row.update(self.score(luma, job))
         rows.append(row)
         return rows
 
@@ -185,6 +200,15 @@ class FrameTracker:
             for k in range(1, missing + 1)
         ]
 
+    def score(self, luma: np.ndarray, job: ScoreJob) -> dict[str, float | None]:
+        """PSNR and SSIM of ``luma`` against the reference of ``job``'s frame (thread-safe:
+        a peer runs it in an executor, off the event loop)."""
+        height, width = luma.shape
+        reference = self._reference(job.source, width, height, job.frame_id, job.capture_ms)
+        if reference is None:
+            return {"psnr_db": None, "ssim": None}
+        return {"psnr_db": psnr_db(reference, luma), "ssim": ssim(reference, luma)}
+
     def _reference(
         self, source: int, width: int, height: int, frame_id: int, capture_ms: int
     ) -> np.ndarray | None:
@@ -196,9 +220,7 @@ class FrameTracker:
                 pattern = self._patterns[key] = TestPattern(width, height, style)
             except ValueError:
                 return None
-        # the sender drew the 16-bit id's full value; only its low bits matter to the
-        # picture if the pattern's period divides 2**16, so draw with the full unwrapped id
-        return pattern.luma(int(self._last_id or frame_id), capture_ms)
+        return pattern.luma(frame_id, capture_ms)
 
 
 def _utc(seconds: float) -> datetime:
