@@ -185,8 +185,10 @@ def _correct(word: int, erased: list[int]) -> int | None:
     Hamming distance of 6 at this length (tests/test_qoe_tag.py checks it), so one more
     error is still detected, never "corrected" into another frame's tag. ``None`` if no
     reading checks, or if two different ones do."""
-    single, errors = _syndrome_tables()
     base = _syndrome(word)
+    if base == 0 and not erased:
+        return word  # the common case: a clean read needs no tables
+    single, errors = _syndrome_tables()
     found: int | None = None
     for mask in range(1 << len(erased)):
         flips = [erased[k] for k in range(len(erased)) if mask >> k & 1]
