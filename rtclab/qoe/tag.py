@@ -54,6 +54,7 @@ SOURCE_CAMERA = 1  # TestPatternTrack(style="camera")
 SOURCE_SCREEN = 2  # TestPatternTrack(style="screen")
 SOURCE_BROWSER = 3  # the browser client's canvas (no reference picture)
 BLACK, WHITE = 16, 235  # limited-range luma
+_LEVELS = np.array([BLACK, WHITE], dtype=np.uint8)
 #: a cell whose mean is within this of the midpoint is unreadable (the read fails)
 MARGIN = 40.0
 _MID = (BLACK + WHITE) / 2
@@ -96,6 +97,13 @@ def _edges(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @functools.lru_cache(maxsize=64)
+def _stamp_layout(width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The edges and, for each pixel column of the strip, the index of its cell."""
+    xs, ys = _edges(width, height)
+    return xs, ys, np.repeat(np.arange(COLUMNS), np.diff(xs))
+
+
+@functools.lru_cache(maxsize=64)
 def _inner(width: int, height: int) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray]:
     """Each cell's inner half: the row range of each strip row, the column ranges."""
     cell = width / COLUMNS
@@ -119,11 +127,10 @@ def stamp_tag(luma: np.ndarray, tag: FrameTag) -> None:
     height, width = luma.shape
     if strip_height(width) > height // 2:
         raise ValueError(f"a {width}x{height} frame is too flat for the tag strip")
-    xs, ys = _edges(width, height)
-    levels = np.where(_bits(tag), WHITE, BLACK).astype(np.uint8)
-    widths = np.diff(xs)
+    xs, ys, cell_of = _stamp_layout(width, height)
+    pixels = _LEVELS[_bits(tag)][:, cell_of]  # (ROWS, strip width): each pixel's level
     for row in range(ROWS):
-        luma[ys[row] : ys[row + 1], xs[0] : xs[-1]] = np.repeat(levels[row], widths)
+        luma[ys[row] : ys[row + 1], xs[0] : xs[-1]] = pixels[row]
 
 
 def read_tag(luma: np.ndarray) -> FrameTag | None:
@@ -132,13 +139,12 @@ def read_tag(luma: np.ndarray) -> FrameTag | None:
     if width < COLUMNS or strip_height(width) > height // 2:
         return None
     rows, starts, ends = _inner(width, height)
-    means = []
-    for top, bottom in rows:  # each row's mean profile, then each cell's inner columns
-        profile = np.empty(width + 1, np.float64)
-        profile[0] = 0.0
-        np.cumsum(luma[top:bottom].mean(axis=0), out=profile[1:])
-        means.append((profile[ends] - profile[starts]) / (ends - starts))
-    flat = np.concatenate(means)
+    # each strip row's mean profile across the frame, then each cell's inner columns
+    profiles = np.zeros((ROWS, width + 1), np.float64)
+    for row, (top, bottom) in enumerate(rows):
+        luma[top:bottom].mean(axis=0, out=profiles[row, 1:])
+    np.cumsum(profiles, axis=1, out=profiles)
+    flat = ((profiles[:, ends] - profiles[:, starts]) / (ends - starts)).ravel()
     erased = np.flatnonzero(np.abs(flat - _MID) < MARGIN)
     if len(erased) > MAX_ERASURES:
         return None
@@ -182,7 +188,7 @@ def _syndrome(word: int) -> int:
 def _correct(word: int, erased: list[int]) -> int | None:
     """The codeword ``word`` was, trying both values of each erased cell and correcting up
     to ``MAX_FLIPS`` clearly wrong cells, with 2 x flips + erasures <= 4: CRC-32 has a
-    Hamming distance of 6 at this length (tests/test_qoe_tag.py checks it), so one more
+    Hamming distance of 6 at this length (tests/test_qoe.py checks it), so one more
     error is still detected, never "corrected" into another frame's tag. ``None`` if no
     reading checks, or if two different ones do."""
     base = _syndrome(word)
