@@ -322,7 +322,8 @@ async def test_lab_frames_spill_and_export(tmp_path: Path) -> None:
         await lab.stop()
     assert len(lab.collector.store.frame_rows) == 20 and len(frames) > 40  # spilled, kept
     assert set(frames["peer"]) == {"a", "b"} and set(frames["remote"]) == {"a", "b"}
-    assert frames["latency_ms"].between(0, 1000).all()
+    received = frames.dropna(subset=["decode_t"])
+    assert received["latency_ms"].between(0, 1000).all()
     assert frames["frame_id"].is_monotonic_increasing is False  # two streams interleave
     for (peer, _), group in frames.groupby(["peer", "remote"]):
         assert group["frame_id"].diff().dropna().ge(1).all(), peer
