@@ -104,8 +104,11 @@ def _stamp_layout(width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.n
 
 
 @functools.lru_cache(maxsize=64)
-def _inner(width: int, height: int) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray]:
-    """Each cell's inner half: the row range of each strip row, the column ranges."""
+def _inner(
+    width: int, height: int
+) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray, np.ndarray]:
+    """Each cell's inner half: the row range of each strip row, the column ranges, and the
+    pixel count of each cell's inner part (ROWS x COLUMNS)."""
     cell = width / COLUMNS
     half = max(1.0, cell / 2)
     centres_y = height - (ROWS - np.arange(ROWS) - 0.5) * cell * TALL
@@ -116,7 +119,10 @@ def _inner(width: int, height: int) -> tuple[list[tuple[int, int]], np.ndarray, 
     centres_x = (np.arange(COLUMNS) + 0.5) * cell
     starts = np.clip(np.rint(centres_x - half / 2), 0, width - 1).astype(int)
     ends = np.maximum(starts + 1, np.clip(np.rint(centres_x + half / 2), 0, width).astype(int))
-    return rows, starts, ends
+    counts = np.array(
+        [[(b - t) * (e - s) for s, e in zip(starts, ends, strict=True)] for t, b in rows]
+    )
+    return rows, starts, ends, counts.astype(np.float64)
 
 
 def stamp_tag(luma: np.ndarray, tag: FrameTag) -> None:
@@ -138,13 +144,14 @@ def read_tag(luma: np.ndarray) -> FrameTag | None:
     height, width = luma.shape
     if width < COLUMNS or strip_height(width) > height // 2:
         return None
-    rows, starts, ends = _inner(width, height)
-    # each strip row's mean profile across the frame, then each cell's inner columns
+    rows, starts, ends, counts = _inner(width, height)
+    # each strip row's column sums across the frame, running totals, then each cell's
+    # inner columns (np.add.reduce: ndarray.mean's Python wrapper costs more than the sum)
     profiles = np.zeros((ROWS, width + 1), np.float64)
     for row, (top, bottom) in enumerate(rows):
-        luma[top:bottom].mean(axis=0, out=profiles[row, 1:])
+        np.add.reduce(luma[top:bottom], axis=0, dtype=np.float64, out=profiles[row, 1:])
     np.cumsum(profiles, axis=1, out=profiles)
-    flat = ((profiles[:, ends] - profiles[:, starts]) / (ends - starts)).ravel()
+    flat = ((profiles[:, ends] - profiles[:, starts]) / counts).ravel()
     erased = np.flatnonzero(np.abs(flat - _MID) < MARGIN)
     if len(erased) > MAX_ERASURES:
         return None
