@@ -34,6 +34,7 @@ from rtclab.qoe import (
 from rtclab.qoe.tag import BITS, TIME_MODULUS, _syndrome_tables, strip_height
 from rtclab.signaling.server import SignalingServer
 from rtclab.stats import StatsCollector, read_frames_parquet
+from rtclab.stats.looplag import LoopLagMonitor
 
 # -- the tag ------------------------------------------------------------------------------
 
@@ -207,9 +208,10 @@ def _received(collector: StatsCollector, since: float = 0.0) -> list[dict[str, A
 
 
 @pytest.mark.slow
-async def test_tag_decodes_under_a_150_kbps_cap() -> None:
-    async with _pair() as (tx, rx, collector, _):
-        tx.set_max_bitrate(150)
+@pytest.mark.parametrize(("width", "height", "kbps"), [(320, 240, 150), (160, 120, 100)])
+async def test_tag_decodes_under_a_bitrate_cap(width: int, height: int, kbps: int) -> None:
+    async with _pair(width=width, height=height) as (tx, rx, collector, _):
+        tx.set_max_bitrate(kbps)
         await asyncio.sleep(8)
         await collector.poll()
         counters = rx.connections["s"].counters
@@ -218,7 +220,7 @@ async def test_tag_decodes_under_a_150_kbps_cap() -> None:
     assert decoded > 80
     assert tagged / decoded >= 0.99, (tagged, decoded)
     rates = collector.samples.query("kind == 'video' and direction == 'inbound'")["bitrate_kbps"]
-    assert rates.iloc[2:].median() < 200  # the cap held
+    assert rates.iloc[2:].median() < kbps * 1.3  # the cap held
 
 
 @pytest.mark.slow
@@ -251,12 +253,16 @@ async def test_latency_loopback_and_over_a_delayed_link() -> None:
 
 @pytest.mark.slow
 async def test_no_freeze_on_a_clean_link() -> None:
-    async with _pair(interval=1.0) as (_, _, collector, _):
+    async with _pair(interval=1.0) as (_, rx, collector, _), LoopLagMonitor() as lag:
         await asyncio.sleep(30)
         await collector.poll()
         video = collector.samples.query("kind == 'video' and direction == 'inbound'")
     assert len(video) >= 28
-    assert video["freeze_count"].sum() == 0
+    # on a shared machine a stalled event loop stalls the receiver too: say how long it was
+    freezes = [e.value for e in rx.events if e.event == "freeze"]
+    assert video["freeze_count"].sum() == 0, (
+        f"freezes {freezes} ms; loop lag max {lag.max_ms:.0f} ms"
+    )
     assert video["frames_dropped"].sum() == 0
     assert video["frames_untagged"].sum() <= 0.01 * video["frames"].iloc[-1]
 
