@@ -222,6 +222,26 @@ async def test_namespace_peers_stream_their_stats_into_the_lab() -> None:
     assert not _ours()
 
 
+async def _stream(
+    net: NetnsNetwork,
+    lab: Any,
+    hosts: dict[str, Any],
+    rooms: dict[str, str],
+    seconds: float,
+    options: dict[str, dict[str, Any]],
+) -> Any:
+    """A namespace peer on each host in its room, connected, streaming for ``seconds``;
+    the lab's samples, taken before the peers close."""
+    peers = [await net.peer(h, room=rooms[n], lab=lab, **options[n]) for n, h in hosts.items()]
+    for peer in peers:
+        await peer.wait_connected(timeout=20)
+    await asyncio.sleep(seconds)
+    samples = lab.samples
+    for peer in peers:
+        await peer.close()
+    return samples
+
+
 @needs_root
 async def test_impaired_namespace_links_show_up_in_the_lab_stats() -> None:
     """Userspace (NFQUEUE) impairment on a host namespace: 50 ms each way -> RTT ~100 ms;
@@ -238,16 +258,8 @@ async def test_impaired_namespace_links_show_up_in_the_lab_stats() -> None:
                 "sink": net.host("sink", "full-cone"),
             }
             rooms = {"slow": "delay", "fast": "delay", "lossy": "loss", "sink": "loss"}
-            peers = [
-                await net.peer(h, room=rooms[n], lab=lab, fps=30, video=n != "sink")
-                for n, h in hosts.items()
-            ]
-            for peer in peers:
-                await peer.wait_connected(timeout=20)
-            await asyncio.sleep(15)
-            samples = lab.samples
-            for peer in peers:
-                await peer.close()
+            options = {n: {"fps": 30, "video": n != "sink"} for n in hosts}
+            samples = await _stream(net, lab, hosts, rooms, 15, options)
             lossy = hosts["lossy"].impairment
             assert lossy is not None
             counters = lossy.close()
@@ -284,16 +296,8 @@ async def test_frame_latency_across_namespaces_follows_the_link_delay() -> None:
                 "b": net.host("b", "full-cone"),
             }
             rooms = {"slow": "delayed", "peer": "delayed", "a": "clean", "b": "clean"}
-            peers = [
-                await net.peer(h, room=rooms[n], lab=lab, turn=False, data=False)
-                for n, h in hosts.items()
-            ]
-            for peer in peers:
-                await peer.wait_connected(timeout=20)
-            await asyncio.sleep(6)
-            samples = lab.samples
-            for peer in peers:
-                await peer.close()
+            options = {n: {"turn": False, "data": False} for n in hosts}
+            samples = await _stream(net, lab, hosts, rooms, 6, options)
     video = samples.query("kind == 'video' and direction == 'inbound'").dropna(
         subset=["latency_ms_p50"]
     )
