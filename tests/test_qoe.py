@@ -279,12 +279,14 @@ async def test_a_one_second_outage_is_one_freeze_of_about_a_second() -> None:
         video = collector.samples.query("kind == 'video' and direction == 'inbound'")
         frames = collector.frames
         counters = rx.connections["s"].counters
-    assert counters.freeze_count >= 1
-    assert video["freeze_count"].sum() == counters.freeze_count
-    total = video["total_freezes_duration_ms"].sum()
-    assert total == pytest.approx(counters.total_freezes_duration_ms)
     freezes = [e.value for e in rx.events if e.event == "freeze"]
-    assert len(freezes) == counters.freeze_count and sum(freezes) == pytest.approx(total, abs=1)
+    assert len(freezes) == counters.freeze_count >= 1
+    assert sum(freezes) == pytest.approx(counters.total_freezes_duration_ms, abs=1)
+    # the samples' per-interval columns add up to the counters (up to a freeze that ended
+    # after the last poll read them)
+    assert 1 <= video["freeze_count"].sum() <= counters.freeze_count
+    total = video["total_freezes_duration_ms"].sum()
+    assert max(freezes) <= total <= counters.total_freezes_duration_ms + 1
     assert 800 <= max(freezes) <= 1200, freezes
     # aiortc retransmits what NACKs ask for (its history outlasts 1 s of video): the frames
     # captured during the outage arrive late, not never
