@@ -81,6 +81,11 @@ async def test_widget_shows_state_path_and_previews_without_stalling_the_loop(
         text = widget.text()
         assert "alice" in text and "room test" in text
         assert "connected" in text and "host/host" in text and "127.0.0.1" in text
+        # what the viewer sees, live: latency of bob's tagged frames, no freeze on loopback
+        await _until(lambda: "ms (median of the last" in widget.text(), timeout=5, what="latency")
+        viewer = next(line for line in widget.text().splitlines() if "viewer:" in line)
+        latency = float(viewer.split("latency ")[1].split(" ms")[0])
+        assert 0 < latency < 500 and "0 freezes" in viewer, viewer
         remote_jpeg = widget.remotes["bob"].image.value
         assert remote_jpeg[:2] == JPEG_MAGIC and _jpeg_size(remote_jpeg) == (320, 240)
         await _until(lambda: widget.local_image.value != placeholder, timeout=3, what="local")

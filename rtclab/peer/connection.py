@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -114,6 +115,8 @@ class RemoteConnection:
         self.ice_checking_at: float | None = None
         self.ice_connected_at: float | None = None
         self.first_frame_at: float | None = None
+        # capture -> decode latency (ms) of the newest tagged video frames, for live views
+        self.recent_latency_ms: deque[float] = deque(maxlen=30)
         # the estimator on the video we receive (Peer(estimator=...)): its REMBs, its state
         self.estimation: RembFeedback | None = None
 

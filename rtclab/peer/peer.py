@@ -450,6 +450,9 @@ class Peer(Negotiation, MediaControl, Recovery):
         if rows:
             self.frame_rows.extend(rows)
             self.frames_total += len(rows)
+            conn.recent_latency_ms.extend(
+                row["latency_ms"] for row in rows if row.get("latency_ms") is not None
+            )
         counters = conn.counters
         counters.frames_tracked = True
         counters.freeze_count = tracker.freezes.freeze_count

@@ -12,7 +12,6 @@ import contextlib
 import html
 import logging
 import threading
-import time
 import weakref
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
@@ -20,14 +19,13 @@ from typing import TYPE_CHECKING, Any
 import av
 import ipywidgets as widgets  # type: ignore[import-untyped]
 
-from ..ice.inspect import selected_candidate_pair
-from ..peer.channels import CHAT, CURSORS
+from ._peer_html import chat_html, connection_html, strip_tags
 from ._preview import JpegEncoder, placeholder_jpeg
 
 if TYPE_CHECKING:
     from aiortc import MediaStreamTrack
 
-    from ..peer.peer import Peer, RemoteConnection
+    from ..peer.peer import Peer
 
 __all__ = ["PeerWidget"]
 
@@ -388,13 +386,13 @@ class PeerWidget(widgets.VBox):  # type: ignore[misc]
         for remote, view in self.remotes.items():
             conn = peer.connections.get(remote)
             if conn is not None:
-                self._set(view.info, _connection_html(conn))
+                self._set(view.info, connection_html(conn))
                 frame = conn.latest_frame
                 size = f" · {frame.width}×{frame.height}" if frame is not None else ""
                 self._set(view.title, f"<b>from {html.escape(remote)}</b>{size}")
         if len(peer.chat_log) != self._chat_rendered:
             self._chat_rendered = len(peer.chat_log)
-            self._set(self.chat_log, _chat_html(peer, self.chat_lines))
+            self._set(self.chat_log, chat_html(peer, self.chat_lines))
         self._syncing = True
         try:
             self.mute_audio.value = bool(peer.muted.get("audio"))
@@ -434,7 +432,7 @@ class PeerWidget(widgets.VBox):  # type: ignore[misc]
         for view in self.remotes.values():
             parts += [view.title.value, view.info.value]
         parts.append(self.chat_log.value)
-        return _strip_tags("\n".join(parts))
+        return strip_tags("\n".join(parts))
 
     # -- lifetime --------------------------------------------------------------------------
 
@@ -481,70 +479,6 @@ def _encode_all(jobs: list[tuple[JpegEncoder, av.VideoFrame, bool, Any]]) -> lis
             log.exception("preview encode failed")
             results.append(b"")
     return results
-
-
-def _connection_html(conn: RemoteConnection) -> str:
-    pc = conn.pc
-    state = conn.state
-    colour = {"connected": "#2ca02c", "failed": "#d62728", "closed": "#777"}.get(state, "#e69500")
-    took = f" in {conn.connect_ms:.0f} ms" if conn.connect_ms is not None else ""
-    lines = [
-        f"signaling <b>{html.escape(str(pc.signalingState))}</b> · "
-        f"ICE <b>{html.escape(str(pc.iceConnectionState))}</b> "
-        f"(gathering {html.escape(str(pc.iceGatheringState))}) · "
-        f"<b style='color:{colour}'>{html.escape(state)}</b>{took}"
-    ]
-    if conn.failure_reason:
-        lines.append(f"<span style='color:#d62728'>{html.escape(conn.failure_reason)}</span>")
-    pair = selected_candidate_pair(pc) if state != "closed" else None
-    if pair is not None:
-        lines.append(f"path <code>{html.escape(pair.describe())}</code>")
-    else:
-        lines.append("path <i>not selected yet</i>")
-    counters = conn.counters
-
-    def kinds(counts: dict[str, int]) -> str:
-        return " · ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "0"
-
-    lines.append(
-        f"frames sent: {kinds(counters.frames_sent)} | received: {kinds(counters.frames_received)}"
-    )
-    chat, cursors = counters.channels.get(CHAT), counters.channels.get(CURSORS)
-    dropped = sum(c.messages_dropped for c in counters.channels.values())
-    lines.append(
-        f"chat {chat.messages_sent if chat else 0} sent / "
-        f"{chat.messages_received if chat else 0} received · "
-        f"cursors {cursors.messages_sent if cursors else 0} / "
-        f"{cursors.messages_received if cursors else 0} · dropped {dropped}"
-    )
-    return "<div style='font-size:90%;line-height:1.35'>" + "<br>".join(lines) + "</div>"
-
-
-def _chat_html(peer: Peer, lines: int) -> str:
-    if not peer.chat_log:
-        return "<i style='color:#777'>no chat yet</i>"
-    rows = []
-    for message in peer.chat_log[-lines:]:
-        stamp = time.strftime("%H:%M:%S", time.localtime(message.t))
-        who = "you" if message.remote is None else message.sender
-        rows.append(
-            f"<span style='color:#777'>{stamp}</span> <b>{html.escape(who)}</b>: "
-            f"{html.escape(message.text)}"
-        )
-    return "<div style='font-size:90%'>" + "<br>".join(rows) + "</div>"
-
-
-def _strip_tags(text: str) -> str:
-    out: list[str] = []
-    inside = False
-    for char in text.replace("<br>", "\n"):
-        if char == "<":
-            inside = True
-        elif char == ">":
-            inside = False
-        elif not inside:
-            out.append(char)
-    return html.unescape("".join(out))
 
 
 _widgets: weakref.WeakKeyDictionary[Peer, PeerWidget] = weakref.WeakKeyDictionary()
