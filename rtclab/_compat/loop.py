@@ -34,28 +34,43 @@ DatagramRoute = Callable[
 def route_datagram_endpoints(loop: asyncio.AbstractEventLoop, route: DatagramRoute) -> None:
     """Ask ``route`` first on every ``loop.create_datagram_endpoint`` (once per loop; a second
     call replaces the route). Raises RuntimeError for a loop that takes no attributes."""
-    if getattr(loop, "_rtclab_datagram_route", None) is not None:
-        loop._rtclab_datagram_route = route  # type: ignore[attr-defined]
+
+    def make(original: Any) -> Any:
+        async def create_datagram_endpoint(
+            protocol_factory: Callable[[], asyncio.DatagramProtocol],
+            local_addr: Any = None,
+            remote_addr: Any = None,
+            **kwargs: Any,
+        ) -> tuple[asyncio.DatagramTransport, asyncio.DatagramProtocol]:
+            current: DatagramRoute = loop._rtclab_datagram_route  # type: ignore[attr-defined]
+            opened = current(protocol_factory, local_addr, remote_addr, kwargs)
+            if opened is not None:
+                return opened
+            return await original(  # type: ignore[no-any-return]
+                protocol_factory, local_addr=local_addr, remote_addr=remote_addr, **kwargs
+            )
+
+        return create_datagram_endpoint
+
+    _route(loop, "create_datagram_endpoint", "_rtclab_datagram_route", route, make)
+
+
+def _route(
+    loop: asyncio.AbstractEventLoop,
+    method: str,
+    attribute: str,
+    route: Any,
+    make: Callable[[Any], Any],
+) -> None:
+    """Install ``make(loop.<method>)`` in place of ``loop.<method>`` and keep ``route`` in
+    ``loop.<attribute>`` for it to ask; once installed, a later call only swaps the route."""
+    if getattr(loop, attribute, None) is not None:
+        setattr(loop, attribute, route)
         return
-    original = loop.create_datagram_endpoint
-
-    async def create_datagram_endpoint(
-        protocol_factory: Callable[[], asyncio.DatagramProtocol],
-        local_addr: Any = None,
-        remote_addr: Any = None,
-        **kwargs: Any,
-    ) -> tuple[asyncio.DatagramTransport, asyncio.DatagramProtocol]:
-        current: DatagramRoute = loop._rtclab_datagram_route  # type: ignore[attr-defined]
-        opened = current(protocol_factory, local_addr, remote_addr, kwargs)
-        if opened is not None:
-            return opened
-        return await original(  # type: ignore[no-any-return]
-            protocol_factory, local_addr=local_addr, remote_addr=remote_addr, **kwargs
-        )
-
+    replacement = make(getattr(loop, method))
     try:
-        loop._rtclab_datagram_route = route  # type: ignore[attr-defined]
-        loop.create_datagram_endpoint = create_datagram_endpoint  # type: ignore[method-assign,assignment]
+        setattr(loop, attribute, route)
+        setattr(loop, method, replacement)
     except AttributeError:  # e.g. uvloop: its loop takes no attributes
         raise RuntimeError(
             f"the emulated network needs an asyncio event loop it can hook, not {type(loop)} "
@@ -74,31 +89,23 @@ StreamRoute = Callable[
 def route_stream_connections(loop: asyncio.AbstractEventLoop, route: StreamRoute) -> None:
     """Ask ``route`` first on every ``loop.create_connection`` (as
     :func:`route_datagram_endpoints` does for UDP)."""
-    if getattr(loop, "_rtclab_stream_route", None) is not None:
-        loop._rtclab_stream_route = route  # type: ignore[attr-defined]
-        return
-    original = loop.create_connection
 
-    async def create_connection(
-        protocol_factory: Callable[[], asyncio.BaseProtocol],
-        host: Any = None,
-        port: Any = None,
-        **kwargs: Any,
-    ) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
-        current: StreamRoute = loop._rtclab_stream_route  # type: ignore[attr-defined]
-        opened = await current(protocol_factory, host, port, kwargs)
-        if opened is not None:
-            return opened
-        return await original(protocol_factory, host, port, **kwargs)  # type: ignore[no-any-return]
+    def make(original: Any) -> Any:
+        async def create_connection(
+            protocol_factory: Callable[[], asyncio.BaseProtocol],
+            host: Any = None,
+            port: Any = None,
+            **kwargs: Any,
+        ) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
+            current: StreamRoute = loop._rtclab_stream_route  # type: ignore[attr-defined]
+            opened = await current(protocol_factory, host, port, kwargs)
+            if opened is not None:
+                return opened
+            return await original(protocol_factory, host, port, **kwargs)  # type: ignore[no-any-return]
 
-    try:
-        loop._rtclab_stream_route = route  # type: ignore[attr-defined]
-        loop.create_connection = create_connection  # type: ignore[method-assign,assignment]
-    except AttributeError:
-        raise RuntimeError(
-            f"the emulated network needs an asyncio event loop it can hook, not {type(loop)} "
-            "(use the default asyncio loop, as Jupyter does)"
-        ) from None
+        return create_connection
+
+    _route(loop, "create_connection", "_rtclab_stream_route", route, make)
 
 
 class StartTlsTransport(asyncio.Transport):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import shutil
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -127,37 +128,34 @@ class SampleStore:
             return None
         return path
 
+    def _whole(
+        self, memory: pd.DataFrame, spill: Path | None, read: Callable[[Path], pd.DataFrame]
+    ) -> pd.DataFrame:
+        """The spilled rows (read back with ``read``) followed by the ones in memory."""
+        spilled = self._spilled(spill) if self.spill_path else None
+        if spilled is None:
+            return memory
+        frame: pd.DataFrame = pd.concat([read(spilled), memory], ignore_index=True)
+        return frame
+
     @property
     def samples(self) -> pd.DataFrame:
         """Every row of the run (spilled ones read back first), ``SAMPLE_COLUMNS`` order;
         ``t`` UTC, numbers float64."""
-        memory = samples_frame(self.rows)
-        spill = self._spilled(self.spill_path)
-        if spill is None:
-            return memory
-        frame: pd.DataFrame = pd.concat([read_samples_csv(spill), memory], ignore_index=True)
-        return frame
+        return self._whole(samples_frame(self.rows), self.spill_path, read_samples_csv)
 
     @property
     def events(self) -> pd.DataFrame:
         """Every event of the run, ``EVENT_COLUMNS`` order; ``value`` as recorded (spilled
         ones as :func:`read_events_csv` decodes them)."""
-        memory = events_frame(self.event_rows)
-        spill = self._spilled(self.events_spill_path()) if self.spill_path else None
-        if spill is None:
-            return memory
-        frame: pd.DataFrame = pd.concat([read_events_csv(spill), memory], ignore_index=True)
-        return frame
+        spill = self.events_spill_path() if self.spill_path else None
+        return self._whole(events_frame(self.event_rows), spill, read_events_csv)
 
     @property
     def frames(self) -> pd.DataFrame:
         """Every ``frames`` row of the run (spilled ones first), ``FRAME_COLUMNS`` order."""
-        memory = frames_frame(self.frame_rows)
-        spill = self._spilled(self._sibling("frames")) if self.spill_path else None
-        if spill is None:
-            return memory
-        frame: pd.DataFrame = pd.concat([read_frames_csv(spill), memory], ignore_index=True)
-        return frame
+        spill = self._sibling("frames") if self.spill_path else None
+        return self._whole(frames_frame(self.frame_rows), spill, read_frames_csv)
 
     def clear(self) -> None:
         """Forget all rows and events, spilled ones too (not the previous snapshots: rates
