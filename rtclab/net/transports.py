@@ -72,7 +72,34 @@ RTO = 0.2
 _HEADERS = 40  # IPv4 + TCP, for the link's rate model
 
 
-class EmulatedTransport(asyncio.DatagramTransport):
+class _Closing:
+    """``close()`` once: the endpoint is forgotten, then its protocol hears
+    ``connection_lost`` from the loop (as asyncio's own transports do; ``pc.close()`` waits
+    for it). Nothing is ever buffered, so there is nothing to flush or abort."""
+
+    _closing: bool
+    _protocol: Any  # the subclass's protocol type
+
+    def _forget(self) -> Network:
+        raise NotImplementedError
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._forget()._loop_or_none().call_soon(self._protocol.connection_lost, None)
+
+    def abort(self) -> None:
+        self.close()
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+class EmulatedTransport(_Closing, asyncio.DatagramTransport):
     """A UDP socket on an emulated host: what aioice gets instead of a real one.
 
     ``get_extra_info("socket")`` is ``None`` (aioice then skips its socket options), close
@@ -121,21 +148,9 @@ class EmulatedTransport(asyncio.DatagramTransport):
         if not self._closing:
             self._protocol.datagram_received(data, source)
 
-    def is_closing(self) -> bool:
-        return self._closing
-
-    def close(self) -> None:
-        if self._closing:
-            return
-        self._closing = True
+    def _forget(self) -> Network:
         self._host._ports.pop(self._port, None)
-        self._host.network._loop_or_none().call_soon(self._protocol.connection_lost, None)
-
-    def abort(self) -> None:
-        self.close()
-
-    def get_write_buffer_size(self) -> int:
-        return 0
+        return self._host.network
 
     def __repr__(self) -> str:
         return f"<EmulatedTransport {self.sockname[0]}:{self.sockname[1]}>"
@@ -154,7 +169,7 @@ class _Connection:
     closed: bool = False
 
 
-class StreamTransport(StartTlsTransport):
+class StreamTransport(_Closing, StartTlsTransport):
     """A TCP connection's end on an emulated host (``get_extra_info("socket")`` is None)."""
 
     def __init__(self, router: StreamRouter, conn: _Connection) -> None:
@@ -211,24 +226,12 @@ class StreamTransport(StartTlsTransport):
         elif isinstance(protocol, asyncio.Protocol):
             protocol.data_received(data)
 
-    def is_closing(self) -> bool:
-        return self._closing
-
-    def close(self) -> None:
-        if self._closing:
-            return
-        self._closing = True
+    def _forget(self) -> Network:
         self._router.closed(self._conn)
-        self._router.network._loop_or_none().call_soon(self._protocol.connection_lost, None)
-
-    def abort(self) -> None:
-        self.close()
+        return self._router.network
 
     def can_write_eof(self) -> bool:
         return False
-
-    def get_write_buffer_size(self) -> int:
-        return 0
 
     def get_write_buffer_limits(self) -> tuple[int, int]:
         return (0, 0)
