@@ -250,12 +250,14 @@ def test_loss_each_way_and_counters_match(pair: Pair) -> None:
         "sent": echo.sent,
         "lost": echo.sent - echo.received,
         "queue_drops": 0,
+        "down_drops": 0,
         "kernel_drops": 0,
     }
     assert counters["down"] == {
         "sent": echo.received,
         "lost": echo.received - len(echo.rtts),
         "queue_drops": 0,
+        "down_drops": 0,
         "kernel_drops": 0,
     }
 
@@ -290,3 +292,92 @@ def test_busy_queue_and_vanished_namespace(pair: Pair) -> None:
     counters = impairment.close()  # rules are gone with the namespace; the process still stops
     assert counters["up"]["sent"] == 0
     assert not Path(f"/proc/{impairment.process.pid}").exists()
+
+
+# --- capacity that changes, through the queue -----------------------------------------------------
+
+SINK = """
+import json, signal, socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+s.bind((sys.argv[1], int(sys.argv[2])))
+times, size = [], 0
+def stop(*_):
+    print(json.dumps({"times": times, "bytes": size}), flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+print("ready", flush=True)
+while True:
+    data = s.recv(4096)
+    times.append(time.monotonic())
+    size += len(data) + 28
+"""
+
+
+def _sink(pair: Pair, rate_kbps: float, seconds: float, size: int = 1200) -> list[float]:
+    """Send ``rate_kbps`` of ``size``-byte UDP from the client for ``seconds``; the times the
+    server's sink received each packet."""
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", pair.server, sys.executable, "-c", SINK, SERVER, str(PORT)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        interval = (size + 28) * 8 / (rate_kbps * 1000)
+        count = int(seconds / interval)
+        args = [SERVER, str(PORT), str(count), str(interval), str(size), "1.0"]
+        subprocess.run(
+            ["ip", "netns", "exec", pair.client, sys.executable, "-c", ECHO_CLIENT, *args],
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
+        server.terminate()
+        times: list[float] = json.loads(server.communicate(timeout=10)[0])["times"]
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    return times
+
+
+@needs_root
+def test_a_mahimahi_trace_delivers_its_average_rate_through_the_queue(
+    pair: Pair, tmp_path: Path
+) -> None:
+    trace = tmp_path / "steps.trace"  # 50 opportunities in 0.5 s, then 100: 1,800 kbit/s
+    trace.write_text("\n".join(str(ms) for ms in (*range(10, 501, 10), *range(505, 1001, 5))))
+    link = Link.from_mahimahi(trace, queue_bytes=60_000)
+    mean_kbps = len(link.trace or ()) * 1500 * 8 / 1000  # per 1 s period
+    with impair_namespace(pair.client, link, seed=6):
+        times = _sink(pair, rate_kbps=2 * mean_kbps, seconds=4.0)
+    delivered_kbps = (len(times) - 1) * 1228 * 8 / 1000 / (times[-1] - times[0])
+    print(f"\ntrace of {mean_kbps:.0f} kbit/s: delivered {delivered_kbps:.0f} kbit/s")
+    assert delivered_kbps == pytest.approx(mean_kbps, rel=0.05)
+
+
+@needs_root
+def test_overload_queue_delay_is_queue_size_over_rate_through_the_queue(pair: Pair) -> None:
+    link = Link(rate_kbps=1000, queue_bytes=25_000)  # 25 kB at 125 kB/s: 200 ms
+    with impair_namespace(pair.client, link, seed=7) as impairment:
+        echo = _echo(pair, 300, 1228 * 8 / 2_000_000, size=1200)  # 2 Mbit/s for 3 s
+        status = impairment.status()
+    steady = echo.rtts[len(echo.rtts) // 3 :]
+    print(f"\noverload, 200 ms queue: median RTT {statistics.median(steady) * 1000:.0f} ms")
+    assert statistics.median(steady) == pytest.approx(0.2, rel=0.2)
+    assert status["up"]["capacity_kbps"] == 1000 and status["up"]["queue_drops"] > 0
+
+
+@needs_root
+def test_the_link_changes_live_down_and_up(pair: Pair) -> None:
+    with impair_namespace(pair.client, Link(delay_ms=5), seed=8) as impairment:
+        assert _echo(pair, 20, 0.01).rtts
+        impairment.set_link(Link(delay_ms=5, up=False))
+        down = _echo(pair, 20, 0.01, tail=0.3)
+        impairment.set_link(Link(delay_ms=30))
+        back = _echo(pair, 20, 0.01)
+        counters = impairment.close()
+    assert down.rtts == [] and down.received == 0
+    assert counters["up"]["down_drops"] == 20
+    assert 0.055 < statistics.median(back.rtts) < 0.09

@@ -199,10 +199,17 @@ class Host:
             _attached.reset(token)
 
     def set_link(self, link: Link) -> None:
-        """Change the access link from now on (new queues, same seeds)."""
+        """Change the access link live: packets already on it keep their times, the queues,
+        random streams and counters carry on, and a capacity schedule or trace starts now."""
         self.link = link
-        self.up = LinkState(link, self.network._seed_for("up", self.name))
-        self.down = LinkState(link, self.network._seed_for("down", self.name))
+        now = self.network._now()
+        self.up.set_link(link, now)
+        self.down.set_link(link, now)
+
+    def change_address(self) -> str:
+        """A handover: the host gets a new address (its NAT's LAN or the public side);
+        sockets bound to the old one go silent, new ones open on the new address."""
+        return self.network._renumber(self)
 
     def _open(
         self,
@@ -243,7 +250,7 @@ class Host:
 
     def _deliver(self, port: int, data: bytes, source: Address) -> None:
         transport = self._ports.get(port)
-        if transport is None:
+        if transport is None or transport._address != self.address:
             self.network._count("no-socket")
             return
         self.network._count("delivered")
@@ -364,6 +371,17 @@ class Network:
         self._guard(address)
         return host
 
+    def _renumber(self, host: Host) -> str:
+        if host.nat is not None:
+            address = str(host.nat.lan.network_address + next(host.nat._hosts))
+        else:
+            address = f"203.0.113.{next(self._public)}"
+        self._by_ip.pop(host.address, None)
+        host.address = address
+        self._by_ip[address] = host
+        self._guard(address)
+        return address
+
     # --- servers ----------------------------------------------------------------------------
 
     @property
@@ -461,6 +479,9 @@ class Network:
 
     def _send(self, origin: Host, src: Address, dst: Address, data: bytes) -> None:
         if self._closed:
+            return
+        if src[0] != origin.address:  # the host moved on: this socket's address is gone
+            self._note("address-gone", src, dst, len(data), origin.name)
             return
         loop = self._loop_or_none()
         self.counters["sent"] += 1

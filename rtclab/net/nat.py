@@ -213,6 +213,13 @@ class NatTable:
             binding.last_used = now
         return binding.internal
 
+    def flush(self) -> int:
+        """Forget every mapping, as a NAT that reboots does; returns how many there were."""
+        count = len(self._by_port)
+        self._by_key.clear()
+        self._by_port.clear()
+        return count
+
     def mappings(self, now: float | None = None) -> list[dict[str, Any]]:
         """The live mappings as rows (for a table in a notebook)."""
         rows = []

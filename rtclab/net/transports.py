@@ -116,6 +116,7 @@ class EmulatedTransport(_Closing, asyncio.DatagramTransport):
     ) -> None:
         super().__init__()
         self._host = host
+        self._address = host.address  # a handover leaves this socket on the old address
         self._port = port
         self._protocol = protocol
         self._peer = peer
@@ -123,7 +124,7 @@ class EmulatedTransport(_Closing, asyncio.DatagramTransport):
 
     @property
     def sockname(self) -> Address:
-        return (self._host.address, self._port)
+        return (self._address, self._port)
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "sockname":

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import dataclasses
 import json
 import os
 import selectors
@@ -64,6 +63,7 @@ class NamespaceImpairment:
     queues: tuple[int, int]
     process: subprocess.Popen[str]
     _stderr: IO[str]
+    status_file: str | None = None
     _rules: list[list[str]] = field(default_factory=list, init=False)
     counters: dict[str, Any] | None = field(default=None, init=False)
 
@@ -79,6 +79,28 @@ class NamespaceImpairment:
                     f"iptables in namespace {self.namespace!r} failed: {result.stderr.strip()}"
                 )
             self._rules.append(rule)
+
+    def _tell(self, link: Link) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps({"link": link.to_json()}) + "\n")
+        self.process.stdin.flush()
+
+    def set_link(self, link: Link) -> None:
+        """Change the link live (the worker keeps its queues; a schedule or trace restarts)."""
+        if self.counters is not None:
+            raise NfqueueError(f"the impairment of {self.namespace!r} is closed")
+        self._tell(link)
+        self.link = link
+
+    def status(self) -> dict[str, Any]:
+        """``{"up": {...}, "down": {...}}``: each direction's ``capacity_kbps``,
+        ``queue_delay_ms`` and counters, as the worker last wrote them (every 0.25 s)."""
+        if self.status_file is None:
+            return {}
+        with contextlib.suppress(OSError, ValueError):
+            status: dict[str, Any] = json.loads(Path(self.status_file).read_text())
+            return status
+        return {}
 
     def close(self) -> dict[str, Any]:
         """Remove the rules, then stop the process (it accepts what it holds) and return counters.
@@ -113,6 +135,9 @@ class NamespaceImpairment:
                     break
         errors = self._errors()
         self._stderr.close()
+        if self.status_file is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.status_file)
         if not self.counters:
             raise NfqueueError(
                 f"impairment process in {self.namespace!r} ended without counters "
@@ -158,11 +183,12 @@ def impair_namespace(
     packet is ever queued to nobody. Queue numbers are per namespace.
     """
     _require()
-    fields = dataclasses.asdict(link)
+    status = tempfile.NamedTemporaryFile(prefix="rtclab-nfq-", suffix=".json", delete=False)
+    status.close()
     command = [
         "ip", "netns", "exec", namespace, sys.executable, "-m", "rtclab.net.nfqueue",
         "--up-queue", str(queues[0]), "--down-queue", str(queues[1]),
-        "--link", json.dumps(fields), "--seed", str(seed),
+        "--link", "-", "--seed", str(seed), "--status-file", status.name,
     ]  # fmt: skip
     env = dict(os.environ)
     package_root = str(Path(__file__).resolve().parents[3])
@@ -176,8 +202,9 @@ def impair_namespace(
         text=True,
         env=env,
     )
-    impairment = NamespaceImpairment(namespace, link, queues, process, stderr)
+    impairment = NamespaceImpairment(namespace, link, queues, process, stderr, status.name)
     try:
+        impairment._tell(link)
         _wait_ready(process, timeout)
         impairment._install()
     except BaseException as exc:
@@ -188,6 +215,8 @@ def impair_namespace(
             _iptables(namespace, "-D", rule)
         errors = impairment._errors()
         stderr.close()
+        with contextlib.suppress(OSError):
+            os.unlink(status.name)
         if isinstance(exc, NfqueueError) and not errors:
             raise
         raise NfqueueError(f"{exc}; impairment process stderr: {errors or '(empty)'}") from exc

@@ -3,8 +3,10 @@ socket per queue and a :class:`LinkState` per direction deciding each packet's f
 
 A lost packet gets ``NF_DROP`` at once, any other packet is held and gets ``NF_ACCEPT`` when
 the model says it arrives. Verdicts may be given in any order, which is what makes delay
-and jitter possible without copying packets out and back in. Standard library only, so
-nothing beyond Python is needed in the namespace.
+and jitter possible without copying packets out and back in. Lines on stdin
+(``{"link": {...}}``) change the link live; with ``--status-file`` the link's current
+capacity and queue delay are written there. Standard library only, so nothing beyond Python
+is needed in the namespace.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ COPY_RANGE = 128
 QUEUE_MAXLEN = 4096
 RCVBUF = 8 << 20
 VERDICTS_PER_SEND = 1024  # 32 KiB datagrams, well under the socket's send buffer
+STATUS_INTERVAL = 0.25
 
 
 class NfqueueSocket:
@@ -214,36 +217,85 @@ class _Direction:
         self.sock.verdicts(held)
         self.on_readable()
 
-    def counters(self) -> dict[str, int]:
-        return {
+    def counters(self, *, kernel: bool = True) -> dict[str, int]:
+        counters = {
             "sent": self.state.sent,
             "lost": self.state.lost,
             "queue_drops": self.state.queue_drops,
-            "kernel_drops": self.sock.kernel_drops(),
+            "down_drops": self.state.down_drops,
         }
+        if kernel:
+            counters["kernel_drops"] = self.sock.kernel_drops()
+        return counters
 
 
-async def _serve(up_queue: int, down_queue: int, link: Link, seed: int) -> dict[str, Any]:
+def _apply(line: bytes, directions: dict[str, _Direction], now: float) -> None:
+    """One control line from the parent: ``{"link": {...}}`` changes the link live."""
+    try:
+        message = json.loads(line)
+        link = Link(**message["link"])
+    except (ValueError, TypeError, KeyError) as exc:
+        print(f"rtclab.net.nfqueue: ignored control line: {exc}", file=sys.stderr, flush=True)
+        return
+    for direction in directions.values():
+        direction.state.set_link(link, now)
+
+
+def _write_status(path: str, directions: dict[str, _Direction], now: float) -> None:
+    """What the link does now, for the parent's stats rows (a file: nobody blocks on it)."""
+    status = {
+        name: {
+            "capacity_kbps": d.state.capacity_kbps(now),
+            "queue_delay_ms": d.state.queue_delay_ms(now),
+            **d.counters(kernel=False),
+        }
+        for name, d in directions.items()
+    }
+    temporary = f"{path}.tmp"
+    with open(temporary, "w") as out:
+        json.dump(status, out)
+    os.replace(temporary, path)
+
+
+async def _serve(
+    up_queue: int, down_queue: int, link: Link, seed: int, status_file: str | None = None
+) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     directions: dict[str, _Direction] = {}
     try:
         directions["up"] = _Direction(up_queue, link, seed, loop)
         directions["down"] = _Direction(down_queue, link, seed + 1, loop)
+        now = loop.time()
         for direction in directions.values():
+            direction.state.set_link(link, now)  # a schedule or trace starts now
             loop.add_reader(direction.sock.fileno(), direction.on_readable)
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
+        pending = bytearray()
 
         def on_stdin() -> None:
-            if not os.read(sys.stdin.fileno(), 4096):
+            chunk = os.read(sys.stdin.fileno(), 1 << 16)
+            if not chunk:
                 stop.set()
+                return
+            pending.extend(chunk)
+            while (end := pending.find(b"\n")) >= 0:
+                line = bytes(pending[:end])
+                del pending[: end + 1]
+                if line.strip():
+                    _apply(line, directions, loop.time())
 
         # stdin EOF means the parent is gone; /dev/null or a file cannot be watched, so skip
         with contextlib.suppress(OSError, ValueError):
             loop.add_reader(sys.stdin.fileno(), on_stdin)
         print(json.dumps({"ready": True}), flush=True)
-        await stop.wait()
+        while not stop.is_set():
+            if status_file is not None:
+                with contextlib.suppress(OSError):
+                    _write_status(status_file, directions, loop.time())
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), STATUS_INTERVAL)
         for direction in directions.values():
             loop.remove_reader(direction.sock.fileno())
             direction.flush()
@@ -262,12 +314,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rtclab.net.nfqueue", description=__doc__)
     parser.add_argument("--up-queue", type=int, required=True, help="queue of outgoing packets")
     parser.add_argument("--down-queue", type=int, required=True, help="queue of incoming ones")
-    parser.add_argument("--link", default="{}", help="Link fields as JSON")
+    parser.add_argument(
+        "--link", default="{}", help="Link fields as JSON, or - for the first line of stdin"
+    )
     parser.add_argument("--seed", type=int, default=0, help="uplink seed; downlink uses seed+1")
+    parser.add_argument("--status-file", help="write the link's status (JSON) here, 4x a second")
     args = parser.parse_args(argv)
-    try:
-        link = Link(**json.loads(args.link))
-        counters = asyncio.run(_serve(args.up_queue, args.down_queue, link, args.seed))
+    try:  # a trace can outgrow a command-line argument (128 KiB): it comes through stdin
+        text = sys.stdin.buffer.readline() if args.link == "-" else args.link
+        fields = json.loads(text)
+        link = Link(**fields.get("link", fields))  # the stdin line is a control line
+        counters = asyncio.run(
+            _serve(args.up_queue, args.down_queue, link, args.seed, args.status_file)
+        )
     except (NfqueueError, OSError, ValueError, TypeError) as exc:
         print(f"rtclab.net.nfqueue: {exc}", file=sys.stderr)
         return 1
