@@ -13,7 +13,7 @@ import time
 import warnings
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -21,9 +21,11 @@ import pandas as pd
 
 from ._compat import warn_missing_hooks
 from .ice.config import IceConfig
+from .net.events import NetworkEvent, NetworkSchedule
 from .peer.peer import Peer
 from .signaling.server import SignalingServer
 from .stats.collector import StatsCollector
+from .stats.recovery import recovery_times
 from .stats.summary import pair_summary
 
 if TYPE_CHECKING:
@@ -426,6 +428,18 @@ class Lab:
     def summary(self) -> pd.DataFrame:
         """One row per peer -> remote: connect time, path, RTT, loss, jitter, bitrate, fps."""
         return pair_summary(self.samples, self.events)
+
+    def network_events(
+        self, network: Any, events: Iterable[NetworkEvent | Iterable[NetworkEvent]]
+    ) -> NetworkSchedule:
+        """Run network events (:mod:`rtclab.net.events`: link down/up, a new link, NAT
+        reboot, address change) on ``network`` from now; each lands in :attr:`events`."""
+        return NetworkSchedule(network, events, self.collector.record_event).start()
+
+    def recovery(self) -> pd.DataFrame:
+        """Per network disruption and connection: how long the peers took to notice it
+        (``notice_s``) and to recover once the network was back (``recover_s``)."""
+        return recovery_times(self.events)
 
     def dashboard(self, **options: Any) -> Dashboard:
         """A live plotly dashboard of this lab's stats (see :class:`~rtclab.widgets.Dashboard`).

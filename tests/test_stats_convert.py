@@ -137,7 +137,7 @@ def row(rows: list[dict[str, Any]], kind: str, direction: str) -> dict[str, Any]
 
 
 def test_column_lists_are_consistent() -> None:
-    assert len(SAMPLE_COLUMNS) == len(set(SAMPLE_COLUMNS)) == 54
+    assert len(SAMPLE_COLUMNS) == len(set(SAMPLE_COLUMNS)) == 56
     assert set(NUMERIC_COLUMNS) | set(STRING_COLUMNS) | {"t"} == set(SAMPLE_COLUMNS)
     assert not set(NUMERIC_COLUMNS) & set(STRING_COLUMNS)
 
@@ -460,3 +460,22 @@ def test_frames_per_second_is_video_only() -> None:
         assert audio["frames_per_second"] is None and audio["frames"] is None
         assert audio["audio_frames_per_second"] == pytest.approx(audio_fps)
         assert video["audio_frames_per_second"] is None
+
+
+def test_rows_carry_the_link_each_way() -> None:
+    """Outbound rows carry the uplink's capacity and queue delay, inbound rows the downlink's."""
+    current = snap(at=1.0, transport={"bytesSent": 2000, "bytesReceived": 1000})
+    current.link = {
+        "up": {"capacity_kbps": 800.0, "queue_delay_ms": 120.0},
+        "down": {"capacity_kbps": None, "queue_delay_ms": 0.0},
+    }
+    rows = snapshot_to_rows(current, None, elapsed_s=1.0)
+    out, inb = row(rows, "transport", "outbound"), row(rows, "transport", "inbound")
+    assert (out["capacity_kbps"], out["queue_delay_ms"]) == (800.0, 120.0)
+    assert (inb["capacity_kbps"], inb["queue_delay_ms"]) == (None, 0.0)
+    plain = row(
+        snapshot_to_rows(snap(transport={"bytesSent": 1}), None, elapsed_s=0),
+        "transport",
+        "outbound",
+    )
+    assert plain["capacity_kbps"] is None and plain["queue_delay_ms"] is None

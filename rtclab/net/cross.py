@@ -4,8 +4,8 @@ and a greedy AIMD flow that behaves like TCP Reno.
 Each flow is a pure model: :meth:`CrossFlow.step` is called at a time, pushes the packets due
 by then through the link's :class:`~rtclab.net.link.LinkState` (they take queue space and
 capacity, and are never delivered anywhere) and returns when it wants to be called next.
-:func:`simulate` runs flows on made-up time for tests; :class:`CrossTraffic` runs one on an
-asyncio loop against a live link (what :meth:`rtclab.net.Network.cross_traffic` returns).
+:func:`simulate` runs flows on made-up time for tests; :class:`CrossTraffic` runs one on the
+running loop against a live link, e.g. ``CrossTraffic(AimdFlow(), host.down)``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .link import LinkState
@@ -140,21 +140,19 @@ def simulate(
 
 
 class CrossTraffic:
-    """One flow running on the event loop against a live link (looked up at each step, so a
-    host whose link is replaced keeps its cross traffic). :meth:`stop` ends it."""
+    """One flow running on the running loop against a live link (e.g. an emulated host's
+    ``host.down``: the traffic competes with what the host receives). :meth:`stop` ends it."""
 
-    def __init__(
-        self, flow: CrossFlow, link: Callable[[], LinkState], loop: asyncio.AbstractEventLoop
-    ) -> None:
+    def __init__(self, flow: CrossFlow, link: LinkState) -> None:
         self.flow = flow
         self._link = link
-        self._loop = loop
+        self._loop = loop = asyncio.get_running_loop()
         self._handle: asyncio.TimerHandle | asyncio.Handle | None = loop.call_soon(self._tick)
         self.started = loop.time()
 
     def _tick(self) -> None:
         now = self._loop.time()
-        wake = self.flow.step(now, self._link())
+        wake = self.flow.step(now, self._link)
         self._handle = None if wake is None else self._loop.call_at(max(wake, now), self._tick)
 
     @property

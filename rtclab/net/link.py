@@ -11,7 +11,7 @@ sequence give the same losses.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from itertools import pairwise
 from pathlib import Path
@@ -19,7 +19,10 @@ from typing import Any
 
 from .capacity import ScheduleCapacity, TraceCapacity, read_mahimahi
 
-__all__ = ["Link", "LinkState"]
+__all__ = ["LINK_COLUMNS", "Link", "LinkState", "link_columns"]
+
+#: What the link does now, as columns of the samples frame (see :func:`link_columns`).
+LINK_COLUMNS = ("capacity_kbps", "queue_delay_ms")
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,7 @@ class LinkState:
         self.lost = 0
         self.queue_drops = 0
         self.down_drops = 0
+        self.served_bytes = 0  # through a limited capacity (what a rate measurement sees)
         self._configure(link, start)
 
     def _configure(self, link: Link, start: float | None) -> None:
@@ -201,6 +205,7 @@ class LinkState:
                 position = self._tail
             self._tail = position = position + size
             depart = self._busy_until = epoch + self._time_of(position)
+            self.served_bytes += size
         elif link.rate_kbps is not None:
             rate = link.rate_kbps * 125.0  # bytes per second
             wait = self._busy_until - now
@@ -211,6 +216,7 @@ class LinkState:
                 self.queue_drops += 1
                 return None
             self._busy_until = depart = now + wait + size / rate
+            self.served_bytes += size
         if link.loss > 0 and self._lost():
             self.lost += 1
             return None
@@ -240,3 +246,19 @@ class LinkState:
     def queue_delay_ms(self, now: float) -> float:
         """How long a packet sent at ``now`` would wait in the queue (ms)."""
         return max(self._busy_until - now, 0.0) * 1000.0
+
+    def status(self, now: float) -> dict[str, float | None]:
+        """``capacity_kbps`` and ``queue_delay_ms`` now (the samples frame's link columns)."""
+        return {
+            "capacity_kbps": self.capacity_kbps(now),
+            "queue_delay_ms": self.queue_delay_ms(now),
+        }
+
+
+def link_columns(status: Mapping[str, Any] | None, direction: str) -> dict[str, Any]:
+    """The link columns of a row: an outbound row gets the uplink's status, an inbound row
+    the downlink's (``status`` is ``{"up": {...}, "down": {...}}``); none without a link."""
+    part = status.get("up" if direction == "outbound" else "down") if status else None
+    if not isinstance(part, Mapping):
+        return {}
+    return {name: part.get(name) for name in LINK_COLUMNS}

@@ -20,7 +20,7 @@ class Resilience:
     """How a peer detects a lost link and brings it back. ``enabled=False`` turns it off."""
 
     enabled: bool = True
-    loss_timeout: float = 3.0
+    loss_timeout: float = 2.0
     restart_after: float = 2.0
     heartbeat_interval: float = 1.0
     check_interval: float = 0.25

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pandas as pd
 
 from ..model import CandidatePair, ConnectionCounters
+from ..net.emulated import Host
 from ..qoe.aggregate import interval_qoe
 from .convert import NUMERIC_COLUMNS, STRING_COLUMNS, ConnectionSnapshot, snapshot_to_rows
 from .hidden import browser_audio_mos
@@ -67,6 +68,15 @@ class _TargetState:
     error: str | None = None
     closed_sampled: bool = False
     seen: bool = field(default=True, repr=False)
+
+
+def _link_status(source: StatsSource) -> dict[str, Any] | None:
+    """The impaired link a peer sits behind, now (an emulated host's; else none)."""
+    host = getattr(source, "network", None)
+    if not isinstance(host, Host):
+        return None
+    now = asyncio.get_running_loop().time()  # the emulated network's clock
+    return {"up": host.up.status(now), "down": host.down.status(now)}
 
 
 class StatsCollector:
@@ -251,7 +261,7 @@ class StatsCollector:
 
             for state in self._targets.values():
                 state.seen = False
-            jobs: list[tuple[tuple[str, str], Any, ConnectionCounters]] = []
+            jobs: list[tuple[tuple[str, str], Any, ConnectionCounters, Any]] = []
             for source in list(self._sources):
                 try:
                     targets = list(source.stats_targets())
@@ -259,17 +269,18 @@ class StatsCollector:
                     self._state((source.name, ""), None).seen = True
                     self._note_error((source.name, ""), source.name, None, exc)
                     continue
+                link = _link_status(source)
                 for remote, pc, counters in targets:
                     key = (source.name, remote)
                     self._state(key, pc).seen = True
-                    jobs.append((key, pc, counters))
+                    jobs.append((key, pc, counters, link))
 
             snapshots = await asyncio.gather(
-                *(self._snapshot_with_timeout(key, pc, counters, now) for key, pc, counters in jobs)
+                *(self._snapshot_with_timeout(key, pc, c, now, link) for key, pc, c, link in jobs)
             )
 
             rows: list[dict[str, Any]] = []
-            for (key, _, _), snapshot in zip(jobs, snapshots, strict=True):
+            for (key, _, _, _), snapshot in zip(jobs, snapshots, strict=True):
                 if snapshot is None:
                     continue
                 state = self._targets[key]
@@ -319,14 +330,19 @@ class StatsCollector:
                     row.update(interval_qoe(group))
 
     async def _snapshot_with_timeout(
-        self, key: tuple[str, str], pc: Any, counters: ConnectionCounters, now: datetime
+        self,
+        key: tuple[str, str],
+        pc: Any,
+        counters: ConnectionCounters,
+        now: datetime,
+        link: Mapping[str, Any] | None = None,
     ) -> ConnectionSnapshot | None:
         state = self._targets[key]
         if state.closed_sampled:
             return None  # a closed pc was sampled once; its numbers can no longer change
         try:
             snapshot = await asyncio.wait_for(
-                read_snapshot(key[0], key[1], pc, counters, now), self.timeout
+                read_snapshot(key[0], key[1], pc, counters, now, link), self.timeout
             )
         except asyncio.TimeoutError:
             self.record_event(key[0], key[1], "stats-timeout", self.timeout)

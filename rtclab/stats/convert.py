@@ -61,6 +61,7 @@ from datetime import datetime
 from typing import Any
 
 from rtclab.model import PATH_COLUMNS, CandidatePair, ConnectionCounters
+from rtclab.net.link import LINK_COLUMNS, link_columns
 
 from .hidden import audio_mos, inbound_feedback_columns, outbound_feedback_columns
 
@@ -125,6 +126,7 @@ SAMPLE_COLUMNS: list[str] = [
     "ssim",
     *PATH_COLUMNS,
     "connection_state",
+    *LINK_COLUMNS,
 ]
 
 STRING_COLUMNS: list[str] = [
@@ -155,6 +157,9 @@ class ConnectionSnapshot:
     ``clock_rates`` (kind -> Hz) is the negotiated RTP clock; missing kinds use the defaults.
     ``encoder_targets_bps`` (kind -> bps) is what each encoder aims at now;
     ``playout_delay_ms`` (kind -> ms) the fixed delay of the receiver's jitter buffer.
+    ``link`` is the peer's impaired link now (``{"up": {...}, "down": {...}}``, see
+    :meth:`rtclab.net.LinkState.status`): ``capacity_kbps`` and ``queue_delay_ms`` of the
+    uplink on outbound rows, of the downlink on inbound rows.
     """
 
     peer: str
@@ -170,6 +175,7 @@ class ConnectionSnapshot:
     clock_rates: Mapping[str, int] = field(default_factory=dict)
     encoder_targets_bps: Mapping[str, int] = field(default_factory=dict)
     playout_delay_ms: Mapping[str, float] = field(default_factory=dict)
+    link: Mapping[str, Any] | None = None
 
 
 def snapshot_to_rows(
@@ -195,6 +201,9 @@ def snapshot_to_rows(
     rows.extend(_media_rows(base, current, previous, dt))
     rows.extend(_data_rows(base, current, previous, dt))
     rows.extend(_transport_rows(base, current, previous, dt))
+    if current.link:
+        for row in rows:
+            row.update(link_columns(current.link, row["direction"]))
     return rows
 
 

@@ -34,7 +34,12 @@ _TRANSPORT_FIELDS = ("bytesSent", "bytesReceived", "packetsSent", "packetsReceiv
 
 
 async def read_snapshot(
-    peer: str, remote: str, pc: Any, counters: ConnectionCounters, now: datetime
+    peer: str,
+    remote: str,
+    pc: Any,
+    counters: ConnectionCounters,
+    now: datetime,
+    link: Mapping[str, Any] | None = None,
 ) -> ConnectionSnapshot:
     """One connection's numbers at ``now``: its report and counters read together."""
     state = str(getattr(pc, "connectionState", "unknown"))
@@ -57,6 +62,7 @@ async def read_snapshot(
         clock_rates=_clock_rates(pc),
         encoder_targets_bps=_encoder_targets(pc),
         playout_delay_ms=_playout_delays(pc),
+        link=link,
     )
 
 

@@ -8,6 +8,7 @@ import contextlib
 import json
 from typing import Any
 
+from ..link import link_columns
 from .host import NetnsHost
 
 __all__ = ["NetnsPeer"]
@@ -44,11 +45,20 @@ class NetnsPeer:
                 continue
             if "rows" in message:
                 if self.collector is not None:
-                    self.rows += len(self.collector.add_rows(message["rows"], peer=self.name))
+                    rows = self._with_link(message["rows"])
+                    self.rows += len(self.collector.add_rows(rows, peer=self.name))
             elif "event" in message:
                 self._on_event(message)
             self._changed.set()
         self._changed.set()
+
+    def _with_link(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The host's NFQUEUE link now, on each row (its uplink on outbound rows)."""
+        impairment = self.host.impairment
+        status = impairment.status() if impairment is not None else None
+        if not status:
+            return rows
+        return [dict(row, **link_columns(status, str(row.get("direction")))) for row in rows]
 
     def _on_event(self, message: dict[str, Any]) -> None:
         self.events.append(message)

@@ -244,12 +244,7 @@ def _apply(line: bytes, directions: dict[str, _Direction], now: float) -> None:
 def _write_status(path: str, directions: dict[str, _Direction], now: float) -> None:
     """What the link does now, for the parent's stats rows (a file: nobody blocks on it)."""
     status = {
-        name: {
-            "capacity_kbps": d.state.capacity_kbps(now),
-            "queue_delay_ms": d.state.queue_delay_ms(now),
-            **d.counters(kernel=False),
-        }
-        for name, d in directions.items()
+        name: {**d.state.status(now), **d.counters(kernel=False)} for name, d in directions.items()
     }
     temporary = f"{path}.tmp"
     with open(temporary, "w") as out:
