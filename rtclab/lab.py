@@ -31,6 +31,7 @@ from .stats.summary import pair_summary
 if TYPE_CHECKING:
     from .ice.coturn import Coturn
     from .widgets.dashboard import Dashboard
+    from .widgets.link_control import LinkControl
 
 log = logging.getLogger(__name__)
 
@@ -435,6 +436,12 @@ class Lab:
         """Run network events (:mod:`rtclab.net.events`: link down/up, a new link, NAT
         reboot, address change) on ``network`` from now; each lands in :attr:`events`."""
         return NetworkSchedule(network, events, self.collector.record_event).start()
+
+    def link_control(self, host: Any) -> LinkControl:
+        """Sliders that change ``host``'s link live, each change an event in :attr:`events`."""
+        from .widgets.link_control import LinkControl
+
+        return LinkControl(host, self)
 
     def recovery(self) -> pd.DataFrame:
         """Per network disruption and connection: how long the peers took to notice it

@@ -25,6 +25,10 @@ __all__ = [
     "NetworkSchedule",
     "address_change",
     "apply_event",
+    "change_link",
+    "change_link_now",
+    "current_link",
+    "describe_link",
     "link_down",
     "nat_reboot",
     "set_link",
@@ -112,19 +116,43 @@ async def _apply_netns(network: Any, event: NetworkEvent) -> str:
         raise ValueError(f"no host {event.target!r} on this network")
     if event.action in ("nat-reboot", "address-change"):
         raise ValueError(f"{event.action} is emulated-network only for now")
-    impairment = host.impairment
-    current = impairment.link if impairment is not None else Link()
+    current = current_link(host)
     link = (
         event.link if event.action == "set-link" else current.replace(up=event.action == "link-up")
     )
     assert link is not None
+    await change_link(host, link)
+    return describe_link(link)
+
+
+def current_link(host: Any) -> Link:
+    """The link of an emulated :class:`Host` or of a namespace host (its NFQUEUE link)."""
+    if isinstance(host, Host):
+        return host.link
+    impairment = getattr(host, "impairment", None)
+    return impairment.link if impairment is not None else Link()
+
+
+def change_link_now(host: Any, link: Link) -> bool:
+    """Change a host's link live if that needs no process start: an emulated host, or a
+    namespace host already impaired. False: use :func:`change_link` (it starts NFQUEUE)."""
+    if isinstance(host, Host):
+        host.set_link(link)
+        return True
+    impairment = getattr(host, "impairment", None)
     if impairment is None:
+        return False
+    impairment.set_link(link)
+    return True
+
+
+async def change_link(host: Any, link: Link) -> None:
+    """Change a host's link live; a namespace host without impairment gets its NFQUEUE
+    worker now (started in a thread: it takes a process start)."""
+    if not change_link_now(host, link):
         from .nfqueue import impair_namespace
 
         host.impairment = await asyncio.to_thread(impair_namespace, host.namespace, link)
-    else:
-        impairment.set_link(link)
-    return describe_link(link)
 
 
 def describe_link(link: Link) -> str:

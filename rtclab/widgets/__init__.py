@@ -1,5 +1,5 @@
-"""Jupyter widgets: PeerWidget (one peer, live), Dashboard (live plotly stats) and
-BrowserPeer (the notebook's tab as a peer, anywidget).
+"""Jupyter widgets: PeerWidget (one peer, live), Dashboard (live plotly stats),
+BrowserPeer (the notebook's tab as a peer, anywidget) and LinkControl (a host's link, live).
 
 Imported lazily (PEP 562): showing a Peer loads ipywidgets only, not plotly.
 """
@@ -13,14 +13,16 @@ from .._lazy import lazy_exports
 _EXPORTS = {
     "BrowserPeer": "rtclab.widgets.browser_peer",
     "Dashboard": "rtclab.widgets.dashboard",
+    "LinkControl": "rtclab.widgets.link_control",
     "PeerWidget": "rtclab.widgets.peer_widget",
 }
 
-__all__ = ["BrowserPeer", "Dashboard", "PeerWidget"]
+__all__ = ["BrowserPeer", "Dashboard", "LinkControl", "PeerWidget"]
 
 if TYPE_CHECKING:
     from .browser_peer import BrowserPeer
     from .dashboard import Dashboard
+    from .link_control import LinkControl
     from .peer_widget import PeerWidget
 
 
