@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -158,30 +159,37 @@ def pair() -> Iterator[Pair]:
             subprocess.run(["ip", "netns", "delete", name], capture_output=True)
 
 
-def _echo(pair: Pair, count: int, interval: float, *, size: int = 100, tail: float = 1.0) -> Echo:
+def _exchange(pair: Pair, server_code: str, client_args: list[str]) -> tuple[Any, Any]:
+    """Run ``server_code`` in the server namespace and ECHO_CLIENT in the client's; the JSON
+    each printed (the server's on SIGTERM, once the client is done)."""
     server = subprocess.Popen(
-        ["ip", "netns", "exec", pair.server, sys.executable, "-c", ECHO_SERVER, SERVER, str(PORT)],
+        ["ip", "netns", "exec", pair.server, sys.executable, "-c", server_code, SERVER, str(PORT)],
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
         assert server.stdout is not None and server.stdout.readline().strip() == "ready"
-        args = [SERVER, str(PORT), str(count), str(interval), str(size), str(tail)]
         client = subprocess.run(
-            ["ip", "netns", "exec", pair.client, sys.executable, "-c", ECHO_CLIENT, *args],
+            ["ip", "netns", "exec", pair.client, sys.executable, "-c", ECHO_CLIENT,
+             SERVER, str(PORT), *client_args],
             capture_output=True,
             text=True,
             timeout=60,
             check=True,
-        )
+        )  # fmt: skip
         server.terminate()
-        received = json.loads(server.communicate(timeout=10)[0])["received"]
+        served = json.loads(server.communicate(timeout=10)[0])
     finally:
         if server.poll() is None:
             server.kill()
             server.wait()
-    result = json.loads(client.stdout)
-    return Echo(result["sent"], received, result["rtts"])
+    return served, json.loads(client.stdout)
+
+
+def _echo(pair: Pair, count: int, interval: float, *, size: int = 100, tail: float = 1.0) -> Echo:
+    args = [str(count), str(interval), str(size), str(tail)]
+    served, result = _exchange(pair, ECHO_SERVER, args)
+    return Echo(result["sent"], served["received"], result["rtts"])
 
 
 def _rules(namespace: str) -> str:
@@ -317,28 +325,10 @@ while True:
 def _sink(pair: Pair, rate_kbps: float, seconds: float, size: int = 1200) -> list[float]:
     """Send ``rate_kbps`` of ``size``-byte UDP from the client for ``seconds``; the times the
     server's sink received each packet."""
-    server = subprocess.Popen(
-        ["ip", "netns", "exec", pair.server, sys.executable, "-c", SINK, SERVER, str(PORT)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
-        interval = (size + 28) * 8 / (rate_kbps * 1000)
-        count = int(seconds / interval)
-        args = [SERVER, str(PORT), str(count), str(interval), str(size), "1.0"]
-        subprocess.run(
-            ["ip", "netns", "exec", pair.client, sys.executable, "-c", ECHO_CLIENT, *args],
-            capture_output=True,
-            timeout=60,
-            check=True,
-        )
-        server.terminate()
-        times: list[float] = json.loads(server.communicate(timeout=10)[0])["times"]
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
+    interval = (size + 28) * 8 / (rate_kbps * 1000)
+    args = [str(int(seconds / interval)), str(interval), str(size), "1.0"]
+    served, _ = _exchange(pair, SINK, args)
+    times: list[float] = served["times"]
     return times
 
 
