@@ -4,6 +4,7 @@ The netlink codec is tested without root in test_net_nfqueue_codec.py."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from rtclab.net.link import Link
+from rtclab.net.netns.bulk import TcpBulk
 from rtclab.net.nfqueue import (
     NamespaceImpairment,
     NfqueueError,
@@ -53,7 +55,7 @@ def test_clear_errors_without_root_or_iptables(monkeypatch: pytest.MonkeyPatch) 
 
 # --- real packets between two namespaces --------------------------------------------------------
 
-SERVER = "10.231.0.1"
+SERVER, CLIENT = "10.231.0.1", "10.231.0.2"
 PORT = 9000
 
 ECHO_SERVER = """
@@ -149,7 +151,7 @@ def pair() -> Iterator[Pair]:
             "netns", names.client)  # fmt: skip
         for name, dev, addr in (
             (names.server, "nfq0", SERVER),
-            (names.client, "nfq1", "10.231.0.2"),
+            (names.client, "nfq1", CLIENT),
         ):
             _ip("-n", name, "addr", "add", f"{addr}/24", "dev", dev)
             _ip("-n", name, "link", "set", dev, "up")
@@ -371,3 +373,25 @@ def test_the_link_changes_live_down_and_up(pair: Pair) -> None:
     assert down.rtts == [] and down.received == 0
     assert counters["up"]["down_drops"] == 20
     assert 0.055 < statistics.median(back.rtts) < 0.09
+
+
+@needs_root
+async def test_a_real_tcp_download_shares_the_link_with_udp(pair: Pair) -> None:
+    link = Link(delay_ms=10, rate_kbps=2000, queue_bytes=30_000)
+    impairment = impair_namespace(pair.client, link, seed=9, tcp_ports=(5201,))
+    try:
+        idle = await asyncio.to_thread(_echo, pair, 50, 0.02)
+        bulk = await TcpBulk(pair.server, pair.client, CLIENT, seconds=6.0).start()
+        await asyncio.sleep(2.0)  # CUBIC takes the link
+        busy = await asyncio.to_thread(_echo, pair, 100, 0.02)  # UDP replies: same queue
+        result = await bulk.wait()
+    finally:
+        counters = impairment.close()
+    print(
+        f"\nTCP download over 2 Mbit/s: {result['kbps']:.0f} kbit/s; UDP RTT idle "
+        f"{idle.median_ms:.0f} ms, beside the download {busy.median_ms:.0f} ms"
+    )
+    assert 0.8 * 2000 < result["kbps"] < 2000  # goodput: the link minus headers and slow start
+    assert counters["down"]["sent"] > 6 * 2000 * 1000 / 8 / 1500 * 0.8  # it went through us
+    # the echoes wait behind the download's packets in the shared queue
+    assert busy.median_ms > idle.median_ms + 20

@@ -24,12 +24,18 @@ from .codec import NfqueueError
 __all__ = ["NamespaceImpairment", "impair_namespace"]
 
 
-def _iptables_rules(queues: tuple[int, int]) -> list[list[str]]:
+def _iptables_rules(queues: tuple[int, int], tcp_ports: tuple[int, ...] = ()) -> list[list[str]]:
     up, down = queues
-    return [
+    rules = [
         ["OUTPUT", "!", "-o", "lo", "-p", "udp", "-j", "NFQUEUE", "--queue-num", str(up)],
         ["INPUT", "!", "-i", "lo", "-p", "udp", "-j", "NFQUEUE", "--queue-num", str(down)],
     ]
+    for port in tcp_ports:  # both ends of a TCP flow on that port: its data and its ACKs
+        for match in ("--dport", "--sport"):
+            tcp = ["-p", "tcp", match, str(port), "-j", "NFQUEUE"]
+            rules.append(["OUTPUT", "!", "-o", "lo", *tcp, "--queue-num", str(up)])
+            rules.append(["INPUT", "!", "-i", "lo", *tcp, "--queue-num", str(down)])
+    return rules
 
 
 def _iptables(namespace: str, action: str, rule: list[str]) -> subprocess.CompletedProcess[str]:
@@ -64,6 +70,7 @@ class NamespaceImpairment:
     process: subprocess.Popen[str]
     _stderr: IO[str]
     status_file: str | None = None
+    tcp_ports: tuple[int, ...] = ()
     _rules: list[list[str]] = field(default_factory=list, init=False)
     counters: dict[str, Any] | None = field(default=None, init=False)
 
@@ -72,7 +79,7 @@ class NamespaceImpairment:
         return self._stderr.read().strip()
 
     def _install(self) -> None:
-        for rule in _iptables_rules(self.queues):
+        for rule in _iptables_rules(self.queues, self.tcp_ports):
             result = _iptables(self.namespace, "-A", rule)
             if result.returncode != 0:
                 raise NfqueueError(
@@ -171,6 +178,7 @@ def impair_namespace(
     seed: int = 0,
     queues: tuple[int, int] = (0, 1),
     timeout: float = 15.0,
+    tcp_ports: tuple[int, ...] = (),
 ) -> NamespaceImpairment:
     """Impair ``namespace``'s UDP traffic with ``link``, both ways, until ``close()``.
 
@@ -178,9 +186,11 @@ def impair_namespace(
     (``INPUT``, downlink) through ``queues[1]``, each direction with its own
     :class:`LinkState` (seeds ``seed`` and ``seed + 1``). Only UDP over IPv4 and not on
     ``lo`` is queued: media and ICE are impaired, TCP signaling and loopback are not, as
-    in the emulated network. Routed (``FORWARD``) traffic is not touched, so impair hosts,
-    not routers. The process starts and binds its queues before the rules exist, so no
-    packet is ever queued to nobody. Queue numbers are per namespace.
+    in the emulated network; ``tcp_ports`` adds the TCP flows to or from those ports
+    (cross traffic such as :class:`~rtclab.net.netns.bulk.TcpBulk`), which then share the
+    queue. Routed (``FORWARD``) traffic is not touched, so impair hosts, not routers. The
+    process starts and binds its queues before the rules exist, so no packet is ever queued
+    to nobody. Queue numbers are per namespace.
     """
     _require()
     status = tempfile.NamedTemporaryFile(prefix="rtclab-nfq-", suffix=".json", delete=False)
@@ -202,7 +212,9 @@ def impair_namespace(
         text=True,
         env=env,
     )
-    impairment = NamespaceImpairment(namespace, link, queues, process, stderr, status.name)
+    impairment = NamespaceImpairment(
+        namespace, link, queues, process, stderr, status.name, tuple(tcp_ports)
+    )
     try:
         impairment._tell(link)
         _wait_ready(process, timeout)
