@@ -114,8 +114,15 @@ async def _apply_netns(network: Any, event: NetworkEvent) -> str:
     host = network.hosts.get(event.target)
     if host is None:
         raise ValueError(f"no host {event.target!r} on this network")
-    if event.action in ("nat-reboot", "address-change"):
-        raise ValueError(f"{event.action} is emulated-network only for now")
+    if event.action == "address-change":
+        raise ValueError("address-change is emulated-network only for now")
+    if event.action == "nat-reboot":
+        if host.router is None:
+            raise ValueError(f"{event.target!r} is behind no NAT")
+        from .netns._reboot import flush_nat
+
+        await flush_nat(host.router)
+        return f"{host.router}: conntrack flushed"
     current = current_link(host)
     link = (
         event.link if event.action == "set-link" else current.replace(up=event.action == "link-up")
