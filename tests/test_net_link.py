@@ -171,3 +171,14 @@ def test_capacity_validation(tmp_path: Path) -> None:
     bad.write_text("5\n3\n")
     with pytest.raises(ValueError, match="line 2"):
         Link.from_mahimahi(bad)
+
+
+def test_a_schedule_set_outside_a_loop_starts_with_the_first_packet() -> None:
+    from rtclab.net import Network
+
+    with Network() as net:
+        host = net.host("h")
+        host.set_link(Link(rate_kbps=100, schedule=[(1, 1000)]))  # no loop runs here
+        assert host.down.capacity_kbps(5000.0) == 100  # the schedule has not started
+        host.down.admit(5000.0, 100)
+        assert host.down.capacity_kbps(5001.5) == 1000

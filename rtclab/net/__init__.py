@@ -5,6 +5,7 @@ backend (:mod:`rtclab.net.netns`) builds the same topologies from real kernel NA
 """
 
 from .base import NetworkAttachment
+from .cross import AimdFlow, ConstantRate, CrossTraffic, OnOff
 from .discovery import NatDiscovery, discover_nat
 from .emulated import (
     EmulatedTransport,
@@ -15,11 +16,15 @@ from .emulated import (
     attached_host,
     blocked_leaks,
 )
+from .events import NetworkEvent, NetworkSchedule, address_change, link_down, nat_reboot
 from .link import Link, LinkState
 from .nat import PRESETS, Filtering, Mapping, NatBehavior, NatTable, nat_behavior, predict_direct
 
 __all__ = [
     "PRESETS",
+    "AimdFlow",
+    "ConstantRate",
+    "CrossTraffic",
     "EmulatedTransport",
     "EmulationLeakError",
     "Filtering",
@@ -33,9 +38,15 @@ __all__ = [
     "NatTable",
     "Network",
     "NetworkAttachment",
+    "NetworkEvent",
+    "NetworkSchedule",
+    "OnOff",
+    "address_change",
     "attached_host",
     "blocked_leaks",
     "discover_nat",
+    "link_down",
     "nat_behavior",
+    "nat_reboot",
     "predict_direct",
 ]

@@ -202,7 +202,9 @@ class Host:
         """Change the access link live: packets already on it keep their times, the queues,
         random streams and counters carry on, and a capacity schedule or trace starts now."""
         self.link = link
-        now = self.network._now()
+        now = None  # outside a loop: a schedule starts with the first packet
+        with contextlib.suppress(RuntimeError):
+            now = asyncio.get_running_loop().time()
         self.up.set_link(link, now)
         self.down.set_link(link, now)
 

@@ -158,8 +158,9 @@ class LinkState:
         else:
             self._leave_bad = self._enter_bad = 0.0
 
-    def set_link(self, link: Link, now: float) -> None:
-        """Use ``link`` for packets sent from ``now`` on (a scheduled capacity restarts)."""
+    def set_link(self, link: Link, now: float | None) -> None:
+        """Use ``link`` for packets sent from ``now`` on (a scheduled capacity restarts then,
+        or with the next packet if ``now`` is None)."""
         self._configure(link, now)
 
     def _lost(self) -> bool:
