@@ -98,7 +98,7 @@ class AimdFlow(CrossFlow):
     _pending: list[tuple[float, int, bool]] = field(default_factory=list, init=False)
     _order: int = field(default=0, init=False)
     _last_cut: float = field(default=-math.inf, init=False)
-    _srtt: float | None = field(default=None, init=False)
+    _smoothed_rtt: float | None = field(default=None, init=False)
 
     def step(self, now: float, link: LinkState) -> float | None:
         base = self.rtt_ms / 1000.0
@@ -107,7 +107,7 @@ class AimdFlow(CrossFlow):
             self.inflight -= 1
             if acked:
                 self.cwnd += 1.0 if self.cwnd < self.ssthresh else 1.0 / self.cwnd
-            elif now - self._last_cut >= (self._srtt or base):
+            elif now - self._last_cut >= (self._smoothed_rtt or base):
                 self.ssthresh = max(self.cwnd / 2.0, 2.0)
                 self.cwnd = self.ssthresh
                 self._last_cut = now
@@ -117,11 +117,13 @@ class AimdFlow(CrossFlow):
             self.inflight += 1
             self._order += 1
             if arrive is None:
-                due, acked = now + (self._srtt or base), False
+                due, acked = now + (self._smoothed_rtt or base), False
             else:
                 due, acked = arrive + base, True
                 rtt = due - now
-                self._srtt = rtt if self._srtt is None else 0.875 * self._srtt + 0.125 * rtt
+                self._smoothed_rtt = (
+                    rtt if self._smoothed_rtt is None else 0.875 * self._smoothed_rtt + 0.125 * rtt
+                )
             heapq.heappush(self._pending, (due, self._order, acked))
         return self._pending[0][0] if self._pending else None
 
