@@ -261,6 +261,7 @@ def test_loss_each_way_and_counters_match(pair: Pair) -> None:
         "lost": echo.sent - echo.received,
         "queue_drops": 0,
         "down_drops": 0,
+        "served_bytes": 0,
         "kernel_drops": 0,
     }
     assert counters["down"] == {
@@ -268,6 +269,7 @@ def test_loss_each_way_and_counters_match(pair: Pair) -> None:
         "lost": echo.received - len(echo.rtts),
         "queue_drops": 0,
         "down_drops": 0,
+        "served_bytes": 0,
         "kernel_drops": 0,
     }
 

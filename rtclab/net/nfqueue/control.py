@@ -100,8 +100,9 @@ class NamespaceImpairment:
         self.link = link
 
     def status(self) -> dict[str, Any]:
-        """``{"up": {...}, "down": {...}}``: each direction's ``capacity_kbps``,
-        ``queue_delay_ms`` and counters, as the worker last wrote them (every 0.25 s)."""
+        """``{"up": {...}, "down": {...}, "t": ...}``: each direction's ``capacity_kbps``,
+        ``queue_delay_ms`` and counters as the worker last wrote them (every 0.25 s), and
+        when (``time.monotonic()``)."""
         if self.status_file is None:
             return {}
         with contextlib.suppress(OSError, ValueError):

@@ -223,6 +223,7 @@ class _Direction:
             "lost": self.state.lost,
             "queue_drops": self.state.queue_drops,
             "down_drops": self.state.down_drops,
+            "served_bytes": self.state.served_bytes,
         }
         if kernel:
             counters["kernel_drops"] = self.sock.kernel_drops()
@@ -243,9 +244,10 @@ def _apply(line: bytes, directions: dict[str, _Direction], now: float) -> None:
 
 def _write_status(path: str, directions: dict[str, _Direction], now: float) -> None:
     """What the link does now, for the parent's stats rows (a file: nobody blocks on it)."""
-    status = {
+    status: dict[str, Any] = {
         name: {**d.state.status(now), **d.counters(kernel=False)} for name, d in directions.items()
     }
+    status["t"] = now  # time.monotonic() of this status, to turn counters into rates
     temporary = f"{path}.tmp"
     with open(temporary, "w") as out:
         json.dump(status, out)
