@@ -6,29 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
+from test_net_netns import needs_root
 
 from rtclab import Lab
 from rtclab.net import Link
 from rtclab.net.events import link_down, nat_reboot
-from rtclab.net.netns import NetnsNetwork, NetnsUnavailable, require_netns
-
-
-def _available() -> str | None:
-    try:
-        require_netns()
-    except NetnsUnavailable as exc:
-        return str(exc)
-    return None
-
-
-def needs_root(test: Callable[..., Any]) -> Callable[..., Any]:
-    skip = pytest.mark.skipif(_available() is not None, reason=str(_available()))
-    return pytest.mark.netns(skip(test))
+from rtclab.net.netns import NetnsNetwork
 
 
 @needs_root
