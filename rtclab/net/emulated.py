@@ -208,11 +208,6 @@ class Host:
         self.up.set_link(link, now)
         self.down.set_link(link, now)
 
-    def change_address(self) -> str:
-        """A handover: the host gets a new address (its NAT's LAN or the public side);
-        sockets bound to the old one go silent, new ones open on the new address."""
-        return self.network._renumber(self)
-
     def _open(
         self,
         protocol_factory: Callable[[], asyncio.DatagramProtocol],
@@ -372,17 +367,6 @@ class Network:
         self._by_ip[address] = host
         self._guard(address)
         return host
-
-    def _renumber(self, host: Host) -> str:
-        if host.nat is not None:
-            address = str(host.nat.lan.network_address + next(host.nat._hosts))
-        else:
-            address = f"203.0.113.{next(self._public)}"
-        self._by_ip.pop(host.address, None)
-        host.address = address
-        self._by_ip[address] = host
-        self._guard(address)
-        return address
 
     # --- servers ----------------------------------------------------------------------------
 

@@ -91,6 +91,20 @@ def _emulated_host(network: Network, name: str) -> Host:
         raise ValueError(f"no host {name!r} on this network") from None
 
 
+def _change_address(network: Network, host: Host) -> str:
+    """A handover: ``host`` gets a new address (its NAT's LAN or the public side); its
+    sockets keep the old one, which goes silent (counter ``address-gone``)."""
+    if host.nat is not None:
+        address = str(host.nat.lan.network_address + next(host.nat._hosts))
+    else:
+        address = f"203.0.113.{next(network._public)}"
+    network._by_ip.pop(host.address, None)
+    host.address = address
+    network._by_ip[address] = host
+    network._guard(address)
+    return address
+
+
 def _apply_emulated(network: Network, event: NetworkEvent) -> str:
     action, name = event.action, event.target
     if action == "nat-reboot":
@@ -103,7 +117,7 @@ def _apply_emulated(network: Network, event: NetworkEvent) -> str:
     host = _emulated_host(network, name)
     if action == "address-change":
         old = host.address
-        return f"{old} -> {host.change_address()}"
+        return f"{old} -> {_change_address(network, host)}"
     link = event.link if action == "set-link" else host.link.replace(up=action == "link-up")
     assert link is not None
     host.set_link(link)
