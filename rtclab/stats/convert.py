@@ -196,11 +196,11 @@ def snapshot_to_rows(
         dt = current.monotonic - previous.monotonic
         if dt <= 0 or dt < min_interval_s:
             dt = None
-    base = _base_row(current, elapsed_s)
+    interval = _Interval(_base_row(current, elapsed_s), current, previous, dt)
     rows: list[dict[str, Any]] = []
-    rows.extend(_media_rows(base, current, previous, dt))
-    rows.extend(_data_rows(base, current, previous, dt))
-    rows.extend(_transport_rows(base, current, previous, dt))
+    rows.extend(_media_rows(interval))
+    rows.extend(_data_rows(interval))
+    rows.extend(_transport_rows(interval))
     if current.link:
         for row in rows:
             row.update(link_columns(current.link, row["direction"]))
@@ -208,6 +208,26 @@ def snapshot_to_rows(
 
 
 # -- rows --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Interval:
+    """What every row builder reads: the row's common columns, the two snapshots and the
+    seconds between them (``None``: no rate)."""
+
+    base: dict[str, Any]
+    current: ConnectionSnapshot
+    previous: ConnectionSnapshot | None
+    dt: float | None
+
+    def pair(
+        self, kind: str, outbound: dict[str, Any], inbound: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """An outbound and an inbound row of ``kind`` with these columns."""
+        return [
+            dict(self.base, kind=kind, direction="outbound", **outbound),
+            dict(self.base, kind=kind, direction="inbound", **inbound),
+        ]
 
 
 def _base_row(snapshot: ConnectionSnapshot, elapsed_s: float) -> dict[str, Any]:
@@ -225,12 +245,8 @@ def _base_row(snapshot: ConnectionSnapshot, elapsed_s: float) -> dict[str, Any]:
     return row
 
 
-def _media_rows(
-    base: dict[str, Any],
-    current: ConnectionSnapshot,
-    previous: ConnectionSnapshot | None,
-    dt: float | None,
-) -> list[dict[str, Any]]:
+def _media_rows(interval: _Interval) -> list[dict[str, Any]]:
+    base, current, previous, dt = interval.base, interval.current, interval.previous, interval.dt
     outbound = _by_kind(current.report, "outbound-rtp")
     remote_inbound = _by_kind(current.report, "remote-inbound-rtp")
     inbound = _by_kind(current.report, "inbound-rtp")
@@ -347,12 +363,8 @@ def _delta(current: float, previous: float) -> float | None:
     return current - previous if current >= previous else None
 
 
-def _data_rows(
-    base: dict[str, Any],
-    current: ConnectionSnapshot,
-    previous: ConnectionSnapshot | None,
-    dt: float | None,
-) -> list[dict[str, Any]]:
+def _data_rows(interval: _Interval) -> list[dict[str, Any]]:
+    current, previous, dt = interval.current, interval.previous, interval.dt
     channels = list(current.counters.channels.values())
     if not channels:
         return []
@@ -363,30 +375,26 @@ def _data_rows(
 
     bytes_sent = total(channels, "bytes_sent")
     bytes_received = total(channels, "bytes_received")
-    outbound = dict(base, kind="data", direction="outbound")
-    outbound.update(
-        sctp_rtt_ms=current.sctp_rtt_ms,
-        bytes_sent=bytes_sent,
-        bitrate_kbps=_rate(bytes_sent, total(prev, "bytes_sent"), dt, 8 / 1000),
-        messages_sent=total(channels, "messages_sent"),
-        messages_dropped=total(channels, "messages_dropped"),
+    return interval.pair(
+        "data",
+        {
+            "sctp_rtt_ms": current.sctp_rtt_ms,
+            "bytes_sent": bytes_sent,
+            "bitrate_kbps": _rate(bytes_sent, total(prev, "bytes_sent"), dt, 8 / 1000),
+            "messages_sent": total(channels, "messages_sent"),
+            "messages_dropped": total(channels, "messages_dropped"),
+        },
+        {
+            "sctp_rtt_ms": current.sctp_rtt_ms,
+            "bytes_received": bytes_received,
+            "bitrate_kbps": _rate(bytes_received, total(prev, "bytes_received"), dt, 8 / 1000),
+            "messages_received": total(channels, "messages_received"),
+        },
     )
-    inbound = dict(base, kind="data", direction="inbound")
-    inbound.update(
-        sctp_rtt_ms=current.sctp_rtt_ms,
-        bytes_received=bytes_received,
-        bitrate_kbps=_rate(bytes_received, total(prev, "bytes_received"), dt, 8 / 1000),
-        messages_received=total(channels, "messages_received"),
-    )
-    return [outbound, inbound]
 
 
-def _transport_rows(
-    base: dict[str, Any],
-    current: ConnectionSnapshot,
-    previous: ConnectionSnapshot | None,
-    dt: float | None,
-) -> list[dict[str, Any]]:
+def _transport_rows(interval: _Interval) -> list[dict[str, Any]]:
+    current, previous, dt = interval.current, interval.previous, interval.dt
     transport = current.transport
     if transport is None:
         return []
@@ -397,21 +405,21 @@ def _transport_rows(
 
     bytes_sent = get(transport, "bytesSent")
     bytes_received = get(transport, "bytesReceived")
-    outbound = dict(base, kind="transport", direction="outbound")
-    outbound.update(
-        sctp_rtt_ms=current.sctp_rtt_ms,
-        packets_sent=get(transport, "packetsSent"),
-        bytes_sent=bytes_sent,
-        bitrate_kbps=_rate(bytes_sent, get(prev, "bytesSent"), dt, 8 / 1000),
+    return interval.pair(
+        "transport",
+        {
+            "sctp_rtt_ms": current.sctp_rtt_ms,
+            "packets_sent": get(transport, "packetsSent"),
+            "bytes_sent": bytes_sent,
+            "bitrate_kbps": _rate(bytes_sent, get(prev, "bytesSent"), dt, 8 / 1000),
+        },
+        {
+            "sctp_rtt_ms": current.sctp_rtt_ms,
+            "packets_received": get(transport, "packetsReceived"),
+            "bytes_received": bytes_received,
+            "bitrate_kbps": _rate(bytes_received, get(prev, "bytesReceived"), dt, 8 / 1000),
+        },
     )
-    inbound = dict(base, kind="transport", direction="inbound")
-    inbound.update(
-        sctp_rtt_ms=current.sctp_rtt_ms,
-        packets_received=get(transport, "packetsReceived"),
-        bytes_received=bytes_received,
-        bitrate_kbps=_rate(bytes_received, get(prev, "bytesReceived"), dt, 8 / 1000),
-    )
-    return [outbound, inbound]
 
 
 # -- helpers -----------------------------------------------------------------------------
