@@ -33,6 +33,8 @@ from typing import Any
 
 from .._compat.loop import route_datagram_endpoints, route_stream_connections
 from ..ice.config import IceConfig, IceServer
+from .firewall import Firewall, FirewallTable
+from .firewall import firewall as _firewall
 from .link import Link, LinkState
 from .nat import Address, NatBehavior, NatTable, nat_behavior
 from .servers import Datagram, StunServer, TurnServer
@@ -166,17 +168,25 @@ class Host:
     """A machine on the emulated network; attach a peer to it with ``Peer(network=host)``.
 
     ``link`` is the host's access link, applied in both directions (uplink and downlink
-    each get their own queue and random stream).
+    each get their own queue and random stream); ``firewall`` (a
+    :class:`~rtclab.net.firewall.FirewallTable`) filters what the host sends and receives.
     """
 
     def __init__(
-        self, network: Network, name: str, address: str, nat: Nat | None, link: Link
+        self,
+        network: Network,
+        name: str,
+        address: str,
+        nat: Nat | None,
+        link: Link,
+        firewall: FirewallTable | None = None,
     ) -> None:
         self.network = network
         self.name = name
         self.address = address
         self.nat = nat
         self.link = link
+        self.firewall = firewall
         self.up = LinkState(link, network._seed_for("up", name))
         self.down = LinkState(link, network._seed_for("down", name))
         self._ports: dict[int, EmulatedTransport] = {}
@@ -255,6 +265,8 @@ class Host:
 
     def __repr__(self) -> str:
         where = f"behind {self.nat.name}" if self.nat else "public"
+        if self.firewall is not None:
+            where += f", {self.firewall.policy.name}"
         return f"<Host {self.name} {self.address} {where}>"
 
 
@@ -348,10 +360,14 @@ class Network:
         nat: Nat | str | NatBehavior | None = None,
         *,
         link: Link | None = None,
+        firewall: str | Firewall | None = None,
         **nat_changes: Any,
     ) -> Host:
         """A host: public (``nat=None`` or ``"open"``), behind an existing :class:`Nat`, or
-        behind a NAT of its own made from a preset name (called ``<name>-nat``)."""
+        behind a NAT of its own made from a preset name (called ``<name>-nat``), and behind
+        ``firewall`` (a preset name such as ``"udp-blocked"``, see
+        :data:`~rtclab.net.firewall.FIREWALL_PRESETS`) if given."""
+        policy = _firewall(firewall)
         self._unique(name)
         router: Nat | None = None
         if isinstance(nat, Nat):
@@ -362,7 +378,8 @@ class Network:
             address = str(router.lan.network_address + next(router._hosts))
         else:
             address = f"203.0.113.{next(self._public)}"
-        host = Host(self, name, address, router, link or Link())
+        table = None if policy is None else FirewallTable(policy)
+        host = Host(self, name, address, router, link or Link(), table)
         self.hosts[name] = host
         self._by_ip[address] = host
         self._guard(address)
@@ -474,6 +491,10 @@ class Network:
         if dst[0] == origin.address:
             loop.call_soon(origin._deliver, dst[1], data, src)
             return
+        wall = origin.firewall
+        if wall is not None and not wall.outbound(loop.time(), "udp", src, dst):
+            self._note("firewall-out", src, dst, len(data), origin.name)
+            return
         arrive = origin.up.admit(loop.time(), len(data) + 28)  # + IPv4/UDP headers
         if arrive is None:
             self._note("lost-uplink", src, dst, len(data), origin.name)
@@ -535,6 +556,10 @@ class Network:
 
     def _downlink(self, host: Host, src: Address, dst: Address, data: bytes) -> None:
         loop = self._loop_or_none()
+        wall = host.firewall
+        if wall is not None and not wall.inbound(loop.time(), "udp", src, dst):
+            self._note("firewall-in", src, dst, len(data), host.name)
+            return
         arrive = host.down.admit(loop.time(), len(data) + 28)
         if arrive is None:
             self._note("lost-downlink", src, dst, len(data), host.name)

@@ -1,0 +1,115 @@
+"""Host firewalls: the policy and its connection tracking (pure), the table of surviving ICE
+paths written from the definitions, and the emulated network measuring the same table."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from rtclab.net import Network
+from rtclab.net.firewall import (
+    FIREWALL_PRESETS,
+    ICE_PATHS,
+    Firewall,
+    FirewallTable,
+    firewall,
+    predict_paths,
+)
+from rtclab.signaling.server import SignalingServer
+
+#: Written from the definitions (UDP dropped; only TCP to 443 out), TURN on its default
+#: ports: UDP/TCP 3478, TLS 5349 — and TLS on 443 where a deployment puts it for such networks.
+EXPECTED = {
+    None: {"host", "srflx", "relay-udp", "relay-tcp", "relay-tls"},
+    "udp-blocked": {"relay-tcp", "relay-tls"},
+    "tcp-443-only": set(),
+}
+EXPECTED_TLS_ON_443 = {None: EXPECTED[None], "udp-blocked": EXPECTED["udp-blocked"],
+                       "tcp-443-only": {"relay-tls"}}  # fmt: skip
+
+
+@pytest.mark.parametrize("preset", list(EXPECTED))
+def test_predicted_paths_match_the_table(preset: str | None) -> None:
+    survive = {p for p, ok in predict_paths(preset).items() if ok}
+    assert survive == EXPECTED[preset]
+    on_443 = predict_paths(preset, {"tls": 443})
+    assert {p for p, ok in on_443.items() if ok} == EXPECTED_TLS_ON_443[preset]
+    assert set(on_443) == set(ICE_PATHS)
+
+
+def test_unknown_preset_is_named() -> None:
+    with pytest.raises(ValueError, match="udp-blocked"):
+        firewall("no-udp")
+    assert firewall("udp-blocked") is FIREWALL_PRESETS["udp-blocked"]
+    assert firewall(None) is None
+
+
+def test_table_lets_replies_in_and_nothing_else() -> None:
+    table = FirewallTable(Firewall("tcp-only-443", udp=True, tcp_ports=frozenset({443})),
+                          idle_timeout_s=10)  # fmt: skip
+    me, server, stranger = ("10.0.0.2", 5000), ("203.0.113.3", 443), ("203.0.113.9", 443)
+    assert not table.inbound(0, "tcp", server, me)  # nothing opened yet
+    assert table.outbound(0, "tcp", me, server)
+    assert table.inbound(1, "tcp", server, me)  # a reply
+    assert not table.inbound(1, "tcp", stranger, me)  # same port, another host
+    assert not table.outbound(1, "tcp", me, ("203.0.113.3", 3478))
+    assert not table.inbound(12, "tcp", server, me)  # idle for longer than the timeout
+    assert table.dropped_outbound == 1 and table.dropped_inbound == 3
+
+
+def test_udp_blocked_drops_udp_both_ways() -> None:
+    table = FirewallTable(FIREWALL_PRESETS["udp-blocked"])
+    me, peer = ("10.0.0.2", 5000), ("203.0.113.10", 6000)
+    assert not table.outbound(0, "udp", me, peer)
+    assert not table.inbound(0, "udp", peer, me)
+    assert table.outbound(0, "tcp", me, ("203.0.113.3", 3478))
+
+
+# --- the emulated network: the UDP paths it has, measured ---------------------------------
+
+#: path -> (NAT of a, NAT of b, STUN, TURN, ICE transport policy): each forces that path
+PATHS: dict[str, tuple[str, str, bool, bool, str]] = {
+    "host": ("open", "open", False, False, "all"),
+    "srflx": ("full-cone", "open", True, False, "all"),
+    "relay-udp": ("symmetric", "symmetric", False, True, "relay"),
+}
+
+
+async def _connects(path: str, preset: str | None, seed: int = 3) -> tuple[bool, Any]:
+    from rtclab.ice.inspect import selected_candidate_pair
+    from rtclab.peer.peer import Peer
+
+    nat_a, nat_b, stun, turn, policy = PATHS[path]
+    with Network(seed=seed) as net:
+        ice = net.ice_config(stun=stun, turn=turn, ice_transport_policy=policy,
+                             connect_timeout=2.5)  # fmt: skip
+        async with SignalingServer(port=0) as server:
+            assert server.url is not None
+            opts: dict[str, Any] = {"room": "r", "ice": ice, "video": False, "audio": False}
+            a = Peer("a", server.url, network=net.host("a", nat_a, firewall=preset), **opts)
+            b = Peer("b", server.url, network=net.host("b", nat_b), **opts)
+            try:
+                await b.join()
+                await a.join()
+                try:
+                    await a.wait_connected(count=1, timeout=3.5)
+                except (ConnectionError, TimeoutError):
+                    return False, net.counters
+                return True, selected_candidate_pair(a.connections["b"].pc)
+            finally:
+                await asyncio.gather(a.close(), b.close())
+
+
+@pytest.mark.parametrize("preset", [None, "udp-blocked", "tcp-443-only"])
+async def test_emulated_udp_paths_survive_as_predicted(preset: str | None) -> None:
+    """Each UDP path connects without a firewall and not behind either preset; the blocked
+    packets are counted where the firewall dropped them."""
+    for path in PATHS:
+        connected, detail = await _connects(path, preset)
+        assert connected is (path in EXPECTED[preset]), (path, preset, detail)
+        if connected and path.startswith("relay"):
+            assert detail.local_candidate_type == "relay"
+        if not connected:
+            assert detail["firewall-out"] > 0
