@@ -7,7 +7,9 @@ import asyncio
 from typing import Any
 
 import pytest
+from helpers import needs_root
 
+from rtclab.experiments.ice_paths import Scenario, compare_ice_paths
 from rtclab.net import Network
 from rtclab.net.firewall import (
     FIREWALL_PRESETS,
@@ -113,3 +115,51 @@ async def test_emulated_udp_paths_survive_as_predicted(preset: str | None) -> No
             assert detail.local_candidate_type == "relay"
         if not connected:
             assert detail["firewall-out"] > 0
+
+
+# --- namespaces: real nftables, real coturn (UDP/TCP 3478, TLS 443), every path -------------
+
+#: One scenario per path, the offerer behind a full-cone NAT (so srflx differs from host),
+#: the answerer public; relay scenarios offer one TURN transport, relay-only.
+PATH_SCENARIOS = (
+    Scenario("host", "all", (), False),
+    Scenario("srflx", "all", (), True),
+    Scenario("relay-udp", "relay", ("udp",)),
+    Scenario("relay-tcp", "relay", ("tcp",)),
+    Scenario("relay-tls", "relay", ("tls",)),
+)
+
+
+@needs_root
+@pytest.mark.parametrize("preset", ["udp-blocked", "tcp-443-only"])
+async def test_namespace_paths_survive_as_predicted(preset: str) -> None:
+    """Under ``udp-blocked`` only TURN/TCP and TURN/TLS connect, under ``tcp-443-only`` only
+    TURN/TLS on 443: the table above, measured with nftables and coturn."""
+    result = await compare_ice_paths(PATH_SCENARIOS, 1, firewall=preset, nat="full-cone",
+                                     connect_timeout=4.0, media_seconds=0.2,
+                                     progress=False)  # fmt: skip
+    frame = result.frame
+    survived = set(frame[frame["connected"]]["scenario"].astype(str))
+    assert survived == EXPECTED_TLS_ON_443[preset], frame[["scenario", "connected", "error"]]
+    assert (frame["expected"] == frame["connected"]).all()
+    for row in frame[frame["connected"]].itertuples():
+        assert row.local_candidate_type == "relay"
+        assert row.relay_protocol == str(row.scenario).removeprefix("relay-")
+
+
+@needs_root
+async def test_namespace_paths_all_connect_without_a_firewall() -> None:
+    """The control: the same five scenarios connect in namespaces with no firewall."""
+    from rtclab.experiments.netns_runner import close_shared, run_netns_scenario
+
+    try:
+        for scenario in PATH_SCENARIOS:
+            row = await run_netns_scenario(
+                "full-cone", "open", turn=bool(scenario.turn), turn_transports=scenario.turn,
+                stun=scenario.stun, policy=scenario.policy, connect_timeout=4.0,
+            )  # fmt: skip
+            assert row["connected"], (scenario.name, row.get("error"))
+            if scenario.turn:
+                assert row["relay_protocol"] == scenario.turn[0]
+    finally:
+        close_shared()

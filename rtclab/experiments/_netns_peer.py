@@ -20,7 +20,9 @@ async def run_peer(spec: dict[str, Any]) -> dict[str, Any]:
     servers = tuple(IceServer(s["urls"], s.get("username"), s.get("credential"))
                     for s in spec["ice_servers"])  # fmt: skip
     ice = IceConfig(ice_servers=servers, interfaces=(spec["address"],),
-                    connect_timeout=spec["connect_timeout"])  # fmt: skip
+                    connect_timeout=spec["connect_timeout"],
+                    ice_transport_policy=spec.get("policy", "all"),
+                    tls_ca_file=spec.get("tls_ca_file"))  # fmt: skip
     peer = Peer(spec["name"], spec["signaling_url"], room=spec["room"], ice=ice,
                 video=False, audio=False)  # fmt: skip
     row: dict[str, Any] = {"connected": False}
@@ -41,10 +43,7 @@ async def run_peer(spec: dict[str, Any]) -> dict[str, Any]:
         conn = next(iter(peer.connections.values()), None)
         if row["connected"] and conn is not None:
             row["connect_ms"] = conn.connect_ms
-            path = path_columns(conn)
-            for key in ("local_candidate_type", "remote_candidate_type"):
-                if key in path:
-                    row[key] = path[key]
+            row.update(path_columns(conn))
             row["rtt_ms"] = await settled_sctp_rtt(conn, began, spec["settle_seconds"])
         await asyncio.sleep(spec.get("linger", 0.0))
     finally:

@@ -42,21 +42,28 @@ async def run_netns_scenario(
     turn: bool,
     connect_timeout: float = 3.0,
     settle_seconds: float = 0.3,
+    turn_transports: tuple[str, ...] = ("udp",),
+    stun: bool = True,
+    policy: str = "all",
+    firewall: str | None = None,
 ) -> dict[str, Any]:
-    """Offerer behind preset ``a``, answerer behind ``b`` -> the offerer's row (``connected``,
-    ``connect_ms``, candidate types, ``rtt_ms``, ``error``); raises if a process fails."""
+    """Offerer behind preset ``a`` (and ``firewall``), answerer behind ``b`` -> the
+    offerer's row (``connected``, ``connect_ms``, the selected pair's path columns,
+    ``rtt_ms``, ``error``); raises if a process fails. ``turn_transports`` are the TURN
+    URLs offered (``udp``, ``tcp``, ``tls``), ``policy`` the ICE transport policy."""
     net = _shared_network()
     index = next(_scenarios)
-    host_a = net.host(f"a{index}", a)
+    host_a = net.host(f"a{index}", a, firewall=firewall)
     host_b = net.host(f"b{index}", b)
     room = f"netns-{index}-{time.monotonic_ns()}"
 
     def spec(host: NetnsHost, linger: float) -> str:
         return json.dumps({
             "name": host.name, "address": host.address, "room": room,
-            "signaling_url": net.signaling_url, "ice_servers": net.ice_servers(turn=turn),
+            "signaling_url": net.signaling_url,
+            "ice_servers": net.ice_servers(turn=turn, transports=turn_transports, stun=stun),
             "connect_timeout": connect_timeout, "settle_seconds": settle_seconds,
-            "linger": linger,
+            "linger": linger, "policy": policy, "tls_ca_file": str(net.ca_file),
         })  # fmt: skip
 
     async def start(host: NetnsHost, linger: float) -> asyncio.subprocess.Process:
