@@ -163,3 +163,21 @@ async def test_namespace_paths_all_connect_without_a_firewall() -> None:
                 assert row["relay_protocol"] == scenario.turn[0]
     finally:
         close_shared()
+
+
+@needs_root
+async def test_namespace_matrix_with_firewalls_relays_over_tcp() -> None:
+    """The NAT matrix on kernel NAT with TURN over all three transports offered: behind
+    either firewall every pair still connects, through a relay over the one that survives."""
+    from rtclab.experiments.nat_matrix import nat_matrix
+
+    result = await nat_matrix(["port-restricted-cone", "symmetric"], turn=[True],
+                              backends=["netns"], firewalls=["udp-blocked", "tcp-443-only"],
+                              turn_transports=("udp", "tcp", "tls"), workers=0, concurrency=1,
+                              connect_timeout=15.0, progress=False)  # fmt: skip
+    frame = result.frame
+    assert result.mismatches.empty and frame["connected"].all(), frame.to_dict("records")
+    assert (frame["local_candidate_type"] == "relay").all()
+    blocked = frame[frame["firewall"] == "udp-blocked"]["relay_protocol"]
+    assert set(blocked) <= {"tcp", "tls"} and len(blocked) == 4
+    assert set(frame[frame["firewall"] == "tcp-443-only"]["relay_protocol"]) == {"tls"}
