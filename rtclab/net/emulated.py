@@ -156,6 +156,10 @@ class Nat:
     def mappings(self) -> list[dict[str, Any]]:
         return self.table.mappings(self.network._now())
 
+    def reboot(self) -> int:
+        """Lose every mapping at once (a NAT reboot mid-call); returns how many."""
+        return self.table.flush()
+
     def __repr__(self) -> str:
         b = self.behavior
         return (
