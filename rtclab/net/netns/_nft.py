@@ -21,17 +21,16 @@ __all__ = ["MAPPING_LIFETIME_S", "firewall_rules", "router_rules"]
 MAPPING_LIFETIME_S = 120  # like conntrack's UDP stream timeout
 
 
-def router_rules(preset: str, host_ip: str) -> str:
-    """The nftables ruleset of a router with ``preset`` in front of ``host_ip``."""
+def router_rules(preset: str, host_ip: str, lifetime_s: int = MAPPING_LIFETIME_S) -> str:
+    """The nftables ruleset of a router with ``preset`` in front of ``host_ip``; a cone's
+    remembered ports live ``lifetime_s`` idle seconds, like its conntrack entries."""
     masquerade = "masquerade fully-random" if preset == "symmetric" else "masquerade"
     sets = remember = admit = ""
     if preset in ("full-cone", "restricted-cone"):
         key = "inet_service" if preset == "full-cone" else "ipv4_addr . inet_service"
         element = "udp sport" if preset == "full-cone" else "ip daddr . udp sport"
         match = "udp dport" if preset == "full-cone" else "ip saddr . udp dport"
-        sets = (
-            f"  set cone {{ type {key}; flags dynamic,timeout; timeout {MAPPING_LIFETIME_S}s; }}\n"
-        )
+        sets = f"  set cone {{ type {key}; flags dynamic,timeout; timeout {lifetime_s}s; }}\n"
         # masquerade keeps the host's port (one host per router), so the host's source port
         # is the mapped port and the DNAT needs no port of its own
         remember = (

@@ -16,6 +16,7 @@ import atexit
 import contextlib
 import itertools
 import json
+import math
 import os
 import shutil
 import signal
@@ -34,7 +35,7 @@ from ..firewall import Firewall
 from ..firewall import firewall as _firewall
 from ..link import Link
 from ..nfqueue import impair_namespace
-from ._nft import firewall_rules, router_rules
+from ._nft import MAPPING_LIFETIME_S, firewall_rules, router_rules
 from ._system import (
     PREFIX,
     cleanup_stale,
@@ -293,10 +294,13 @@ class NetnsNetwork:
         link: Link | None = None,
         seed: int = 0,
         firewall: str | Firewall | None = None,
+        mapping_lifetime_s: float | None = None,
     ) -> NetnsHost:
         """A host namespace behind its own router with ``preset`` (see :data:`NETNS_PRESETS`),
         and behind ``firewall`` (a preset such as ``"udp-blocked"``: nftables in the host's
-        own namespace; the signaling server stays reachable).
+        own namespace; the signaling server stays reachable). ``mapping_lifetime_s`` sets
+        how long the router keeps an idle UDP mapping: its conntrack UDP timeouts (a
+        per-namespace sysctl, whole seconds) and its cone sets; default 120 s (``stream``).
 
         ``link`` impairs the host's UDP both ways with the emulated network's model, applied
         in userspace through NFQUEUE (this kernel has no netem); ``rate_kbps`` alone uses
@@ -307,6 +311,9 @@ class NetnsNetwork:
         if name in self.hosts:
             raise ValueError(f"host {name!r} exists")
         policy = _firewall(firewall)
+        if mapping_lifetime_s is not None and preset == "open":
+            raise ValueError("'open' has no NAT, so no mapping lifetime")
+        lifetime = None if mapping_lifetime_s is None else max(1, math.ceil(mapping_lifetime_s))
         index = next(self._counter)  # never reused: names and subnets stay unique
         public_ip = self._take_public_ip()
         made = len(self._namespaces)
@@ -328,7 +335,11 @@ class NetnsNetwork:
                 run("ip", "-n", ns, "link", "set", "eth0", "up")
                 run("ip", "-n", ns, "route", "add", "default", "via", f"{lan}.1")
                 run("ip", "netns", "exec", router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-                rules = router_rules(preset, f"{lan}.2")
+                if lifetime is not None:
+                    run("ip", "netns", "exec", router, "sysctl", "-qw",
+                        f"net.netfilter.nf_conntrack_udp_timeout={lifetime}",
+                        f"net.netfilter.nf_conntrack_udp_timeout_stream={lifetime}")  # fmt: skip
+                rules = router_rules(preset, f"{lan}.2", lifetime or MAPPING_LIFETIME_S)
                 run("ip", "netns", "exec", router, "nft", "-f", "-", input=rules)
                 host = NetnsHost(name, ns, f"{lan}.2", preset, router=router, public_ip=public_ip)
                 if rate_kbps is not None:
