@@ -112,7 +112,7 @@ async def test_emulated_udp_paths_survive_as_predicted(preset: str | None) -> No
         connected, detail = await _connects(path, preset)
         assert connected is (path in EXPECTED[preset]), (path, preset, detail)
         if connected and path.startswith("relay"):
-            assert detail.local_candidate_type == "relay"
+            assert detail.local.type == "relay"
         if not connected:
             assert detail["firewall-out"] > 0
 

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -200,43 +201,35 @@ async def compare_ice_paths(
         raise ValueError("scenario names must be unique")
     if repetitions < 1:
         raise ValueError("repetitions must be >= 1")
-    if firewall is not None:
-        return await _compare_in_namespaces(
-            chosen, repetitions, firewall=firewall, nat=nat, connect_timeout=connect_timeout,
-            settle_seconds=media_seconds, progress=progress, csv=csv, on_run=on_run,
-        )  # fmt: skip
     began = time.monotonic()
     rows: list[dict[str, Any]] = []
     async with contextlib.AsyncExitStack() as stack:
-        if coturn is None and any(s.needs_coturn for s in chosen):
-            from ..ice.coturn import Coturn
+        if firewall is not None:
+            run_one = await _namespace_runs(stack, firewall, nat, connect_timeout, media_seconds)
+        else:
+            if coturn is None and any(s.needs_coturn for s in chosen):
+                from ..ice.coturn import Coturn
 
-            coturn = await stack.enter_async_context(Coturn())
-        if signaling_url is None:
-            server = await stack.enter_async_context(SignalingServer(port=0))
-            signaling_url = server.url
-        collector = StatsCollector(interval=stats_interval, window=None)
-        await collector.start()
-        stack.push_async_callback(collector.stop)
+                coturn = await stack.enter_async_context(Coturn())
+            if signaling_url is None:
+                server = await stack.enter_async_context(SignalingServer(port=0))
+                signaling_url = server.url
+            collector = StatsCollector(interval=stats_interval, window=None)
+            await collector.start()
+            stack.push_async_callback(collector.stop)
+            run_one = functools.partial(
+                _one_run, coturn=coturn, signaling_url=signaling_url, collector=collector,
+                connect_timeout=connect_timeout, media_seconds=media_seconds,
+                interfaces=interfaces,
+                peer_options={"video": video, "audio": audio, "width": width, "height": height},
+            )  # fmt: skip
         bar = progress_bar(len(chosen) * repetitions, "ICE paths", "run", progress)
         stack.callback(bar.close)
         run = 0
         for repetition in range(repetitions):
             for scenario in chosen:  # interleaved: drift affects every scenario alike
                 run += 1
-                row = await _one_run(
-                    scenario,
-                    repetition,
-                    run,
-                    coturn=coturn,
-                    signaling_url=signaling_url,
-                    collector=collector,
-                    connect_timeout=connect_timeout,
-                    media_seconds=media_seconds,
-                    interfaces=interfaces,
-                    peer_options={"video": video, "audio": audio, "width": width,
-                                  "height": height},
-                )  # fmt: skip
+                row = await run_one(scenario, repetition, run)
                 rows.append(row)
                 if on_run is not None:
                     on_run(row)
@@ -305,59 +298,40 @@ async def _one_run(
     return row
 
 
-async def _compare_in_namespaces(
-    chosen: tuple[Scenario, ...],
-    repetitions: int,
-    *,
+async def _namespace_runs(
+    stack: contextlib.AsyncExitStack,
     firewall: str,
     nat: str,
     connect_timeout: float,
     settle_seconds: float,
-    progress: bool,
-    csv: str | Path | None,
-    on_run: Callable[[dict[str, Any]], object] | None,
-) -> IcePathComparison:
-    """The runs of :func:`compare_ice_paths` with the offerer behind ``firewall``, in
-    namespaces (data channels only: the peers are processes reporting one row each)."""
+) -> Callable[[Scenario, int, int], Awaitable[dict[str, Any]]]:
+    """A run of :func:`compare_ice_paths` with the offerer behind ``firewall`` (and ``nat``),
+    in namespaces: data channels only, the peers are processes reporting one row each."""
     from ..net.firewall import firewall as firewall_preset
     from ..net.netns import TURN_TLS_PORT, require_netns
     from .netns_runner import close_shared, run_netns_scenario
 
     firewall_preset(firewall)  # a clear error for an unknown name, before any namespace
     require_netns()
-    began = time.monotonic()
-    rows: list[dict[str, Any]] = []
-    bar = progress_bar(len(chosen) * repetitions, "ICE paths", "run", progress)
-    try:
-        for repetition in range(repetitions):
-            for scenario in chosen:
-                row: dict[str, Any] = {
-                    "scenario": scenario.name,
-                    "repetition": repetition + 1,
-                    "firewall": firewall,
-                    "expected": scenario.expected(firewall, {"tls": TURN_TLS_PORT}),
-                }
-                row.update(
-                    await run_netns_scenario(
-                        nat, "open", turn=bool(scenario.turn), turn_transports=scenario.turn,
-                        stun=scenario.stun, policy=scenario.policy, firewall=firewall,
-                        connect_timeout=connect_timeout, settle_seconds=settle_seconds,
-                    )
-                )  # fmt: skip
-                rows.append(row)
-                if on_run is not None:
-                    on_run(row)
-                ok = "ok" if row["connected"] else "FAILED"
-                bar.set_postfix_str(f"{scenario.name} #{repetition + 1} {ok}")
-                bar.update(1)
-    finally:
-        bar.close()
-        close_shared()
-    frame = _frame(rows, [s.name for s in chosen])
-    result = IcePathComparison(frame, scenarios=chosen, elapsed_s=time.monotonic() - began)
-    if csv is not None:
-        result.to_csv(csv)
-    return result
+    stack.callback(close_shared)
+
+    async def run_one(scenario: Scenario, repetition: int, run: int) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "scenario": scenario.name,
+            "repetition": repetition + 1,
+            "firewall": firewall,
+            "expected": scenario.expected(firewall, {"tls": TURN_TLS_PORT}),
+        }
+        row.update(
+            await run_netns_scenario(
+                nat, "open", turn=bool(scenario.turn), turn_transports=scenario.turn,
+                stun=scenario.stun, policy=scenario.policy, firewall=firewall,
+                connect_timeout=connect_timeout, settle_seconds=settle_seconds,
+            )
+        )  # fmt: skip
+        return row
+
+    return run_one
 
 
 def _path_and_rates(samples: pd.DataFrame, peer: str, remote: str) -> dict[str, Any]:
