@@ -69,3 +69,16 @@ async def test_conntrack_forgets_a_mapping_after_its_lifetime() -> None:
         )
     assert short == ["early"]  # the late reply found no mapping: dropped at the router
     assert default == ["early", "late"]
+
+
+@needs_root
+async def test_idle_call_on_kernel_nat_breaks_with_a_short_lifetime_only() -> None:
+    """Symmetric kernel NAT (``random-fully``): a 2 s conntrack timeout loses the relay's
+    mappings between two consent checks and the idle call is dead; 30 s keeps it."""
+    from rtclab.experiments.binding_timeouts import binding_timeouts
+
+    result = await binding_timeouts([2, 30], ["symmetric"], reboot=False, idle_s=10.0,
+                                    backend="netns", progress=False)  # fmt: skip
+    frame = result.frame.set_index("lifetime_s")
+    assert frame["path"].tolist() == ["relay", "relay"], frame.to_dict("records")
+    assert frame["survived"].to_dict() == {2.0: False, 30.0: True}, frame.to_dict("records")

@@ -16,6 +16,9 @@ preset, data channels only, STUN offered (and TURN where two such NATs need it):
   one), both counted from the reboot.
 
 Times are from the event loop's clock; rows go into :class:`BindingTimeouts` ``frame``.
+With ``backend="netns"`` (root) the idle scenario runs on kernel NAT instead: the routers'
+conntrack UDP timeouts are the lifetime, the peers are processes, and only ``survived`` and
+``path`` are measured (a reboot there would need conntrack flushing: emulated only).
 """
 
 from __future__ import annotations
@@ -26,12 +29,14 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
 from ..net.nat import nat_behavior, predict_direct
 from ._harness import ExperimentResult, connect_pair, path_columns, progress_bar
+from .nat_matrix import _path as pair_path
+from .netns_runner import close_shared, run_netns_scenario
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -176,15 +181,23 @@ async def _reboot(
     return row
 
 
+async def _idle_in_namespaces(nat: str, lifetime_s: float, idle_s: float) -> dict[str, Any]:
+    try:
+        row = await run_netns_scenario(
+            nat, nat, turn=not predict_direct(nat, nat), mapping_lifetime_s=lifetime_s,
+            idle_s=idle_s, connect_timeout=5.0,
+        )  # fmt: skip
+    except Exception as exc:  # a broken scenario is a row
+        return {"survived": False, "error": f"{type(exc).__name__}: {exc}"}
+    path = pair_path(row.get("local_candidate_type"), row.get("remote_candidate_type"))
+    out = {"survived": bool(row.get("survived")), "path": path}
+    return out if row.get("connected") else {**out, "error": row.get("error")}
+
+
 def _path(peer: Peer) -> str | None:
     conn = peer.connections.get("b")
-    if conn is None:
-        return None
-    path = path_columns(conn)
-    local, remote = path.get("local_candidate_type"), path.get("remote_candidate_type")
-    if local is None:
-        return None
-    return "relay" if "relay" in (local, remote) else "direct"
+    path = {} if conn is None else path_columns(conn)
+    return pair_path(path.get("local_candidate_type"), path.get("remote_candidate_type"))
 
 
 async def binding_timeouts(
@@ -199,6 +212,7 @@ async def binding_timeouts(
     signaling_url: str | None = None,
     seed: int = 0,
     progress: bool = True,
+    backend: Literal["emulated", "netns"] = "emulated",
 ) -> BindingTimeouts:
     """Per NAT preset and mapping lifetime: does an idle call survive (``idle``), and how
     long a NAT reboot takes to notice and recover from (``reboot``). See the module
@@ -209,6 +223,12 @@ async def binding_timeouts(
     for name in nats:
         if nat_behavior(name) is None:
             raise ValueError("'open' has no NAT and no mappings: choose a NAT preset")
+    if backend == "netns":
+        if reboot:
+            raise ValueError("a NAT reboot runs on the emulated network only: reboot=False")
+        from ..net.netns import require_netns
+
+        require_netns()
     scenarios = [s for s, on in (("idle", idle), ("reboot", reboot)) if on]
     began = time.monotonic()
     rows: list[dict[str, Any]] = []
@@ -220,10 +240,18 @@ async def binding_timeouts(
             signaling_url = server.url
         assert signaling_url is not None
         stack.callback(bar.close)
+        if backend == "netns":
+            stack.callback(close_shared)
         for nat in nats:
             for lifetime in lifetimes_s:
                 for scenario in scenarios:
                     room = f"binding-{nat}-{lifetime}-{scenario}-{time.monotonic_ns()}"
+                    if backend == "netns":
+                        row = await _idle_in_namespaces(nat, lifetime, idle_s)
+                        rows.append({"nat": nat, "lifetime_s": float(lifetime),
+                                     "scenario": scenario, **row})  # fmt: skip
+                        bar.update(1)
+                        continue
                     with Network(seed=seed) as net:
                         try:
                             if scenario == "idle":
