@@ -69,6 +69,22 @@ def test_udp_blocked_drops_udp_both_ways() -> None:
     assert table.outbound(0, "tcp", me, ("203.0.113.3", 3478))
 
 
+def test_namespace_rules_say_what_the_policy_says() -> None:
+    """The nftables text (pure): what each preset opens, the signaling exception, and
+    only established/related traffic let in."""
+    from rtclab.net.netns._nft import firewall_rules
+
+    blocked = firewall_rules(FIREWALL_PRESETS["udp-blocked"], allow=("203.0.113.1", 8765))
+    only_443 = firewall_rules(FIREWALL_PRESETS["tcp-443-only"])
+    assert "meta l4proto tcp accept" in blocked and "udp" not in blocked
+    assert "ip daddr 203.0.113.1 tcp dport 8765 accept" in blocked
+    assert "tcp dport { 443 } accept" in only_443 and "l4proto" not in only_443
+    for rules in (blocked, only_443):
+        assert rules.count("policy drop") == 2
+        input_chain = rules.split("chain input", 1)[1]
+        assert "accept" in input_chain and "dport" not in input_chain
+
+
 # --- the emulated network: the UDP paths it has, measured ---------------------------------
 
 #: path -> (NAT of a, NAT of b, STUN, TURN, ICE transport policy): each forces that path
