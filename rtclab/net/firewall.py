@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from .nat import Address
+from .nat import Address, named_preset
 
 __all__ = [
     "FIREWALL_PRESETS",
@@ -63,11 +63,7 @@ def firewall(preset: str | Firewall | None) -> Firewall | None:
     """A preset name (or a firewall, or None for none) -> firewall; a clear error otherwise."""
     if preset is None or isinstance(preset, Firewall):
         return preset
-    try:
-        return FIREWALL_PRESETS[preset]
-    except KeyError:
-        choices = sorted(FIREWALL_PRESETS)
-        raise ValueError(f"unknown firewall preset {preset!r}; choose one of {choices}") from None
+    return named_preset(FIREWALL_PRESETS, preset, "firewall")
 
 
 def predict_paths(
