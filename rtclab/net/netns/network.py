@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...ice.coturn import TlsFiles, generate_certificate
+from ...ice.certificates import TlsFiles, generate_certificate
 from ..firewall import Firewall
 from ..firewall import firewall as _firewall
 from ..link import Link
