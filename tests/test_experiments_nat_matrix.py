@@ -68,8 +68,8 @@ async def test_matrix_on_a_dask_local_cluster() -> None:
 
 
 async def test_matrix_with_a_firewall_on_the_offerer() -> None:
-    """``udp-blocked`` on a's host leaves no path on the emulated network (its TURN server
-    relays over UDP only): every such scenario fails, as predicted; without it they connect."""
+    """``udp-blocked`` on a's host with TURN over UDP only leaves no path: every such
+    scenario fails, as predicted; without the firewall they connect."""
     result = await nat_matrix(["full-cone"], firewalls=[None, "udp-blocked"], workers=0,
                               progress=False)  # fmt: skip
     frame = result.frame

@@ -85,13 +85,16 @@ def test_namespace_rules_say_what_the_policy_says() -> None:
         assert "accept" in input_chain and "dport" not in input_chain
 
 
-# --- the emulated network: the UDP paths it has, measured ---------------------------------
+# --- the emulated network: every path, measured (TURN/TLS on its default port 5349) ------
 
-#: path -> (NAT of a, NAT of b, STUN, TURN, ICE transport policy): each forces that path
-PATHS: dict[str, tuple[str, str, bool, bool, str]] = {
-    "host": ("open", "open", False, False, "all"),
-    "srflx": ("full-cone", "open", True, False, "all"),
-    "relay-udp": ("symmetric", "symmetric", False, True, "relay"),
+#: path -> (NAT of a, NAT of b, STUN, TURN transports, ICE transport policy): each forces
+#: that path
+PATHS: dict[str, tuple[str, str, bool, tuple[str, ...], str]] = {
+    "host": ("open", "open", False, (), "all"),
+    "srflx": ("full-cone", "open", True, (), "all"),
+    "relay-udp": ("symmetric", "symmetric", False, ("udp",), "relay"),
+    "relay-tcp": ("symmetric", "symmetric", False, ("tcp",), "relay"),
+    "relay-tls": ("symmetric", "symmetric", False, ("tls",), "relay"),
 }
 
 
@@ -101,7 +104,7 @@ async def _connects(path: str, preset: str | None, seed: int = 3) -> tuple[bool,
 
     nat_a, nat_b, stun, turn, policy = PATHS[path]
     with Network(seed=seed) as net:
-        ice = net.ice_config(stun=stun, turn=turn, ice_transport_policy=policy,
+        ice = net.ice_config(stun=stun, turn=turn or False, ice_transport_policy=policy,
                              connect_timeout=2.5)  # fmt: skip
         async with SignalingServer(port=0) as server:
             assert server.url is not None
@@ -122,13 +125,14 @@ async def _connects(path: str, preset: str | None, seed: int = 3) -> tuple[bool,
 
 @pytest.mark.parametrize("preset", [None, "udp-blocked", "tcp-443-only"])
 async def test_emulated_udp_paths_survive_as_predicted(preset: str | None) -> None:
-    """Each UDP path connects without a firewall and not behind either preset; the blocked
-    packets are counted where the firewall dropped them."""
+    """Each path connects as the table says: under ``udp-blocked`` only TURN over TCP and
+    TLS; the blocked packets are counted where the firewall dropped them."""
     for path in PATHS:
         connected, detail = await _connects(path, preset)
         assert connected is (path in EXPECTED[preset]), (path, preset, detail)
         if connected and path.startswith("relay"):
             assert detail.local.type == "relay"
+            assert detail.relay_protocol == path.removeprefix("relay-")
         if not connected:
             assert detail["firewall-out"] > 0
 

@@ -160,7 +160,7 @@ async def _reboot(
         row["path"] = _path(a)
         await asyncio.sleep(reboot_after_s)
         rebooted = loop.time()
-        net.nats["a-nat"].reboot()
+        net.nats["a-nat"].table.flush()
         deadline = rebooted + recover_timeout
         while loop.time() < deadline:
             await asyncio.sleep(0.1)

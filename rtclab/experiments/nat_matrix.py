@@ -126,10 +126,9 @@ async def run_nat_scenario(
         return netns_row
     row: dict[str, Any] = {**_keys(scenario), "connected": False}
     room = f"nat-{scenario.a}-{scenario.b}-{scenario.turn}-{time.monotonic_ns()}"
-    if scenario.turn_transports != ("udp",):
-        raise ValueError("the emulated TURN server relays over UDP only: turn_transports=('udp',)")
     with Network(seed=scenario.seed) as net:
-        ice = net.ice_config(turn=scenario.turn, connect_timeout=connect_timeout)
+        turn = scenario.turn_transports if scenario.turn else False
+        ice = net.ice_config(turn=turn, connect_timeout=connect_timeout)
         options: dict[str, Any] = {"room": room, "ice": ice, "video": False, "audio": False}
         host_a = net.host("a", scenario.a, firewall=scenario.firewall)
         offerer = Peer("a", signaling_url, network=host_a, **options)
@@ -266,8 +265,8 @@ async def nat_matrix(
     and a heatmap.
 
     ``firewalls`` are presets of :data:`rtclab.net.firewall.FIREWALL_PRESETS` (or ``None``)
-    put on the offerer's host; ``turn_transports`` the TURN transports offered (the
-    emulated TURN server: ``udp``; namespaces: ``udp``, ``tcp``, ``tls`` on 443).
+    put on the offerer's host; ``turn_transports`` the TURN transports offered (``udp``,
+    ``tcp``, ``tls``: on 5349 emulated, on 443 in namespaces).
 
     ``workers`` local processes share the scenarios (default: one per CPU; ``0`` runs them
     in this event loop, e.g. on Binder); each runs ``concurrency`` scenarios at a time. With
@@ -283,8 +282,6 @@ async def nat_matrix(
     if "netns" in backends:
         require_netns()
     transports = tuple(turn_transports)
-    if "emulated" in backends and transports != ("udp",):
-        raise ValueError("the emulated TURN server relays over UDP only: turn_transports=('udp',)")
     scenarios = [
         NatScenario(a, b, t, backend, seed, wall, transports)
         for backend in backends

@@ -17,7 +17,7 @@ from .emulated import (
     blocked_leaks,
 )
 from .events import NetworkEvent, NetworkSchedule, address_change, link_down, nat_reboot
-from .firewall import FIREWALL_PRESETS, Firewall, FirewallTable, firewall, predict_paths
+from .firewall import FIREWALL_PRESETS, Firewall, FirewallTable, predict_paths
 from .link import Link, LinkState
 from .nat import PRESETS, Filtering, Mapping, NatBehavior, NatTable, nat_behavior, predict_direct
 
@@ -50,7 +50,6 @@ __all__ = [
     "blocked_leaks",
     "discover_nat",
     "link_down",
-    "firewall",
     "nat_behavior",
     "nat_reboot",
     "predict_direct",

@@ -1,16 +1,15 @@
 """The emulated network: hosts on LANs behind NATs, impaired links, STUN and TURN servers on
 a public side — all inside the Python process, no root, no real packet.
 
-Two hook points bind aioice to it (docs/net.md): the host addresses a peer
-gathers on (through :func:`rtclab.ice.gathering.gathering_on`) and
-``create_datagram_endpoint`` / ``create_connection`` on the *running loop object*
-(:mod:`rtclab._compat.loop`), which return an :class:`EmulatedTransport` (UDP) or a
-:class:`~rtclab.net.transports.StreamTransport` (TCP, for TURN over TCP/TLS) when a host is
-attached to the current context (a contextvar, copied into the tasks aioice spawns) and the
-real thing otherwise. Real
-sockets are guarded too: a process audit hook refuses to bind, connect or send a real socket
-to any address of a live emulated network (:class:`EmulationLeakError`), so an emulated
-packet cannot escape even if a task loses its context.
+Two hook points bind aioice to it (docs/net.md): the host addresses a peer gathers on
+(through :func:`rtclab.ice.gathering.gathering_on`) and ``create_datagram_endpoint`` /
+``create_connection`` on the *running loop object* (:mod:`rtclab._compat.loop`), which
+return an :class:`EmulatedTransport` (UDP) or a :class:`~rtclab.net.transports.StreamTransport`
+(TCP, for TURN over TCP/TLS) when a host is attached to the current context (a contextvar,
+copied into the tasks aioice spawns) and the real thing otherwise. Real sockets are guarded
+too: a process audit hook refuses to bind, connect or send a real socket to any address of a
+live emulated network (:class:`EmulationLeakError`), so an emulated packet cannot escape
+even if a task loses its context.
 """
 
 from __future__ import annotations
@@ -33,8 +32,7 @@ from typing import Any
 
 from .._compat.loop import route_datagram_endpoints, route_stream_connections
 from ..ice.config import IceConfig, IceServer
-from .firewall import Firewall, FirewallTable
-from .firewall import firewall as _firewall
+from . import firewall as _fw
 from .link import Link, LinkState
 from .nat import Address, NatBehavior, NatTable, nat_behavior
 from .servers import Datagram, StunServer, TurnServer
@@ -156,10 +154,6 @@ class Nat:
     def mappings(self) -> list[dict[str, Any]]:
         return self.table.mappings(self.network._now())
 
-    def reboot(self) -> int:
-        """Lose every mapping at once (a NAT reboot mid-call); returns how many."""
-        return self.table.flush()
-
     def __repr__(self) -> str:
         b = self.behavior
         return (
@@ -172,25 +166,18 @@ class Host:
     """A machine on the emulated network; attach a peer to it with ``Peer(network=host)``.
 
     ``link`` is the host's access link, applied in both directions (uplink and downlink
-    each get their own queue and random stream); ``firewall`` (a
-    :class:`~rtclab.net.firewall.FirewallTable`) filters what the host sends and receives.
+    each get their own queue and random stream).
     """
 
     def __init__(
-        self,
-        network: Network,
-        name: str,
-        address: str,
-        nat: Nat | None,
-        link: Link,
-        firewall: FirewallTable | None = None,
+        self, network: Network, name: str, address: str, nat: Nat | None, link: Link
     ) -> None:
         self.network = network
         self.name = name
         self.address = address
         self.nat = nat
         self.link = link
-        self.firewall = firewall
+        self.firewall: _fw.FirewallTable | None = None
         self.up = LinkState(link, network._seed_for("up", name))
         self.down = LinkState(link, network._seed_for("down", name))
         self._ports: dict[int, EmulatedTransport] = {}
@@ -269,8 +256,6 @@ class Host:
 
     def __repr__(self) -> str:
         where = f"behind {self.nat.name}" if self.nat else "public"
-        if self.firewall is not None:
-            where += f", {self.firewall.policy.name}"
         return f"<Host {self.name} {self.address} {where}>"
 
 
@@ -364,14 +349,12 @@ class Network:
         nat: Nat | str | NatBehavior | None = None,
         *,
         link: Link | None = None,
-        firewall: str | Firewall | None = None,
+        firewall: str | _fw.Firewall | None = None,
         **nat_changes: Any,
     ) -> Host:
-        """A host: public (``nat=None`` or ``"open"``), behind an existing :class:`Nat`, or
-        behind a NAT of its own made from a preset name (called ``<name>-nat``), and behind
-        ``firewall`` (a preset name such as ``"udp-blocked"``, see
-        :data:`~rtclab.net.firewall.FIREWALL_PRESETS`) if given."""
-        policy = _firewall(firewall)
+        """A host: public (``nat=None``/``"open"``), behind an existing :class:`Nat` or its own
+        (a preset name: ``<name>-nat``), and behind ``firewall`` (e.g. ``"udp-blocked"``)."""
+        policy = _fw.firewall(firewall)
         self._unique(name)
         router: Nat | None = None
         if isinstance(nat, Nat):
@@ -382,8 +365,8 @@ class Network:
             address = str(router.lan.network_address + next(router._hosts))
         else:
             address = f"203.0.113.{next(self._public)}"
-        table = None if policy is None else FirewallTable(policy)
-        host = Host(self, name, address, router, link or Link(), table)
+        host = Host(self, name, address, router, link or Link())
+        host.firewall = None if policy is None else _fw.FirewallTable(policy)
         self.hosts[name] = host
         self._by_ip[address] = host
         self._guard(address)
@@ -495,8 +478,7 @@ class Network:
         if dst[0] == origin.address:
             loop.call_soon(origin._deliver, dst[1], data, src)
             return
-        wall = origin.firewall
-        if wall is not None and not wall.outbound(loop.time(), "udp", src, dst):
+        if origin.firewall and not origin.firewall.outbound(loop.time(), "udp", src, dst):
             self._note("firewall-out", src, dst, len(data), origin.name)
             return
         arrive = origin.up.admit(loop.time(), len(data) + 28)  # + IPv4/UDP headers
@@ -560,8 +542,7 @@ class Network:
 
     def _downlink(self, host: Host, src: Address, dst: Address, data: bytes) -> None:
         loop = self._loop_or_none()
-        wall = host.firewall
-        if wall is not None and not wall.inbound(loop.time(), "udp", src, dst):
+        if host.firewall and not host.firewall.inbound(loop.time(), "udp", src, dst):
             self._note("firewall-in", src, dst, len(data), host.name)
             return
         arrive = host.down.admit(loop.time(), len(data) + 28)

@@ -57,6 +57,7 @@ class Host(Protocol):
     name: str
     address: str
     nat: Any  # emulated.Nat: .name, .behavior, .public_ip
+    firewall: Any  # firewall.FirewallTable or None
     up: LinkState
     down: LinkState
     _ports: dict[int, Any]
@@ -281,6 +282,10 @@ class StreamRouter:
         loop = asyncio.get_running_loop()
         network._loop = loop
         local = (host.address, self._next_port(host))
+        if host.firewall and not host.firewall.outbound(network._now(), "tcp", local, server):
+            # a dropped SYN: the caller's connect times out (here at once, not after retries)
+            network._note("firewall-out", local, server, 0, host.name)
+            raise TimeoutError(errno.ETIMEDOUT, f"{host.name}'s firewall dropped the SYN")
         # the SYN and SYN-ACK cross the access link (a lost one costs 1 s, as in Linux)
         await asyncio.sleep(self._crossing(host.up, 60, 1.0) + self._crossing(host.down, 60, 1.0))
         if network._closed:
