@@ -354,7 +354,6 @@ class Network:
     ) -> Host:
         """A host: public (``nat=None``/``"open"``), behind an existing :class:`Nat` or its own
         (a preset name: ``<name>-nat``), and behind ``firewall`` (e.g. ``"udp-blocked"``)."""
-        policy = _fw.firewall(firewall)
         self._unique(name)
         router: Nat | None = None
         if isinstance(nat, Nat):
@@ -366,7 +365,7 @@ class Network:
         else:
             address = f"203.0.113.{next(self._public)}"
         host = Host(self, name, address, router, link or Link())
-        host.firewall = None if policy is None else _fw.FirewallTable(policy)
+        host.firewall = _fw.FirewallTable.of(firewall)
         self.hosts[name] = host
         self._by_ip[address] = host
         self._guard(address)
@@ -478,9 +477,6 @@ class Network:
         if dst[0] == origin.address:
             loop.call_soon(origin._deliver, dst[1], data, src)
             return
-        if origin.firewall and not origin.firewall.outbound(loop.time(), "udp", src, dst):
-            self._note("firewall-out", src, dst, len(data), origin.name)
-            return
         arrive = origin.up.admit(loop.time(), len(data) + 28)  # + IPv4/UDP headers
         if arrive is None:
             self._note("lost-uplink", src, dst, len(data), origin.name)
@@ -542,9 +538,6 @@ class Network:
 
     def _downlink(self, host: Host, src: Address, dst: Address, data: bytes) -> None:
         loop = self._loop_or_none()
-        if host.firewall and not host.firewall.inbound(loop.time(), "udp", src, dst):
-            self._note("firewall-in", src, dst, len(data), host.name)
-            return
         arrive = host.down.admit(loop.time(), len(data) + 28)
         if arrive is None:
             self._note("lost-downlink", src, dst, len(data), host.name)

@@ -105,6 +105,12 @@ class FirewallTable:
         self.dropped_outbound = 0
         self.dropped_inbound = 0
 
+    @classmethod
+    def of(cls, preset: str | Firewall | None) -> FirewallTable | None:
+        """A table for ``preset`` (a name, a policy, or ``None``: no firewall, no table)."""
+        policy = firewall(preset)
+        return None if policy is None else cls(policy)
+
     def outbound(
         self, now: float, protocol: Protocol, source: Address, destination: Address
     ) -> bool:

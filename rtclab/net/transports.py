@@ -142,12 +142,18 @@ class EmulatedTransport(_Closing, asyncio.DatagramTransport):
         target = addr if addr is not None else self._peer
         if target is None:
             raise ValueError("sendto needs an address on an unconnected transport")
-        self._host.network._send(
-            self._host, self.sockname, (str(target[0]), int(target[1])), bytes(data)
-        )
+        host, dst = self._host, (str(target[0]), int(target[1]))
+        wall, network = host.firewall, host.network
+        if wall and not wall.outbound(network._now(), "udp", self.sockname, dst):
+            network._note("firewall-out", self.sockname, dst, len(data), host.name)
+            return
+        network._send(host, self.sockname, dst, bytes(data))
 
     def _deliver(self, data: bytes, source: Address) -> None:
-        if not self._closing:
+        wall, network = self._host.firewall, self._host.network
+        if wall and not wall.inbound(network._now(), "udp", source, self.sockname):
+            network._note("firewall-in", source, self.sockname, len(data), self._host.name)
+        elif not self._closing:
             self._protocol.datagram_received(data, source)
 
     def _forget(self) -> Network:
