@@ -154,3 +154,23 @@ async def start_server(
         await proc.wait()
         pytest.fail(f"server did not start: {err}")
     return ServerProcess(proc, line.split()[-1])
+
+
+# ----------------------------------------------------------------------------- namespaces
+
+
+def netns_unavailable() -> str | None:
+    """Why the namespace backend cannot run here, or ``None`` when it can."""
+    from rtclab.net.netns import NetnsUnavailable, require_netns
+
+    try:
+        require_netns()
+    except NetnsUnavailable as exc:
+        return str(exc)
+    return None
+
+
+def needs_root(test: Callable[..., Any]) -> Callable[..., Any]:
+    """Marked ``netns`` and skipped without root, test by test (not every test needs it)."""
+    skip = pytest.mark.skipif(netns_unavailable() is not None, reason=str(netns_unavailable()))
+    return pytest.mark.netns(skip(test))

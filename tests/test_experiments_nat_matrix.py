@@ -65,3 +65,20 @@ async def test_matrix_on_a_dask_local_cluster() -> None:
         )
     assert len(result.frame) == 8
     assert result.mismatches.empty
+
+
+async def test_matrix_with_a_firewall_on_the_offerer() -> None:
+    """``udp-blocked`` on a's host with TURN over UDP only leaves no path: every such
+    scenario fails, as predicted; without the firewall they connect."""
+    result = await nat_matrix(["full-cone"], firewalls=[None, "udp-blocked"], workers=0,
+                              progress=False)  # fmt: skip
+    frame = result.frame
+    assert result.mismatches.empty, frame
+    blocked = frame[frame["firewall"] == "udp-blocked"]
+    assert len(blocked) == 2 and not blocked["connected"].any()
+    assert frame[frame["firewall"].isna()]["connected"].all()
+    assert result.pivot("stun+turn", firewall="udp-blocked").loc["full-cone", "full-cone"] == "-"
+    assert result.pivot("stun+turn").loc["full-cone", "full-cone"] == "direct"
+    assert len(result.figure.data) == 4
+    with pytest.raises(ValueError, match="udp-blocked"):
+        await nat_matrix(["full-cone"], firewalls=["udp-block"], progress=False)

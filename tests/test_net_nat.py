@@ -86,3 +86,17 @@ def test_presets_and_predictions() -> None:
     assert predict_direct("port-restricted-cone", "port-restricted-cone")
     with pytest.raises(ValueError, match="unknown NAT preset"):
         predict_direct("cone", "open")
+
+
+def test_flush_forgets_every_mapping_and_new_ones_get_new_ports() -> None:
+    from rtclab.net.nat import PRESETS, NatTable
+
+    behavior = PRESETS["port-restricted-cone"]
+    assert behavior is not None
+    table = NatTable(behavior, "198.51.100.1")
+    inside, server = ("10.0.1.2", 5000), ("203.0.113.1", 3478)
+    before = table.outbound(0.0, inside, server)
+    assert table.inbound(0.1, server, before) == inside
+    assert table.flush() == 1 and table.mappings() == []
+    assert table.inbound(0.2, server, before) is None  # the reply to the old port: dropped
+    assert table.outbound(0.3, inside, server) != before

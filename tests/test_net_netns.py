@@ -8,27 +8,13 @@ import ipaddress
 import json
 import os
 import subprocess
-from collections.abc import Callable
 from typing import Any
 
 import pytest
+from helpers import needs_root
 
 from rtclab.net import PRESETS, Network, discover_nat, netns
 from rtclab.net.netns import NETNS_PRESETS, NetnsNetwork, NetnsUnavailable, require_netns
-
-
-def _available() -> str | None:
-    try:
-        require_netns()
-    except NetnsUnavailable as exc:
-        return str(exc)
-    return None
-
-
-def needs_root(test: Callable[..., Any]) -> Callable[..., Any]:
-    """Marked ``netns`` and skipped without root, test by test (not every test needs it)."""
-    skip = pytest.mark.skipif(_available() is not None, reason=str(_available()))
-    return pytest.mark.netns(skip(test))
 
 
 def _ours() -> list[str]:

@@ -1,5 +1,6 @@
 """rtclab.experiments: repeatable comparisons that return DataFrames and plotly figures."""
 
+from .binding_timeouts import BindingTimeouts, binding_timeouts
 from .ice_paths import (
     DEFAULT_SCENARIOS,
     RESULT_COLUMNS,
@@ -14,11 +15,13 @@ from .nat_matrix import NatMatrix, NatScenario, nat_matrix, nat_matrix_figure
 __all__ = [
     "DEFAULT_SCENARIOS",
     "RESULT_COLUMNS",
+    "BindingTimeouts",
     "IcePathComparison",
     "ImpairmentSweep",
     "NatMatrix",
     "NatScenario",
     "Scenario",
+    "binding_timeouts",
     "compare_ice_paths",
     "ice_paths_figure",
     "impairment_figure",

@@ -5,6 +5,7 @@ pair and the SCTP round-trip time, and prints the row as its last JSON line."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -12,6 +13,7 @@ from typing import Any
 
 from ..ice.config import IceConfig, IceServer
 from ..peer.peer import Peer
+from ..peer.resilience import Resilience
 from ._harness import path_columns, settled_sctp_rtt
 
 
@@ -20,9 +22,14 @@ async def run_peer(spec: dict[str, Any]) -> dict[str, Any]:
     servers = tuple(IceServer(s["urls"], s.get("username"), s.get("credential"))
                     for s in spec["ice_servers"])  # fmt: skip
     ice = IceConfig(ice_servers=servers, interfaces=(spec["address"],),
-                    connect_timeout=spec["connect_timeout"])  # fmt: skip
+                    connect_timeout=spec["connect_timeout"],
+                    ice_transport_policy=spec.get("policy", "all"),
+                    tls_ca_file=spec.get("tls_ca_file"))  # fmt: skip
+    idle_s = spec.get("idle_s")
+    # an idle call: no heartbeats from the recovery loop, only ICE consent checks
+    resilience = Resilience(enabled=False) if idle_s is not None else None
     peer = Peer(spec["name"], spec["signaling_url"], room=spec["room"], ice=ice,
-                video=False, audio=False)  # fmt: skip
+                video=False, audio=False, resilience=resilience)  # fmt: skip
     row: dict[str, Any] = {"connected": False}
     began = time.monotonic()
     try:
@@ -41,15 +48,28 @@ async def run_peer(spec: dict[str, Any]) -> dict[str, Any]:
         conn = next(iter(peer.connections.values()), None)
         if row["connected"] and conn is not None:
             row["connect_ms"] = conn.connect_ms
-            path = path_columns(conn)
-            for key in ("local_candidate_type", "remote_candidate_type"):
-                if key in path:
-                    row[key] = path[key]
+            row.update(path_columns(conn))
             row["rtt_ms"] = await settled_sctp_rtt(conn, began, spec["settle_seconds"])
+            if idle_s is not None:
+                row["survived"] = await _probe_after_idle(peer, float(idle_s))
         await asyncio.sleep(spec.get("linger", 0.0))
     finally:
         await peer.close()
     return row
+
+
+async def _probe_after_idle(peer: Peer, idle_s: float, wait_s: float = 3.0) -> bool:
+    """Stay silent ``idle_s``, then send a chat line: did the other side's line arrive?
+    (It may come a little before ours: the two processes do not connect at the same time.)"""
+    heard = len([m for m in peer.chat_log if m.remote is not None])
+    await asyncio.sleep(idle_s)
+    with contextlib.suppress(ConnectionError):
+        await peer.send_chat(f"still there? ({peer.name})")
+    for _ in range(int(wait_s / 0.05)):
+        if len([m for m in peer.chat_log if m.remote is not None]) > heard:
+            return True
+        await asyncio.sleep(0.05)
+    return False
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,12 @@ on a shared signaling server (and one real coturn on loopback when a scenario ne
 ``media_seconds`` of synthetic media, then one row: did it connect, how fast, which pair
 was selected, RTT and bitrate. Runs are sequential so they do not compete for the CPU.
 
+With ``firewall=`` (``"udp-blocked"``, ``"tcp-443-only"``) the runs move to Linux namespaces
+(root): the offerer's host sits behind that firewall (and the NAT ``nat``), the answerer on
+the public side, both peers are processes and coturn serves TURN over UDP/TCP on 3478 and TLS
+on 443; ``expected`` says whether the scenario should connect by the firewall's definition
+(:func:`rtclab.net.firewall.predict_paths`), ``connected`` whether it did.
+
 The result holds a DataFrame (:data:`RESULT_COLUMNS`), a plotly figure and CSV export.
 """
 
@@ -13,9 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from ..ice.config import LOOPBACK, IceConfig, IceTransportPolicy
+from ..net.firewall import IcePath, predict_paths
 from ._harness import ExperimentResult, connect_pair, path_columns, progress_bar
 
 if TYPE_CHECKING:
@@ -43,6 +51,8 @@ __all__ = [
 RESULT_COLUMNS = [
     "scenario",
     "repetition",
+    "firewall",
+    "expected",
     "connected",
     "connect_ms",
     "local_candidate_type",
@@ -71,6 +81,23 @@ class Scenario:
     @property
     def needs_coturn(self) -> bool:
         return bool(self.turn) or self.stun
+
+    @property
+    def paths(self) -> set[IcePath]:
+        """The ICE paths this scenario may take (any one of them is enough)."""
+        paths: set[IcePath] = set()
+        if self.policy != "relay":
+            paths.add("host")
+            if self.stun:
+                paths.add("srflx")
+        for transport in self.turn:
+            paths.add(f"relay-{transport}")  # type: ignore[arg-type]
+        return paths
+
+    def expected(self, firewall: str | None, turn_ports: dict[str, int] | None = None) -> bool:
+        """Should it connect behind ``firewall``? (From the definitions, not a run.)"""
+        survive = predict_paths(firewall, turn_ports)
+        return any(survive[path] for path in self.paths)
 
     def ice_config(
         self,
@@ -150,8 +177,14 @@ async def compare_ice_paths(
     progress: bool = True,
     csv: str | Path | None = None,
     on_run: Callable[[dict[str, Any]], object] | None = None,
+    firewall: str | None = None,
+    nat: str = "open",
 ) -> IcePathComparison:
     """Run every scenario ``repetitions`` times; one result row per run.
+
+    ``firewall`` (a preset of :data:`rtclab.net.firewall.FIREWALL_PRESETS`) runs them in
+    Linux namespaces instead (root), the offerer behind it and behind ``nat``; see the
+    module docstring.
 
     ``coturn`` is reused when given (e.g. ``lab.coturn``), else one is started on loopback
     if a scenario needs STUN/TURN and stopped at the end. ``signaling_url`` likewise reuses
@@ -171,35 +204,32 @@ async def compare_ice_paths(
     began = time.monotonic()
     rows: list[dict[str, Any]] = []
     async with contextlib.AsyncExitStack() as stack:
-        if coturn is None and any(s.needs_coturn for s in chosen):
-            from ..ice.coturn import Coturn
+        if firewall is not None:
+            run_one = await _namespace_runs(stack, firewall, nat, connect_timeout, media_seconds)
+        else:
+            if coturn is None and any(s.needs_coturn for s in chosen):
+                from ..ice.coturn import Coturn
 
-            coturn = await stack.enter_async_context(Coturn())
-        if signaling_url is None:
-            server = await stack.enter_async_context(SignalingServer(port=0))
-            signaling_url = server.url
-        collector = StatsCollector(interval=stats_interval, window=None)
-        await collector.start()
-        stack.push_async_callback(collector.stop)
+                coturn = await stack.enter_async_context(Coturn())
+            if signaling_url is None:
+                server = await stack.enter_async_context(SignalingServer(port=0))
+                signaling_url = server.url
+            collector = StatsCollector(interval=stats_interval, window=None)
+            await collector.start()
+            stack.push_async_callback(collector.stop)
+            run_one = functools.partial(
+                _one_run, coturn=coturn, signaling_url=signaling_url, collector=collector,
+                connect_timeout=connect_timeout, media_seconds=media_seconds,
+                interfaces=interfaces,
+                peer_options={"video": video, "audio": audio, "width": width, "height": height},
+            )  # fmt: skip
         bar = progress_bar(len(chosen) * repetitions, "ICE paths", "run", progress)
         stack.callback(bar.close)
         run = 0
         for repetition in range(repetitions):
             for scenario in chosen:  # interleaved: drift affects every scenario alike
                 run += 1
-                row = await _one_run(
-                    scenario,
-                    repetition,
-                    run,
-                    coturn=coturn,
-                    signaling_url=signaling_url,
-                    collector=collector,
-                    connect_timeout=connect_timeout,
-                    media_seconds=media_seconds,
-                    interfaces=interfaces,
-                    peer_options={"video": video, "audio": audio, "width": width,
-                                  "height": height},
-                )  # fmt: skip
+                row = await run_one(scenario, repetition, run)
                 rows.append(row)
                 if on_run is not None:
                     on_run(row)
@@ -233,7 +263,8 @@ async def _one_run(
     room = f"ice-paths-{run}-{time.monotonic_ns()}"
     answerer = Peer(f"answerer-{run}", signaling_url, room=room, ice=ice, **peer_options)
     offerer = Peer(f"offerer-{run}", signaling_url, room=room, ice=ice, **peer_options)
-    row: dict[str, Any] = {"scenario": scenario.name, "repetition": repetition + 1}
+    row: dict[str, Any] = {"scenario": scenario.name, "repetition": repetition + 1,
+                           "expected": scenario.expected(None)}  # fmt: skip
     peers: list[Peer] = [answerer, offerer]
     for peer in peers:
         peer.add_listener(collector.record_event)
@@ -265,6 +296,42 @@ async def _one_run(
         collector.clear()
     row.setdefault("connected", False)
     return row
+
+
+async def _namespace_runs(
+    stack: contextlib.AsyncExitStack,
+    firewall: str,
+    nat: str,
+    connect_timeout: float,
+    settle_seconds: float,
+) -> Callable[[Scenario, int, int], Awaitable[dict[str, Any]]]:
+    """A run of :func:`compare_ice_paths` with the offerer behind ``firewall`` (and ``nat``),
+    in namespaces: data channels only, the peers are processes reporting one row each."""
+    from ..net.firewall import firewall as firewall_preset
+    from ..net.netns import TURN_TLS_PORT, require_netns
+    from .netns_runner import close_shared, run_netns_scenario
+
+    firewall_preset(firewall)  # a clear error for an unknown name, before any namespace
+    require_netns()
+    stack.callback(close_shared)
+
+    async def run_one(scenario: Scenario, repetition: int, run: int) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "scenario": scenario.name,
+            "repetition": repetition + 1,
+            "firewall": firewall,
+            "expected": scenario.expected(firewall, {"tls": TURN_TLS_PORT}),
+        }
+        row.update(
+            await run_netns_scenario(
+                nat, "open", turn=bool(scenario.turn), turn_transports=scenario.turn,
+                stun=scenario.stun, policy=scenario.policy, firewall=firewall,
+                connect_timeout=connect_timeout, settle_seconds=settle_seconds,
+            )
+        )  # fmt: skip
+        return row
+
+    return run_one
 
 
 def _path_and_rates(samples: pd.DataFrame, peer: str, remote: str) -> dict[str, Any]:
@@ -299,6 +366,7 @@ def _frame(rows: list[dict[str, Any]], order: Sequence[str]) -> pd.DataFrame:
     frame["scenario"] = pd.Categorical(frame["scenario"], categories=list(order), ordered=True)
     frame["repetition"] = frame["repetition"].astype("int64")
     frame["connected"] = frame["connected"].fillna(False).astype(bool)
+    frame["expected"] = frame["expected"].fillna(True).astype(bool)
     for column in ("connect_ms", "rtt_ms", "bitrate_kbps", "gathering_ms"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     frame["local_candidates"] = pd.to_numeric(frame["local_candidates"]).astype("Int64")

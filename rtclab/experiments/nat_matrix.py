@@ -1,4 +1,5 @@
-"""Which NAT pairs connect, and how: every pair of presets x {STUN only, STUN + TURN}.
+"""Which NAT pairs connect, and how: every pair of presets x {STUN only, STUN + TURN}
+(x firewall presets on the offerer's host, when given).
 
 One scenario = two hosts behind the given NAT presets on a fresh emulated network, two data
 channel peers, a short wait for the SCTP round-trip time. Failures are detected by the
@@ -19,6 +20,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
+from ..net.firewall import firewall as firewall_preset
+from ..net.firewall import predict_paths
 from ..net.nat import PRESETS, predict_direct
 from ..net.netns import require_netns
 from ._harness import (
@@ -50,11 +53,13 @@ MATRIX_COLUMNS = [
     "b",
     "servers",
     "backend",
+    "firewall",
     "connected",
     "expected",
     "path",
     "local_candidate_type",
     "remote_candidate_type",
+    "relay_protocol",
     "connect_ms",
     "rtt_ms",
     "error",
@@ -63,18 +68,26 @@ MATRIX_COLUMNS = [
 
 @dataclass(frozen=True)
 class NatScenario:
-    """Peer ``a`` (the offerer) behind preset ``a``, peer ``b`` behind ``b``."""
+    """Peer ``a`` (the offerer) behind preset ``a`` and ``firewall``, peer ``b`` behind
+    ``b``; with ``turn``, TURN is offered over each of ``turn_transports``."""
 
     a: str
     b: str
     turn: bool
     backend: Backend = "emulated"
     seed: int = 0
+    firewall: str | None = None
+    turn_transports: tuple[str, ...] = ("udp",)
 
     @property
     def expected(self) -> bool:
-        """RFC 4787's prediction: TURN always works, else only what hole punching allows."""
-        return self.turn or predict_direct(self.a, self.b)
+        """RFC 4787's prediction: TURN works unless the firewall blocks every transport
+        offered, else only what hole punching allows (and only if UDP gets out)."""
+        tls_port = {"tls": 443} if self.backend == "netns" else None
+        survive = predict_paths(self.firewall, tls_port)
+        if self.turn and any(survive[f"relay-{t}"] for t in self.turn_transports):  # type: ignore[index]
+            return True
+        return survive["srflx"] and predict_direct(self.a, self.b)
 
 
 def _path(local: Any, remote: Any) -> str | None:
@@ -103,6 +116,8 @@ async def run_nat_scenario(
                 turn=scenario.turn,
                 connect_timeout=connect_timeout,
                 settle_seconds=settle_seconds,
+                turn_transports=scenario.turn_transports,
+                firewall=scenario.firewall,
             )
         )
         netns_row["path"] = _path(
@@ -112,9 +127,11 @@ async def run_nat_scenario(
     row: dict[str, Any] = {**_keys(scenario), "connected": False}
     room = f"nat-{scenario.a}-{scenario.b}-{scenario.turn}-{time.monotonic_ns()}"
     with Network(seed=scenario.seed) as net:
-        ice = net.ice_config(turn=scenario.turn, connect_timeout=connect_timeout)
+        turn = scenario.turn_transports if scenario.turn else False
+        ice = net.ice_config(turn=turn, connect_timeout=connect_timeout)
         options: dict[str, Any] = {"room": room, "ice": ice, "video": False, "audio": False}
-        offerer = Peer("a", signaling_url, network=net.host("a", scenario.a), **options)
+        host_a = net.host("a", scenario.a, firewall=scenario.firewall)
+        offerer = Peer("a", signaling_url, network=host_a, **options)
         answerer = Peer("b", signaling_url, network=net.host("b", scenario.b), **options)
         try:
             began = time.monotonic()
@@ -130,7 +147,7 @@ async def run_nat_scenario(
                     else (time.monotonic() - began) * 1000
                 )
                 path = path_columns(conn)
-                for key in ("local_candidate_type", "remote_candidate_type"):
+                for key in ("local_candidate_type", "remote_candidate_type", "relay_protocol"):
                     if key in path:
                         row[key] = path[key]
                 row["rtt_ms"] = await settled_sctp_rtt(conn, began, settle_seconds)
@@ -146,6 +163,7 @@ def _keys(scenario: NatScenario) -> dict[str, Any]:
         "b": scenario.b,
         "servers": SERVERS[scenario.turn],
         "backend": scenario.backend,
+        "firewall": scenario.firewall,
         "expected": scenario.expected,
     }
 
@@ -207,11 +225,17 @@ class NatMatrix(ExperimentResult):
         rows: pd.DataFrame = self.frame[self.frame["connected"] != self.frame["expected"]]
         return rows
 
-    def pivot(self, servers: str = "stun", backend: str | None = None) -> pd.DataFrame:
-        """a x b table of the selected path (``direct``/``relay``/``-`` for failed)."""
+    def pivot(
+        self, servers: str = "stun", backend: str | None = None, firewall: str | None = None
+    ) -> pd.DataFrame:
+        """a x b table of the selected path (``direct``/``relay``/``-`` for failed), for
+        one firewall preset of ``a`` (``None``: none)."""
         rows = self.frame[self.frame["servers"] == servers]
         if backend is not None:
             rows = rows[rows["backend"] == backend]
+        if "firewall" in rows:
+            wall = rows["firewall"]
+            rows = rows[wall.isna()] if firewall is None else rows[wall == firewall]
         cells = rows.assign(cell=rows["path"].where(rows["connected"], "-").fillna("?"))
         table = cells.pivot_table(index="a", columns="b", values="cell", aggfunc="first")
         out: pd.DataFrame = table.reindex(index=list(self.presets), columns=list(self.presets))
@@ -227,6 +251,8 @@ async def nat_matrix(
     *,
     turn: Sequence[bool] = (False, True),
     backends: Sequence[Backend] = ("emulated",),
+    firewalls: Sequence[str | None] = (None,),
+    turn_transports: Sequence[str] = ("udp",),
     connect_timeout: float = 3.0,
     settle_seconds: float = 0.3,
     workers: int | None = None,
@@ -235,7 +261,12 @@ async def nat_matrix(
     seed: int = 0,
     progress: bool = True,
 ) -> NatMatrix:
-    """Every ordered pair of ``presets`` x ``turn`` x ``backends`` -> rows and a heatmap.
+    """Every ordered pair of ``presets`` x ``turn`` x ``backends`` x ``firewalls`` -> rows
+    and a heatmap.
+
+    ``firewalls`` are presets of :data:`rtclab.net.firewall.FIREWALL_PRESETS` (or ``None``)
+    put on the offerer's host; ``turn_transports`` the TURN transports offered (``udp``,
+    ``tcp``, ``tls``: on 5349 emulated, on 443 in namespaces).
 
     ``workers`` local processes share the scenarios (default: one per CPU; ``0`` runs them
     in this event loop, e.g. on Binder); each runs ``concurrency`` scenarios at a time. With
@@ -246,11 +277,15 @@ async def nat_matrix(
     for name in chosen:
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+    for wall in firewalls:
+        firewall_preset(wall)  # a clear error for an unknown name, before any run
     if "netns" in backends:
         require_netns()
+    transports = tuple(turn_transports)
     scenarios = [
-        NatScenario(a, b, t, backend, seed)
+        NatScenario(a, b, t, backend, seed, wall, transports)
         for backend in backends
+        for wall in firewalls
         for t in turn
         for a in chosen
         for b in chosen
@@ -317,9 +352,11 @@ def _frame(rows: list[dict[str, Any]], order: Sequence[str]) -> pd.DataFrame:
         frame[column] = pd.Categorical(frame[column], categories=list(order), ordered=True)
     frame["connected"] = frame["connected"].fillna(False).astype(bool)
     frame["expected"] = frame["expected"].astype(bool)
+    frame["firewall"] = frame["firewall"].astype(object).where(frame["firewall"].notna(), None)
     for column in ("connect_ms", "rtt_ms"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
-    out: pd.DataFrame = frame.sort_values(["backend", "servers", "a", "b"]).reset_index(drop=True)
+    order_by = ["backend", "firewall", "servers", "a", "b"]
+    out: pd.DataFrame = frame.sort_values(order_by, na_position="first").reset_index(drop=True)
     return out
 
 
@@ -329,16 +366,19 @@ def nat_matrix_figure(frame: pd.DataFrame, order: Sequence[str] | None = None) -
     from plotly.subplots import make_subplots
 
     names = list(order) if order is not None else list(dict.fromkeys(frame["a"].astype(str)))
-    panels = list(dict.fromkeys(zip(frame["servers"], frame["backend"], strict=True)))
+    walls = frame["firewall"] if "firewall" in frame else pd.Series([None] * len(frame))
+    walls = walls.astype(object).where(walls.notna(), None)
+    panels = list(dict.fromkeys(zip(frame["servers"], frame["backend"], walls, strict=True)))
     fig = make_subplots(
         rows=1,
         cols=max(1, len(panels)),
-        subplot_titles=[f"{s} ({b})" for s, b in panels],
+        subplot_titles=[f"{s} ({b}{', ' + w if w else ''})" for s, b, w in panels],
         horizontal_spacing=0.12,
     )
     code = {"failed": 0, "relay": 1, "direct": 2}
-    for col, (servers, backend) in enumerate(panels, start=1):
-        rows = frame[(frame["servers"] == servers) & (frame["backend"] == backend)]
+    for col, (servers, backend, wall) in enumerate(panels, start=1):
+        same_wall = walls.isna() if wall is None else walls == wall
+        rows = frame[(frame["servers"] == servers) & (frame["backend"] == backend) & same_wall]
         z: list[list[float]] = []
         text: list[list[str]] = []
         for a in names:

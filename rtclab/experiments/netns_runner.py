@@ -42,21 +42,33 @@ async def run_netns_scenario(
     turn: bool,
     connect_timeout: float = 3.0,
     settle_seconds: float = 0.3,
+    turn_transports: tuple[str, ...] = ("udp",),
+    stun: bool = True,
+    policy: str = "all",
+    firewall: str | None = None,
+    mapping_lifetime_s: float | None = None,
+    idle_s: float | None = None,
 ) -> dict[str, Any]:
-    """Offerer behind preset ``a``, answerer behind ``b`` -> the offerer's row (``connected``,
-    ``connect_ms``, candidate types, ``rtt_ms``, ``error``); raises if a process fails."""
+    """Offerer behind preset ``a`` (and ``firewall``), answerer behind ``b`` -> the
+    offerer's row (``connected``, ``connect_ms``, the selected pair's path columns,
+    ``rtt_ms``, ``error``); raises if a process fails. ``turn_transports`` are the TURN
+    URLs offered (``udp``, ``tcp``, ``tls``), ``policy`` the ICE transport policy. With
+    ``idle_s`` both peers stay silent that long once connected (no heartbeats) and then
+    exchange a chat line: ``survived`` says whether the other's arrived."""
     net = _shared_network()
     index = next(_scenarios)
-    host_a = net.host(f"a{index}", a)
-    host_b = net.host(f"b{index}", b)
+    host_a = net.host(f"a{index}", a, firewall=firewall, mapping_lifetime_s=mapping_lifetime_s)
+    host_b = net.host(f"b{index}", b, mapping_lifetime_s=mapping_lifetime_s)
     room = f"netns-{index}-{time.monotonic_ns()}"
 
     def spec(host: NetnsHost, linger: float) -> str:
         return json.dumps({
             "name": host.name, "address": host.address, "room": room,
-            "signaling_url": net.signaling_url, "ice_servers": net.ice_servers(turn=turn),
+            "signaling_url": net.signaling_url,
+            "ice_servers": net.ice_servers(turn=turn, transports=turn_transports, stun=stun),
             "connect_timeout": connect_timeout, "settle_seconds": settle_seconds,
-            "linger": linger,
+            "linger": linger, "policy": policy, "tls_ca_file": str(net.ca_file),
+            "idle_s": idle_s,
         })  # fmt: skip
 
     async def start(host: NetnsHost, linger: float) -> asyncio.subprocess.Process:
@@ -74,7 +86,8 @@ async def run_netns_scenario(
         if b"joined" not in line:
             raise RuntimeError(f"the answerer did not join: {line!r}")
         offerer = await start(host_a, linger=0.0)
-        out, err = await asyncio.wait_for(offerer.communicate(), connect_timeout + 30)
+        budget = connect_timeout + 30 + (idle_s or 0.0)
+        out, err = await asyncio.wait_for(offerer.communicate(), budget)
         lines = out.decode().strip().splitlines()
         if not lines:
             raise RuntimeError(f"the offerer reported nothing: {err.decode()[-500:]}")

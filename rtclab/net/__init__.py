@@ -17,10 +17,12 @@ from .emulated import (
     blocked_leaks,
 )
 from .events import NetworkEvent, NetworkSchedule, address_change, link_down, nat_reboot
+from .firewall import FIREWALL_PRESETS, Firewall, FirewallTable, predict_paths
 from .link import Link, LinkState
 from .nat import PRESETS, Filtering, Mapping, NatBehavior, NatTable, nat_behavior, predict_direct
 
 __all__ = [
+    "FIREWALL_PRESETS",
     "PRESETS",
     "AimdFlow",
     "ConstantRate",
@@ -28,6 +30,8 @@ __all__ = [
     "EmulatedTransport",
     "EmulationLeakError",
     "Filtering",
+    "Firewall",
+    "FirewallTable",
     "Host",
     "Link",
     "LinkState",
@@ -49,4 +53,5 @@ __all__ = [
     "nat_behavior",
     "nat_reboot",
     "predict_direct",
+    "predict_paths",
 ]

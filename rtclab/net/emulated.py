@@ -1,16 +1,15 @@
 """The emulated network: hosts on LANs behind NATs, impaired links, STUN and TURN servers on
 a public side — all inside the Python process, no root, no real packet.
 
-Two hook points bind aioice to it (docs/net.md): the host addresses a peer
-gathers on (through :func:`rtclab.ice.gathering.gathering_on`) and
-``create_datagram_endpoint`` / ``create_connection`` on the *running loop object*
-(:mod:`rtclab._compat.loop`), which return an :class:`EmulatedTransport` (UDP) or a
-:class:`~rtclab.net.transports.StreamTransport` (TCP, for TURN over TCP/TLS) when a host is
-attached to the current context (a contextvar, copied into the tasks aioice spawns) and the
-real thing otherwise. Real
-sockets are guarded too: a process audit hook refuses to bind, connect or send a real socket
-to any address of a live emulated network (:class:`EmulationLeakError`), so an emulated
-packet cannot escape even if a task loses its context.
+Two hook points bind aioice to it (docs/net.md): the host addresses a peer gathers on
+(through :func:`rtclab.ice.gathering.gathering_on`) and ``create_datagram_endpoint`` /
+``create_connection`` on the *running loop object* (:mod:`rtclab._compat.loop`), which
+return an :class:`EmulatedTransport` (UDP) or a :class:`~rtclab.net.transports.StreamTransport`
+(TCP, for TURN over TCP/TLS) when a host is attached to the current context (a contextvar,
+copied into the tasks aioice spawns) and the real thing otherwise. Real sockets are guarded
+too: a process audit hook refuses to bind, connect or send a real socket to any address of a
+live emulated network (:class:`EmulationLeakError`), so an emulated packet cannot escape
+even if a task loses its context.
 """
 
 from __future__ import annotations
@@ -33,6 +32,7 @@ from typing import Any
 
 from .._compat.loop import route_datagram_endpoints, route_stream_connections
 from ..ice.config import IceConfig, IceServer
+from . import firewall as _fw
 from .link import Link, LinkState
 from .nat import Address, NatBehavior, NatTable, nat_behavior
 from .servers import Datagram, StunServer, TurnServer
@@ -177,6 +177,7 @@ class Host:
         self.address = address
         self.nat = nat
         self.link = link
+        self.firewall: _fw.FirewallTable | None = None
         self.up = LinkState(link, network._seed_for("up", name))
         self.down = LinkState(link, network._seed_for("down", name))
         self._ports: dict[int, EmulatedTransport] = {}
@@ -348,10 +349,11 @@ class Network:
         nat: Nat | str | NatBehavior | None = None,
         *,
         link: Link | None = None,
+        firewall: str | _fw.Firewall | None = None,
         **nat_changes: Any,
     ) -> Host:
-        """A host: public (``nat=None`` or ``"open"``), behind an existing :class:`Nat`, or
-        behind a NAT of its own made from a preset name (called ``<name>-nat``)."""
+        """A host: public (``nat=None``/``"open"``), behind an existing :class:`Nat` or its own
+        (a preset name: ``<name>-nat``), and behind ``firewall`` (e.g. ``"udp-blocked"``)."""
         self._unique(name)
         router: Nat | None = None
         if isinstance(nat, Nat):
@@ -363,6 +365,7 @@ class Network:
         else:
             address = f"203.0.113.{next(self._public)}"
         host = Host(self, name, address, router, link or Link())
+        host.firewall = _fw.FirewallTable.of(firewall)
         self.hosts[name] = host
         self._by_ip[address] = host
         self._guard(address)

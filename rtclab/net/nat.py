@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import random
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "PRESETS",
@@ -26,6 +26,7 @@ __all__ = [
 ]
 
 Address = tuple[str, int]
+_T = TypeVar("_T")
 
 
 class Mapping(str, enum.Enum):
@@ -82,15 +83,20 @@ PRESETS: dict[str, NatBehavior | None] = {
 }
 
 
+def named_preset(presets: dict[str, _T], name: str, kind: str) -> _T:
+    """``presets[name]``, or a :class:`ValueError` listing the choices (NAT, firewall)."""
+    try:
+        return presets[name]
+    except KeyError:
+        choices = sorted(presets)
+        raise ValueError(f"unknown {kind} preset {name!r}; choose one of {choices}") from None
+
+
 def nat_behavior(preset: str | NatBehavior | None) -> NatBehavior | None:
     """A preset name (or a behaviour, or None for open) -> behaviour; a clear error otherwise."""
     if preset is None or isinstance(preset, NatBehavior):
         return preset
-    try:
-        return PRESETS[preset]
-    except KeyError:
-        choices = sorted(PRESETS)
-        raise ValueError(f"unknown NAT preset {preset!r}; choose one of {choices}") from None
+    return named_preset(PRESETS, preset, "NAT")
 
 
 def predict_direct(a: str | NatBehavior | None, b: str | NatBehavior | None) -> bool:

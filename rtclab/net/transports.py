@@ -57,6 +57,7 @@ class Host(Protocol):
     name: str
     address: str
     nat: Any  # emulated.Nat: .name, .behavior, .public_ip
+    firewall: Any  # firewall.FirewallTable or None
     up: LinkState
     down: LinkState
     _ports: dict[int, Any]
@@ -141,12 +142,18 @@ class EmulatedTransport(_Closing, asyncio.DatagramTransport):
         target = addr if addr is not None else self._peer
         if target is None:
             raise ValueError("sendto needs an address on an unconnected transport")
-        self._host.network._send(
-            self._host, self.sockname, (str(target[0]), int(target[1])), bytes(data)
-        )
+        host, dst = self._host, (str(target[0]), int(target[1]))
+        wall, network = host.firewall, host.network
+        if wall and not wall.outbound(network._now(), "udp", self.sockname, dst):
+            network._note("firewall-out", self.sockname, dst, len(data), host.name)
+            return
+        network._send(host, self.sockname, dst, bytes(data))
 
     def _deliver(self, data: bytes, source: Address) -> None:
-        if not self._closing:
+        wall, network = self._host.firewall, self._host.network
+        if wall and not wall.inbound(network._now(), "udp", source, self.sockname):
+            network._note("firewall-in", source, self.sockname, len(data), self._host.name)
+        elif not self._closing:
             self._protocol.datagram_received(data, source)
 
     def _forget(self) -> Network:
@@ -281,6 +288,10 @@ class StreamRouter:
         loop = asyncio.get_running_loop()
         network._loop = loop
         local = (host.address, self._next_port(host))
+        if host.firewall and not host.firewall.outbound(network._now(), "tcp", local, server):
+            # a dropped SYN: the caller's connect times out (here at once, not after retries)
+            network._note("firewall-out", local, server, 0, host.name)
+            raise TimeoutError(errno.ETIMEDOUT, f"{host.name}'s firewall dropped the SYN")
         # the SYN and SYN-ACK cross the access link (a lost one costs 1 s, as in Linux)
         await asyncio.sleep(self._crossing(host.up, 60, 1.0) + self._crossing(host.down, 60, 1.0))
         if network._closed:

@@ -14,11 +14,12 @@ namespaces). ``python -m rtclab.net.netns cleanup`` removes namespaces left by a
 
 from ._system import NetnsUnavailable, cleanup_stale, require_netns
 from .host import NetnsHost
-from .network import NETNS_PRESETS, NetnsNetwork
+from .network import NETNS_PRESETS, TURN_TLS_PORT, NetnsNetwork
 from .peer import NetnsPeer
 
 __all__ = [
     "NETNS_PRESETS",
+    "TURN_TLS_PORT",
     "NetnsHost",
     "NetnsNetwork",
     "NetnsPeer",

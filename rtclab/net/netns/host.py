@@ -22,6 +22,7 @@ class NetnsHost:
     preset: str
     router: str | None = None
     public_ip: str | None = None
+    firewall: str | None = None
     impairment: NamespaceImpairment | None = None
 
     def exec_args(self, *command: str) -> list[str]:

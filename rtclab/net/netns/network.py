@@ -16,6 +16,7 @@ import atexit
 import contextlib
 import itertools
 import json
+import math
 import os
 import shutil
 import signal
@@ -29,9 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ...ice.certificates import TlsFiles, generate_certificate
+from ..firewall import Firewall
+from ..firewall import firewall as _firewall
 from ..link import Link
 from ..nfqueue import impair_namespace
-from ._nft import router_rules
+from ._nft import MAPPING_LIFETIME_S, firewall_rules, router_rules
 from ._system import (
     PREFIX,
     cleanup_stale,
@@ -48,6 +52,7 @@ __all__ = [
     "PUBLIC_NET",
     "SIGNALING_PORT",
     "STUN_IP",
+    "TURN_TLS_PORT",
     "NetnsNetwork",
 ]
 
@@ -55,6 +60,9 @@ NETNS_PRESETS = ("open", "full-cone", "restricted-cone", "port-restricted-cone",
 PUBLIC_NET = "203.0.113"
 STUN_IP, STUN_ALT_IP, SIGNALING_PORT = f"{PUBLIC_NET}.1", f"{PUBLIC_NET}.2", 8765
 TURN_USER, TURN_PASSWORD = "rtclab", "rtclab"
+#: coturn serves TURN over UDP and TCP on 3478 and over TLS on 443, where deployments put it
+#: for networks that let out only HTTPS (``tcp-443-only``)
+TURN_TLS_PORT = 443
 
 _live: set[NetnsNetwork] = set()
 _handlers_installed = False
@@ -102,6 +110,7 @@ class NetnsNetwork:
     peers: list[NetnsPeer] = field(default_factory=list)
     _free_ips: deque[int] = field(default_factory=lambda: deque(range(10, 255)))
     _workdir: Path | None = None
+    _tls: TlsFiles | None = None
     _closed: bool = False
 
     def __hash__(self) -> int:
@@ -152,8 +161,14 @@ class NetnsNetwork:
         self._processes.append(process)
         return process
 
+    @property
+    def ca_file(self) -> Path | None:
+        """The CA that signed coturn's certificate (peers trust it for ``turns:``)."""
+        return None if self._tls is None else self._tls.ca_file
+
     def _start_coturn(self) -> None:
         assert self._workdir is not None
+        self._tls = generate_certificate(self._workdir, (STUN_IP,))
         conf = self._workdir / "turnserver.conf"
         conf.write_text(
             "\n".join(
@@ -169,7 +184,12 @@ class NetnsNetwork:
                     "lt-cred-mech",
                     f"user={TURN_USER}:{TURN_PASSWORD}",
                     "fingerprint",
-                    "no-tls",
+                    f"tls-listening-port={TURN_TLS_PORT}",
+                    f"alt-tls-listening-port={TURN_TLS_PORT + 1}",
+                    f"cert={self._tls.cert_file}",
+                    f"pkey={self._tls.key_file}",
+                    "no-tlsv1",
+                    "no-tlsv1_1",
                     "no-dtls",
                     "no-cli",
                     "no-tcp-relay",
@@ -181,7 +201,8 @@ class NetnsNetwork:
             + "\n"
         )
         self._spawn(self.public, "turnserver", "-c", str(conf), log="coturn.log")
-        self._wait_udp(self.public, STUN_IP, 3478)
+        self._wait_listening(self.public, STUN_IP, 3478)
+        self._wait_listening(self.public, STUN_IP, TURN_TLS_PORT, tcp=True)
 
     def _start_signaling(self) -> None:
         self._spawn(
@@ -196,10 +217,11 @@ class NetnsNetwork:
             time.sleep(0.1)
         raise RuntimeError("the signaling server did not start in the public namespace")
 
-    def _wait_udp(self, namespace: str, ip: str, port: int) -> None:
+    def _wait_listening(self, namespace: str, ip: str, port: int, tcp: bool = False) -> None:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            out = run("ip", "netns", "exec", namespace, "ss", "-lun", check=False)
+            out = run("ip", "netns", "exec", namespace, "ss", "-ltn" if tcp else "-lun",
+                      check=False)  # fmt: skip
             if f"{ip}:{port}" in out:
                 return
             time.sleep(0.1)
@@ -209,11 +231,18 @@ class NetnsNetwork:
     def signaling_url(self) -> str:
         return f"ws://{STUN_IP}:{SIGNALING_PORT}/signal"
 
-    def ice_servers(self, *, turn: bool) -> list[dict[str, Any]]:
-        servers: list[dict[str, Any]] = [{"urls": f"stun:{STUN_IP}:3478"}]
-        if turn:
-            servers.append({"urls": f"turn:{STUN_IP}:3478?transport=udp",
-                            "username": TURN_USER, "credential": TURN_PASSWORD})  # fmt: skip
+    def ice_servers(
+        self, *, turn: bool, transports: tuple[str, ...] = ("udp",), stun: bool = True
+    ) -> list[dict[str, Any]]:
+        """``RTCIceServer`` dicts: coturn's STUN, and its TURN over each of ``transports``
+        (``udp``, ``tcp``, ``tls``; TLS needs :attr:`ca_file` trusted)."""
+        servers: list[dict[str, Any]] = [{"urls": f"stun:{STUN_IP}:3478"}] if stun else []
+        urls = {"udp": f"turn:{STUN_IP}:3478?transport=udp",
+                "tcp": f"turn:{STUN_IP}:3478?transport=tcp",
+                "tls": f"turns:{STUN_IP}:{TURN_TLS_PORT}?transport=tcp"}  # fmt: skip
+        for transport in transports if turn else ():
+            servers.append({"urls": urls[transport], "username": TURN_USER,
+                            "credential": TURN_PASSWORD})  # fmt: skip
         return servers
 
     def _take_public_ip(self) -> str:
@@ -264,8 +293,14 @@ class NetnsNetwork:
         rate_kbps: float | None = None,
         link: Link | None = None,
         seed: int = 0,
+        firewall: str | Firewall | None = None,
+        mapping_lifetime_s: float | None = None,
     ) -> NetnsHost:
-        """A host namespace behind its own router with ``preset`` (see :data:`NETNS_PRESETS`).
+        """A host namespace behind its own router with ``preset`` (see :data:`NETNS_PRESETS`),
+        and behind ``firewall`` (a preset such as ``"udp-blocked"``: nftables in the host's
+        own namespace; the signaling server stays reachable). ``mapping_lifetime_s`` sets
+        how long the router keeps an idle UDP mapping: its conntrack UDP timeouts (a
+        per-namespace sysctl, whole seconds) and its cone sets; default 120 s (``stream``).
 
         ``link`` impairs the host's UDP both ways with the emulated network's model, applied
         in userspace through NFQUEUE (this kernel has no netem); ``rate_kbps`` alone uses
@@ -275,6 +310,10 @@ class NetnsNetwork:
             raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(NETNS_PRESETS)}")
         if name in self.hosts:
             raise ValueError(f"host {name!r} exists")
+        policy = _firewall(firewall)
+        if mapping_lifetime_s is not None and preset == "open":
+            raise ValueError("'open' has no NAT, so no mapping lifetime")
+        lifetime = None if mapping_lifetime_s is None else max(1, math.ceil(mapping_lifetime_s))
         index = next(self._counter)  # never reused: names and subnets stay unique
         public_ip = self._take_public_ip()
         made = len(self._namespaces)
@@ -296,13 +335,21 @@ class NetnsNetwork:
                 run("ip", "-n", ns, "link", "set", "eth0", "up")
                 run("ip", "-n", ns, "route", "add", "default", "via", f"{lan}.1")
                 run("ip", "netns", "exec", router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-                rules = router_rules(preset, f"{lan}.2")
+                if lifetime is not None:
+                    run("ip", "netns", "exec", router, "sysctl", "-qw",
+                        f"net.netfilter.nf_conntrack_udp_timeout={lifetime}",
+                        f"net.netfilter.nf_conntrack_udp_timeout_stream={lifetime}")  # fmt: skip
+                rules = router_rules(preset, f"{lan}.2", lifetime or MAPPING_LIFETIME_S)
                 run("ip", "netns", "exec", router, "nft", "-f", "-", input=rules)
                 host = NetnsHost(name, ns, f"{lan}.2", preset, router=router, public_ip=public_ip)
                 if rate_kbps is not None:
                     run("ip", "netns", "exec", router, "tc", "qdisc", "add", "dev", "wan",
                          "root", "tbf", "rate", f"{int(rate_kbps)}kbit", "burst", "16kbit",
                          "latency", "200ms")  # fmt: skip
+            if policy is not None:
+                rules = firewall_rules(policy, allow=(STUN_IP, SIGNALING_PORT))
+                run("ip", "netns", "exec", ns, "nft", "-f", "-", input=rules)
+                host.firewall = policy.name
         except BaseException:
             for namespace in self._namespaces[made:]:
                 delete_namespace(namespace)
