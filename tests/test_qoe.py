@@ -294,7 +294,8 @@ async def test_a_one_second_outage_is_one_freeze_of_about_a_second() -> None:
     # after the last poll read them)
     assert 1 <= video["freeze_count"].sum() <= counters.freeze_count
     total = video["total_freezes_duration_ms"].sum()
-    assert max(freezes) <= total <= counters.total_freezes_duration_ms + 1
+    # the freeze event carries the duration rounded to 0.1 ms, the columns do not
+    assert max(freezes) - 0.05 <= total <= counters.total_freezes_duration_ms + 1
     assert 800 <= max(freezes) <= 1200, freezes
     # aiortc retransmits what NACKs ask for (its history outlasts 1 s of video): the frames
     # captured during the outage arrive late, not never
