@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh --test
 echo "== ruff"; .venv/bin/ruff check rtclab tests && .venv/bin/ruff format --check -q rtclab tests bench
 echo "== mypy"; .venv/bin/mypy
-echo "== pytest"; exec .venv/bin/pytest -q -p no:cacheprovider "$@"
+echo "== pytest"; exec .venv/bin/pytest -q -p no:cacheprovider --durations=25 "$@"
