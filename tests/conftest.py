@@ -48,6 +48,20 @@ async def make_peer(server: SignalingServer) -> AsyncIterator[Callable[..., Awai
         await asyncio.gather(*(p.close() for p in peers), return_exceptions=True)
 
 
+@pytest.fixture(scope="session")
+def dask_client() -> Iterator[Any]:
+    """One Dask ``LocalCluster`` of two worker processes for the whole session: its start
+    (a second or two, and each worker's first import of rtclab) is paid once."""
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        yield client
+
+
 @pytest.fixture
 async def coturn() -> AsyncIterator[Coturn]:
     """A real coturn on free loopback ports (UDP, TCP, TLS with a generated CA), always

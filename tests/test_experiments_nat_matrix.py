@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
@@ -48,21 +49,14 @@ async def test_matrix_in_this_loop() -> None:
     assert result.frame["connected"].tolist() == [True, True, True, False]
 
 
-async def test_matrix_on_a_dask_local_cluster() -> None:
-    distributed = pytest.importorskip("distributed")
-    with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
-        result = await nat_matrix(
-            ["full-cone", "symmetric"],
-            turn=[False, True],
-            client=client,
-            concurrency=2,
-            progress=False,
-        )
+async def test_matrix_on_a_dask_local_cluster(dask_client: Any) -> None:
+    result = await nat_matrix(
+        ["full-cone", "symmetric"],
+        turn=[False, True],
+        client=dask_client,
+        concurrency=2,
+        progress=False,
+    )
     assert len(result.frame) == 8
     assert result.mismatches.empty
 

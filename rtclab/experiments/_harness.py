@@ -1,14 +1,16 @@
-"""What every experiment repeats, once: a result type, a progress bar, a peer pair brought
-up and read (connection row, selected path, first SCTP round trip)."""
+"""What every experiment repeats, once: a result type, a progress bar, scenarios run here,
+in local processes or on a Dask cluster, a peer pair brought up and read (connection row,
+selected path, first SCTP round trip)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -27,8 +29,12 @@ __all__ = [
     "connect_pair",
     "path_columns",
     "progress_bar",
+    "run_scenarios",
     "settled_sctp_rtt",
 ]
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass
@@ -65,6 +71,72 @@ def progress_bar(total: int, desc: str, unit: str, enabled: bool = True) -> tqdm
     """A tqdm bar: a widget in Jupyter (``tqdm.auto``), text on stderr elsewhere; ``update``
     it with ``set_postfix_str(label)`` then ``update(1)``. Disabled: a silent no-op bar."""
     return tqdm(total=total, desc=desc, unit=unit, disable=not enabled)
+
+
+async def run_scenarios(
+    items: Sequence[T],
+    *,
+    here: Callable[[list[T], Callable[[R], None]], Awaitable[list[R]]],
+    batch: Callable[[list[T]], list[R]],
+    batch_size: int = 1,
+    client: Any = None,
+    workers: int | None = 0,
+    desc: str,
+    unit: str,
+    postfix: Callable[[R], str] = str,
+    progress: bool = True,
+) -> list[R]:
+    """Run every item, one result each, in ``items``' order, with a progress bar.
+
+    ``here(items, done)`` runs them all in this event loop (a Jupyter kernel's included),
+    calling ``done(result)`` as each finishes. Otherwise items go in batches of
+    ``batch_size`` to ``batch``, a picklable function that runs one batch in a fresh event
+    loop: on a Dask ``client``'s cluster, or in ``workers`` local processes (``None``: one
+    per CPU). ``workers=0``, or fewer items than one batch, stays here: a process would
+    only add its start-up time.
+    """
+    bar = progress_bar(len(items), desc, unit, progress)
+
+    def done(result: R) -> None:
+        bar.set_postfix_str(postfix(result))
+        bar.update(1)
+
+    batches = [list(items[i : i + batch_size]) for i in range(0, len(items), batch_size)]
+    results: list[list[R]] = [[] for _ in batches]
+    try:
+        if client is None and (workers == 0 or len(batches) <= 1):
+            return await here(list(items), done)
+        if client is not None:
+            from distributed import as_completed
+
+            futures = client.map(batch, batches, pure=False)
+            index = {future.key: i for i, future in enumerate(futures)}
+            completed = as_completed(futures)  # type: ignore[no-untyped-call]
+            # the iterator blocks: each wait in a thread, so the loop (and the bar) go on
+            while (future := await asyncio.to_thread(next, completed, None)) is not None:
+                rows = await asyncio.to_thread(future.result)
+                results[index[future.key]] = rows
+                for row in rows:
+                    done(row)
+        else:
+            import concurrent.futures
+            import multiprocessing
+
+            # spawn, not fork: the caller may be a Jupyter kernel with threads and a loop
+            context = multiprocessing.get_context("spawn")
+            count = min(workers or os.cpu_count() or 1, len(batches))
+            loop = asyncio.get_running_loop()
+            with concurrent.futures.ProcessPoolExecutor(count, mp_context=context) as pool:
+
+                async def one(i: int) -> None:
+                    results[i] = await loop.run_in_executor(pool, batch, batches[i])
+                    for row in results[i]:
+                        done(row)
+
+                await asyncio.gather(*(one(i) for i in range(len(batches))))
+    finally:
+        bar.close()
+    return [row for rows in results for row in rows]
 
 
 async def connect_pair(

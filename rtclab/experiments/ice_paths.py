@@ -4,7 +4,8 @@ Each scenario is an ICE transport policy (``all``/``relay``), a set of TURN tran
 (udp/tcp/tls) and whether a STUN server is offered. One run = two fresh peers in a fresh room
 on a shared signaling server (and one real coturn on loopback when a scenario needs it),
 ``media_seconds`` of synthetic media, then one row: did it connect, how fast, which pair
-was selected, RTT and bitrate. Runs are sequential so they do not compete for the CPU.
+was selected, RTT and bitrate. Runs are sequential so they do not compete for the CPU,
+unless spread over local processes or a Dask cluster (``workers``, ``client``).
 
 With ``firewall=`` (``"udp-blocked"``, ``"tcp-443-only"``) the runs move to Linux namespaces
 (root): the offerer's host sits behind that firewall (and the NAT ``nat``), the answerer on
@@ -31,7 +32,7 @@ import pandas as pd
 
 from ..ice.config import LOOPBACK, IceConfig, IceTransportPolicy
 from ..net.firewall import IcePath, predict_paths
-from ._harness import ExperimentResult, connect_pair, path_columns, progress_bar
+from ._harness import ExperimentResult, connect_pair, path_columns, run_scenarios
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -179,6 +180,8 @@ async def compare_ice_paths(
     on_run: Callable[[dict[str, Any]], object] | None = None,
     firewall: str | None = None,
     nat: str = "open",
+    workers: int | None = 0,
+    client: Any = None,
 ) -> IcePathComparison:
     """Run every scenario ``repetitions`` times; one result row per run.
 
@@ -190,10 +193,12 @@ async def compare_ice_paths(
     if a scenario needs STUN/TURN and stopped at the end. ``signaling_url`` likewise reuses
     a running server (``lab.url``). A failed run is a row with ``connected=False`` and the
     peer's named ``error``, never an exception: comparing failures is part of the point.
-    """
-    from ..signaling.server import SignalingServer
-    from ..stats.collector import StatsCollector
 
+    Runs go one after the other in this event loop (``workers=0``, the default), or one
+    repetition of every scenario per task in ``workers`` local processes (``None``: one per
+    CPU) or on a Dask ``client``'s cluster, each task with its own coturn and signaling
+    server (unless ``signaling_url`` is given): faster, but parallel runs share the CPU.
+    """
     chosen = tuple(scenarios) if scenarios is not None else DEFAULT_SCENARIOS
     if not chosen:
         raise ValueError("give at least one scenario")
@@ -201,46 +206,96 @@ async def compare_ice_paths(
         raise ValueError("scenario names must be unique")
     if repetitions < 1:
         raise ValueError("repetitions must be >= 1")
+    if firewall is not None and (client is not None or workers != 0):
+        raise ValueError("firewall= runs in this machine's namespaces: drop workers/client")
     began = time.monotonic()
-    rows: list[dict[str, Any]] = []
-    async with contextlib.AsyncExitStack() as stack:
-        if firewall is not None:
-            run_one = await _namespace_runs(stack, firewall, nat, connect_timeout, media_seconds)
-        else:
-            if coturn is None and any(s.needs_coturn for s in chosen):
-                from ..ice.coturn import Coturn
+    # interleaved: drift affects every scenario alike
+    runs = [
+        (scenario, repetition, repetition * len(chosen) + i + 1)
+        for repetition in range(repetitions)
+        for i, scenario in enumerate(chosen)
+    ]
+    options: dict[str, Any] = {
+        "signaling_url": signaling_url, "stats_interval": stats_interval,
+        "connect_timeout": connect_timeout, "media_seconds": media_seconds,
+        "interfaces": interfaces,
+        "peer_options": {"video": video, "audio": audio, "width": width, "height": height},
+    }  # fmt: skip
 
-                coturn = await stack.enter_async_context(Coturn())
-            if signaling_url is None:
-                server = await stack.enter_async_context(SignalingServer(port=0))
-                signaling_url = server.url
-            collector = StatsCollector(interval=stats_interval, window=None)
-            await collector.start()
-            stack.push_async_callback(collector.stop)
-            run_one = functools.partial(
-                _one_run, coturn=coturn, signaling_url=signaling_url, collector=collector,
-                connect_timeout=connect_timeout, media_seconds=media_seconds,
-                interfaces=interfaces,
-                peer_options={"video": video, "audio": audio, "width": width, "height": height},
-            )  # fmt: skip
-        bar = progress_bar(len(chosen) * repetitions, "ICE paths", "run", progress)
-        stack.callback(bar.close)
-        run = 0
-        for repetition in range(repetitions):
-            for scenario in chosen:  # interleaved: drift affects every scenario alike
-                run += 1
-                row = await run_one(scenario, repetition, run)
-                rows.append(row)
-                if on_run is not None:
-                    on_run(row)
-                ok = "ok" if row["connected"] else "FAILED"
-                bar.set_postfix_str(f"{scenario.name} #{repetition + 1} {ok}")
-                bar.update(1)
+    async def here(
+        items: list[_Run], done: Callable[[dict[str, Any]], None]
+    ) -> list[dict[str, Any]]:
+        if firewall is None:
+            return await _run_batch(items, options, coturn, done)
+        async with contextlib.AsyncExitStack() as stack:
+            run_one = await _namespace_runs(stack, firewall, nat, connect_timeout, media_seconds)
+            rows = []
+            for scenario, repetition, run in items:
+                rows.append(await run_one(scenario, repetition, run))
+                done(rows[-1])
+            return rows
+
+    def finished(row: dict[str, Any]) -> str:
+        if on_run is not None:
+            on_run(row)
+        ok = "ok" if row["connected"] else "FAILED"
+        return f"{row['scenario']} #{row['repetition']} {ok}"
+
+    rows = await run_scenarios(
+        runs, here=here, batch=functools.partial(run_batch, options=options),
+        batch_size=len(chosen), client=client, workers=workers, desc="ICE paths", unit="run",
+        postfix=finished, progress=progress,
+    )  # fmt: skip
     frame = _frame(rows, [s.name for s in chosen])
     result = IcePathComparison(frame, scenarios=chosen, elapsed_s=time.monotonic() - began)
     if csv is not None:
         result.to_csv(csv)
     return result
+
+
+_Run = tuple[Scenario, int, int]  # scenario, repetition (from 0), run number (from 1)
+
+
+async def _run_batch(
+    runs: list[_Run],
+    options: dict[str, Any],
+    coturn: Coturn | None = None,
+    done: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Runs one after the other on one signaling server and coturn (each started here
+    unless given), sampled by one collector."""
+    from ..signaling.server import SignalingServer
+    from ..stats.collector import StatsCollector
+
+    rows: list[dict[str, Any]] = []
+    async with contextlib.AsyncExitStack() as stack:
+        if coturn is None and any(scenario.needs_coturn for scenario, _, _ in runs):
+            from ..ice.coturn import Coturn
+
+            coturn = await stack.enter_async_context(Coturn())
+        url = options["signaling_url"]
+        if url is None:
+            server = await stack.enter_async_context(SignalingServer(port=0))
+            url = server.url
+        collector = StatsCollector(interval=options["stats_interval"], window=None)
+        await collector.start()
+        stack.push_async_callback(collector.stop)
+        for scenario, repetition, run in runs:
+            row = await _one_run(
+                scenario, repetition, run, coturn=coturn, signaling_url=url,
+                collector=collector, connect_timeout=options["connect_timeout"],
+                media_seconds=options["media_seconds"], interfaces=options["interfaces"],
+                peer_options=options["peer_options"],
+            )  # fmt: skip
+            rows.append(row)
+            if done is not None:
+                done(row)
+    return rows
+
+
+def run_batch(runs: list[_Run], options: dict[str, Any]) -> list[dict[str, Any]]:
+    """Runs in a fresh event loop, with their own coturn: what a process or Dask task calls."""
+    return asyncio.run(_run_batch(runs, options))
 
 
 async def _one_run(

@@ -3,25 +3,27 @@
 Each setting gets a fresh emulated network where the sender's access link carries the
 impairment in both directions (so a one-way ``delay_ms`` of 50 shows up as ~100 ms RTT)
 and the receiver's link is clean. One video stream (synthetic, VP8) runs for ``duration``
-seconds while a :class:`~rtclab.stats.StatsCollector` samples both peers. Everything runs
-in the caller's loop (a Jupyter kernel's included), one setting after the other.
+seconds while a :class:`~rtclab.stats.StatsCollector` samples both peers. Settings run in
+the caller's loop (a Jupyter kernel's included), one after the other, or in parallel in
+local processes or on a Dask cluster.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
 from ..net.link import Link
-from ._harness import ExperimentResult, connect_pair, progress_bar
+from ._harness import ExperimentResult, connect_pair, run_scenarios
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -46,6 +48,8 @@ SUMMARY_COLUMNS = [
     "packets_sent",
     "error",
 ]
+
+_Run = tuple[dict[str, Any], pd.DataFrame]  # one setting: its summary row and its samples
 
 
 def _label(link: Link) -> str:
@@ -115,6 +119,8 @@ async def impairment_sweep(
     seed: int = 0,
     signaling_url: str | None = None,
     backend: Literal["emulated", "netns"] = "emulated",
+    workers: int | None = 0,
+    client: Any = None,
     progress: bool = True,
 ) -> ImpairmentSweep:
     """Every combination of the given values (or the explicit ``links``) -> one run each.
@@ -126,13 +132,15 @@ async def impairment_sweep(
     ``link_loss_fraction`` (of ``link_packets_sent``), ``bitrate_kbps`` and
     ``frames_per_second`` received (medians).
 
+    Settings run one after the other in this event loop (``workers=0``, the default: they
+    do not compete for the CPU), in ``workers`` local processes (``None``: one per CPU) or
+    on a Dask ``client``'s cluster, one setting per task, each with its own signaling
+    server unless ``signaling_url`` is given; a process cannot share this loop's.
+
     ``backend="netns"`` (root only) runs each setting between two namespace hosts instead,
     the link applied in userspace through NFQUEUE, the peers as processes reporting their
     stats rows here: the same frames, from real sockets and kernel routing.
     """
-    from ..signaling.server import SignalingServer
-    from ..stats.collector import StatsCollector
-
     settings = (
         list(links)
         if links is not None
@@ -142,42 +150,74 @@ async def impairment_sweep(
         raise ValueError("the grid is empty")
     if duration <= 0:
         raise ValueError("duration must be positive (seconds)")
+    if backend == "netns" and (client is not None or workers != 0):
+        raise ValueError("backend='netns' runs in this machine's namespaces: drop workers/client")
     began = time.monotonic()
-    rows: list[dict[str, Any]] = []
-    samples: list[pd.DataFrame] = []
-    bar = progress_bar(len(settings), "impairment sweep", "setting", progress)
-    async with contextlib.AsyncExitStack() as stack:
-        if backend == "netns":
-            from ..net.netns import NetnsNetwork, require_netns
+    items = [_Setting(i, link, seed + i) for i, link in enumerate(settings)]
+    options: dict[str, Any] = {
+        "duration": duration, "stats_interval": stats_interval,
+        "signaling_url": signaling_url, "backend": backend,
+        "peer_options": {"width": width, "height": height, "fps": fps},
+    }  # fmt: skip
 
-            require_netns()
-            net = stack.enter_context(NetnsNetwork())
-        elif signaling_url is None:
-            server = await stack.enter_async_context(SignalingServer(port=0))
-            signaling_url = server.url
-        stack.callback(bar.close)
-        for index, link in enumerate(settings):
-            setting = _Setting(
-                index, link, StatsCollector(interval=stats_interval, window=None), duration,
-                seed + index, {"width": width, "height": height, "fps": fps},
-            )  # fmt: skip
-            if backend == "netns":
-                row, frame = await _one_netns_setting(net, setting, stats_interval)
-            else:
-                assert signaling_url is not None
-                row, frame = await _one_setting(setting, signaling_url)
-            rows.append(row)
-            samples.append(frame)
-            bar.set_postfix_str(f"{row['setting']}: rtt {row.get('rtt_ms', math.nan):.0f} ms")
-            bar.update(1)
-    summary = pd.DataFrame(rows).reindex(columns=SUMMARY_COLUMNS)
+    async def here(items: list[_Setting], done: Callable[[_Run], None]) -> list[_Run]:
+        return await _run_settings(items, options, done)
+
+    def label(run: _Run) -> str:
+        row = run[0]
+        return f"{row['setting']}: rtt {row.get('rtt_ms', math.nan):.0f} ms"
+
+    runs = await run_scenarios(
+        items, here=here, batch=functools.partial(run_settings, options=options),
+        client=client, workers=workers, desc="impairment sweep", unit="setting",
+        postfix=label, progress=progress,
+    )  # fmt: skip
+    summary = pd.DataFrame([row for row, _ in runs]).reindex(columns=SUMMARY_COLUMNS)
     for column in SUMMARY_COLUMNS[1:]:
         if column not in ("setting", "connected", "error"):
             summary[column] = pd.to_numeric(summary[column], errors="coerce").astype("float64")
     summary["connected"] = summary["connected"].fillna(False).astype(bool)
-    nonempty = [s for s in samples if not s.empty]
+    nonempty = [frame for _, frame in runs if not frame.empty]
     all_samples = pd.concat(nonempty, ignore_index=True) if nonempty else pd.DataFrame()
     return ImpairmentSweep(summary, samples=all_samples, elapsed_s=time.monotonic() - began)
+
+
+async def _run_settings(
+    items: list[_Setting], options: dict[str, Any], done: Callable[[_Run], None] | None = None
+) -> list[_Run]:
+    """Settings one after the other on one signaling server (or namespace network)."""
+    from ..signaling.server import SignalingServer
+    from ..stats.collector import StatsCollector
+
+    runs: list[_Run] = []
+    interval = float(options["stats_interval"])
+    net: Any = None
+    async with contextlib.AsyncExitStack() as stack:
+        url = options["signaling_url"]
+        if options["backend"] == "netns":
+            from ..net.netns import NetnsNetwork, require_netns
+
+            require_netns()
+            net = stack.enter_context(NetnsNetwork())
+        elif url is None:
+            server = await stack.enter_async_context(SignalingServer(port=0))
+            url = server.url
+        for setting in items:
+            collector = StatsCollector(interval=interval, window=None)
+            run = (
+                await _one_netns_setting(net, setting, collector, options)
+                if options["backend"] == "netns"
+                else await _one_setting(setting, collector, options, url)
+            )
+            runs.append(run)
+            if done is not None:
+                done(run)
+    return runs
+
+
+def run_settings(items: list[_Setting], options: dict[str, Any]) -> list[_Run]:
+    """Settings in a fresh event loop: what a worker process or a Dask task calls."""
+    return asyncio.run(_run_settings(items, options))
 
 
 def _setting_row(link: Link) -> dict[str, Any]:
@@ -194,14 +234,11 @@ def _setting_row(link: Link) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class _Setting:
-    """One point of the grid and what both backends need to run it."""
+    """One point of the grid: picklable, so a process or a Dask worker can run it."""
 
     index: int
     link: Link
-    collector: Any
-    duration: float
     seed: int
-    peer_options: dict[str, Any]
 
     @property
     def room(self) -> str:
@@ -209,20 +246,19 @@ class _Setting:
 
 
 async def _one_setting(
-    setting: _Setting, signaling_url: str
-) -> tuple[dict[str, Any], pd.DataFrame]:
+    setting: _Setting, collector: Any, options: dict[str, Any], signaling_url: str
+) -> _Run:
     from ..net.emulated import Network
     from ..peer.peer import Peer
 
     row = _setting_row(setting.link)
-    collector = setting.collector
     frame = pd.DataFrame()
     with Network(seed=setting.seed) as net:
         sender_host = net.host("sender", link=setting.link)
         ice = net.ice_config(stun=False, connect_timeout=10.0)
         common: dict[str, Any] = {"room": setting.room, "ice": ice, "audio": False, "data": False}
         sender = Peer(
-            "sender", signaling_url, network=sender_host, **common, **setting.peer_options
+            "sender", signaling_url, network=sender_host, **common, **options["peer_options"]
         )
         receiver = Peer(
             "receiver", signaling_url, network=net.host("receiver"), video=False, **common
@@ -236,7 +272,7 @@ async def _one_setting(
                 collector.add(sender)
                 collector.add(receiver)
                 await collector.start()
-                frame = await _observe(row, collector, setting.duration)
+                frame = await _observe(row, collector, options["duration"])
                 await collector.stop()
                 row.update(_link_loss(sender_host.up.lost, sender_host.up.sent))
         finally:
@@ -245,18 +281,18 @@ async def _one_setting(
 
 
 async def _one_netns_setting(
-    net: Any, setting: _Setting, stats_interval: float
-) -> tuple[dict[str, Any], pd.DataFrame]:
+    net: Any, setting: _Setting, collector: Any, options: dict[str, Any]
+) -> _Run:
     """One setting between two open namespace hosts, the sender's link impaired."""
     row = _setting_row(setting.link)
     index = setting.index
     sender_host = net.host(f"s{index}", "open", link=setting.link, seed=setting.seed)
     receiver_host = net.host(f"r{index}", "open")
     common: dict[str, Any] = {
-        "room": setting.room, "lab": setting.collector, "turn": False, "data": False,
-        "stats_interval": stats_interval,
+        "room": setting.room, "lab": collector, "turn": False, "data": False,
+        "stats_interval": options["stats_interval"],
     }  # fmt: skip
-    sender = await net.peer(sender_host, "sender", **common, **setting.peer_options)
+    sender = await net.peer(sender_host, "sender", **common, **options["peer_options"])
     receiver = await net.peer(receiver_host, "receiver", video=False, **common)
     frame = pd.DataFrame()
     try:
@@ -266,7 +302,7 @@ async def _one_netns_setting(
         except (ConnectionError, TimeoutError) as exc:
             row["error"] = str(exc)
         if row["connected"]:
-            frame = await _observe(row, setting.collector, setting.duration)
+            frame = await _observe(row, collector, options["duration"])
     finally:
         await asyncio.gather(sender.close(), receiver.close(), return_exceptions=True)
         if sender_host.impairment is not None:

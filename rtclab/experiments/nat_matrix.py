@@ -11,11 +11,11 @@ given a ``client``: each batch is a plain picklable function call returning rows
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
@@ -28,7 +28,7 @@ from ._harness import (
     ExperimentResult,
     connect_pair,
     path_columns,
-    progress_bar,
+    run_scenarios,
     settled_sctp_rtt,
 )
 from .netns_runner import close_shared, run_netns_scenario
@@ -202,12 +202,13 @@ async def _run_many(
         return list(await asyncio.gather(*(one(s) for s in scenarios)))
 
 
-def run_batch(scenarios: Sequence[dict[str, Any]], options: dict[str, Any]) -> list[dict[str, Any]]:
-    """Run a batch in a fresh event loop (what a worker process or a Dask task calls).
-
-    Plain dicts in and out, so it pickles anywhere (process pools, Dask, ...).
-    """
-    return asyncio.run(_run_many([NatScenario(**s) for s in scenarios], options))
+def run_batch(
+    scenarios: Sequence[NatScenario | dict[str, Any]], options: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Run a batch in a fresh event loop (what a worker process or a Dask task calls);
+    scenarios as :class:`NatScenario` or its fields in a dict, rows out."""
+    chosen = [s if isinstance(s, NatScenario) else NatScenario(**s) for s in scenarios]
+    return asyncio.run(_run_many(chosen, options))
 
 
 @dataclass
@@ -240,10 +241,6 @@ class NatMatrix(ExperimentResult):
         table = cells.pivot_table(index="a", columns="b", values="cell", aggfunc="first")
         out: pd.DataFrame = table.reindex(index=list(self.presets), columns=list(self.presets))
         return out
-
-
-def _batches(items: list[NatScenario], size: int) -> list[list[dict[str, Any]]]:
-    return [[asdict(s) for s in items[i : i + size]] for i in range(0, len(items), size)]
 
 
 async def nat_matrix(
@@ -296,53 +293,31 @@ async def nat_matrix(
         "concurrency": concurrency,
     }
     began = time.monotonic()
-    bar = progress_bar(len(scenarios), "NAT matrix", "scenario", progress)
-    rows: list[dict[str, Any]] = []
+
+    def label(row: dict[str, Any]) -> str:
+        outcome = "ok" if row["connected"] else "failed"
+        return f"{row['a']}<->{row['b']} {row['servers']}: {outcome}"
+
+    async def here(
+        items: list[NatScenario], done: Callable[[dict[str, Any]], None]
+    ) -> list[dict[str, Any]]:
+        try:
+            return await _run_many(items, options, on_row=done)
+        finally:
+            if any(s.backend == "netns" for s in items):
+                close_shared()
+
     # namespace scenarios run their peers as processes already: they stay in this loop
     local = [s for s in scenarios if s.backend == "netns"]
-    scenarios = [s for s in scenarios if s.backend != "netns"]
-
-    def done(batch_rows: list[dict[str, Any]]) -> None:
-        rows.extend(batch_rows)
-        for row in batch_rows:
-            outcome = "ok" if row["connected"] else "failed"
-            bar.set_postfix_str(f"{row['a']}<->{row['b']} {row['servers']}: {outcome}")
-            bar.update(1)
-
-    try:
-        if local:
-            try:
-                await _run_many(local, options, on_row=lambda r: done([r]))
-            finally:
-                close_shared()
-        if not scenarios:
-            pass
-        elif client is not None:
-            futures = client.map(
-                run_batch, _batches(scenarios, concurrency), options=options, pure=False
-            )
-            for batch_rows in await asyncio.to_thread(client.gather, futures):
-                done(batch_rows)
-        elif workers == 0 or len(scenarios) <= concurrency:
-            # in this loop: netns scenarios need no process of their own either
-            await _run_many(scenarios, options, on_row=lambda r: done([r]))
-        else:
-            import concurrent.futures
-            import multiprocessing
-
-            count = workers or os.cpu_count() or 1
-            # spawn, not fork: the caller may be a Jupyter kernel with threads and a loop
-            context = multiprocessing.get_context("spawn")
-            loop = asyncio.get_running_loop()
-            with concurrent.futures.ProcessPoolExecutor(count, mp_context=context) as pool:
-                pending = [
-                    loop.run_in_executor(pool, run_batch, batch, options)
-                    for batch in _batches(scenarios, concurrency)
-                ]
-                for next_done in asyncio.as_completed(pending):
-                    done(await next_done)
-    finally:
-        bar.close()
+    elsewhere = [s for s in scenarios if s.backend != "netns"]
+    run = functools.partial(
+        run_scenarios, here=here, batch=functools.partial(run_batch, options=options),
+        batch_size=concurrency, desc="NAT matrix", unit="scenario", postfix=label,
+        progress=progress,
+    )  # fmt: skip
+    rows = await run(local, workers=0) if local else []
+    if elsewhere:
+        rows += await run(elsewhere, workers=workers, client=client)
     return NatMatrix(_frame(rows, chosen), presets=chosen, elapsed_s=time.monotonic() - began)
 
 
