@@ -25,6 +25,7 @@ _EXPORTS = {
     "IceServer": "rtclab.ice.config",
     "Lab": "rtclab.lab",
     "Link": "rtclab.net",
+    "load_test": "rtclab.experiments",
     "LossBasedAimd": "rtclab.cc",
     "Network": "rtclab.net",
     "Peer": "rtclab.peer",
@@ -58,6 +59,7 @@ __all__ = [
     "__version__",
     "compare_ice_paths",
     "doctor",
+    "load_test",
     "read_events_csv",
     "read_frames_csv",
     "read_samples_csv",
@@ -65,7 +67,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .cc import BandwidthEstimator, DelayBasedEstimator, LossBasedAimd
-    from .experiments import compare_ice_paths
+    from .experiments import compare_ice_paths, load_test
     from .ice.config import IceConfig, IceServer
     from .ice.coturn import Coturn
     from .ice.turn_doctor import doctor

@@ -1,4 +1,5 @@
-"""The ``rtclab`` command: ``demo``, ``serve``, ``turn-credentials``, ``turn-check``, ``peer``."""
+"""The ``rtclab`` command: ``demo``, ``serve``, ``turn-credentials``, ``turn-check``, ``peer``,
+``load``."""
 
 from __future__ import annotations
 
@@ -259,6 +260,28 @@ def _peer(args: argparse.Namespace) -> int:
     )
 
 
+def _load(args: argparse.Namespace) -> int:
+    from .experiments.load import load_test
+
+    if min(args.peers, args.rooms, args.workers or 1) < 1:
+        raise UsageError("--peers, --rooms and --workers must be at least 1")
+    try:
+        result = asyncio.run(load_test(
+            args.peers, args.rooms, args.workers, url=args.url, duration=args.duration,
+            video=args.video, audio=args.audio, width=args.width, height=args.height,
+            fps=args.fps, connect_timeout=args.connect_timeout, progress=not args.quiet,
+        ))  # fmt: skip
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    except ConnectionError as exc:
+        raise UsageError(f"{exc}; start it (rtclab serve) or fix --url") from None
+    print(result.report())
+    if args.csv:
+        result.to_csv(args.csv)
+    done = result.frame["first_frame" if args.video else "connected"]
+    return 0 if bool(done.all()) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rtclab", description="A WebRTC lab: signaling, aiortc peers, stats."
@@ -408,7 +431,49 @@ def build_parser() -> argparse.ArgumentParser:
         help="bandwidth estimator for the video it receives, e.g. rtclab.cc:LossBasedAimd "
         "(default: aiortc's own)",
     )  # fmt: skip
+    _load_parser(sub)
     return parser
+
+
+def _load_parser(sub: Any) -> None:
+    load = _command(
+        sub,
+        "load",
+        _load,
+        help="load-test a signaling server: N aiortc peers in R rooms from W processes",
+        description="Join N peers at once in R rooms (a mesh each), spread over W worker "
+        "processes, against --url or a local server started for the run; print join -> "
+        "connected and join -> first frame percentiles, failures and the server's "
+        "/metrics. Exits 0 when every peer got there, 1 when one did not, 2 on bad input.",
+    )
+    load.add_argument("--peers", type=int, default=6, metavar="N", help="(default: %(default)s)")
+    load.add_argument("--rooms", type=int, default=2, metavar="R", help="(default: %(default)s)")
+    load.add_argument(
+        "--workers", type=int, default=None, metavar="W",
+        help="worker processes (default: one per CPU)",
+    )  # fmt: skip
+    load.add_argument(
+        "--url", help="signaling URL, ws://HOST:PORT/signal[?token=T] (default: a local server)"
+    )
+    load.add_argument(
+        "--duration", type=float, default=5.0, metavar="S",
+        help="seconds to hold the call once everyone is in (default: %(default)s)",
+    )  # fmt: skip
+    load.add_argument(
+        "--video", action=argparse.BooleanOptionalAction, default=True,
+        help="send video (off: data channels only, no first frame)",
+    )  # fmt: skip
+    load.add_argument("--audio", action=argparse.BooleanOptionalAction, default=False,
+                      help="send audio (default: off)")  # fmt: skip
+    load.add_argument("--width", type=int, default=160, help="video width (default: %(default)s)")
+    load.add_argument("--height", type=int, default=120, help="(default: %(default)s)")
+    load.add_argument("--fps", type=float, default=15.0, help="frames/s (default: %(default)s)")
+    load.add_argument(
+        "--connect-timeout", type=float, default=30.0, metavar="S",
+        help="give up on a peer's connections after S seconds (default: %(default)s)",
+    )  # fmt: skip
+    load.add_argument("--csv", metavar="FILE", help="also write one row per peer to FILE")
+    load.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

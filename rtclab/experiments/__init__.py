@@ -10,6 +10,7 @@ from .ice_paths import (
     ice_paths_figure,
 )
 from .impairment import ImpairmentSweep, impairment_figure, impairment_sweep
+from .load import LoadTest, load_test
 from .nat_matrix import NatMatrix, NatScenario, nat_matrix, nat_matrix_figure
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "BindingTimeouts",
     "IcePathComparison",
     "ImpairmentSweep",
+    "LoadTest",
     "NatMatrix",
     "NatScenario",
     "Scenario",
@@ -26,6 +28,7 @@ __all__ = [
     "ice_paths_figure",
     "impairment_figure",
     "impairment_sweep",
+    "load_test",
     "nat_matrix",
     "nat_matrix_figure",
 ]
