@@ -263,7 +263,7 @@ def _peer(args: argparse.Namespace) -> int:
 def _load(args: argparse.Namespace) -> int:
     from .experiments.load import load_test
 
-    if min(args.peers, args.rooms, args.workers or 1) < 1:
+    if min(args.peers, args.rooms, 1 if args.workers is None else args.workers) < 1:
         raise UsageError("--peers, --rooms and --workers must be at least 1")
     try:
         result = asyncio.run(load_test(

@@ -5,17 +5,15 @@ It speaks JSON lines. In on stdin: the spec (its peers, the URL, media options),
 aiortc is imported, one ``row`` per peer as soon as it is connected with a first frame
 from every other member of its room (or failed), ``settled`` when all are, then the
 frame rates received while the call was held and ``done``. The end of stdin also stops
-it, and Linux kills it when its parent dies (``PR_SET_PDEATHSIG``): no orphans.
+it, and Linux kills it when its parent dies (``PR_SET_PDEATHSIG``, asked for between
+fork and exec): no orphans.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import json
 import os
-import signal
 import sys
 import time
 from typing import Any
@@ -24,15 +22,6 @@ from ..ice.config import IceConfig
 from ..peer.peer import Peer
 from ..peer.resilience import Resilience
 from ..signaling.client import SignalingError
-
-
-def _die_with_parent(parent: int) -> None:
-    """Ask Linux for SIGKILL when the parent dies; exit now if it already has."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:
-        os._exit(0)
 
 
 def _send(message: dict[str, Any]) -> None:
@@ -121,7 +110,8 @@ async def run(spec: dict[str, Any], commands: asyncio.StreamReader) -> None:
 
 
 async def _main(parent: int) -> None:
-    _die_with_parent(parent)
+    if os.getppid() != parent:
+        return  # it died before it could ask Linux to kill this process with it
     loop = asyncio.get_running_loop()
     commands = asyncio.StreamReader(limit=1 << 24)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(commands), sys.stdin)
