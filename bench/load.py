@@ -5,13 +5,15 @@
 Each run is ``rtclab.load_test`` against a fresh local server: N peers (160x120 @ 15 fps
 video, no audio) join at once in rooms of ``--room-size``, from W worker processes; the
 table gives join -> connected and join -> first frame percentiles (every remote of the
-room), the frame rate received per stream while the call is held, and failures.
+room), the frame rate received per stream while the call is held, failures, and the
+machine's 1-minute load average before the run (other work shares the cores).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 
 import pandas as pd
 
@@ -31,11 +33,13 @@ async def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0)
     args = parser.parse_args()
     print("| peers | rooms | workers | connected | join->connected p50 / p90 / p99 (ms) "
-          "| join->first frame p50 / p90 / p99 (ms) | fps per stream p50 | failures |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
+          "| join->first frame p50 / p90 / p99 (ms) | fps per stream p50 | failures "
+          "| load avg |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
     for peers in args.peers:
         for workers in args.workers:
             rooms = peers // args.room_size
+            busy = os.getloadavg()[0]  # the 1-minute load average before the run
             result = await load_test(peers, rooms, workers, duration=args.duration,
                                      progress=False)  # fmt: skip
             s = result.summary
@@ -44,7 +48,7 @@ async def main() -> None:
             print(
                 f"| {peers} | {rooms} | {workers} | {int(result.frame['connected'].sum())} "
                 f"| {_pct(s, 'connected_ms')} | {_pct(s, 'first_frame_ms')} "
-                f"| {s.loc['frames_per_second', 'p50']:.1f} | {fails} |",
+                f"| {s.loc['frames_per_second', 'p50']:.1f} | {fails} | {busy:.1f} |",
                 flush=True,
             )
 

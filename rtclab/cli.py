@@ -275,6 +275,9 @@ def _load(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     except ConnectionError as exc:
         raise UsageError(f"{exc}; start it (rtclab serve) or fix --url") from None
+    except TimeoutError as exc:  # the machine is too busy to start the workers
+        print(f"rtclab load: {exc}; try fewer --workers or a quieter machine", file=sys.stderr)
+        return 1
     print(result.report())
     if args.csv:
         result.to_csv(args.csv)

@@ -332,7 +332,7 @@ class _Run:
         """Peers of a worker that ended early: failed, with its exit and last stderr line."""
         proc = self.procs[index]
         tail = self.errors[index][-1] if self.errors[index] else ""
-        reason = f"worker {index} exited (code {proc.returncode}) {tail}".strip()
+        reason = f"worker {index} ended (code {proc.returncode}) before reporting {tail}".strip()
         for p in self.plan:
             if p["worker"] == index and p["name"] not in self.rows:
                 self.rows[p["name"]] = {"peer": p["name"], "room": p["room"], "worker": index,
@@ -352,10 +352,12 @@ class _Run:
         live = [i for i, message in enumerate(ready) if message is not None]
         for i in live:
             self._send(i, b"go\n")
-        settled = await asyncio.wait_for(
-            asyncio.gather(*(self._read(i, "settled") for i in live)), self.timeout
-        )
-        live = [i for i, message in zip(live, settled, strict=True) if message is not None]
+        reads = [asyncio.ensure_future(self._read(i, "settled")) for i in live]
+        await asyncio.wait(reads, timeout=self.timeout)  # a stalled worker: killed at close
+        live = [i for i, read in zip(live, reads, strict=True)
+                if read.done() and read.result() is not None]  # fmt: skip
+        for read in reads:
+            read.cancel()
         await asyncio.sleep(duration)
         during = await asyncio.to_thread(_fetch_metrics, where)
         for i in live:
