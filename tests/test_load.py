@@ -94,6 +94,7 @@ async def test_six_peers_in_two_rooms_on_two_workers(server: SignalingServer) ->
     assert server.metrics()["clients"] == 0  # everyone left
     assert _workers_of(os.getpid()) == []
     assert "6 connected, 0 failed" in result.report()
+    assert len(result.figure.data) == 2  # join -> connected and -> first frame, per peer
 
 
 @pytest.mark.parametrize(
