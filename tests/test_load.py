@@ -97,6 +97,19 @@ async def test_six_peers_in_two_rooms_on_two_workers(server: SignalingServer) ->
     assert len(result.figure.data) == 2  # join -> connected and -> first frame, per peer
 
 
+@pytest.mark.slow
+async def test_failures_are_rows_with_reasons() -> None:
+    """A server that admits 3 per room: the 4th peer is refused, the other three never see
+    it and time out; nothing raises."""
+    async with SignalingServer(port=0, max_room_size=3) as small:
+        result = await load_test(4, 1, 1, url=small.url, video=False, duration=0,
+                                 connect_timeout=1.5, progress=False)  # fmt: skip
+    assert result.failures.to_dict() == {"connect-timeout": 3, "join-refused:room-full": 1}
+    refused = result.frame[result.frame["failure"] == "join-refused:room-full"]
+    assert not refused["connected"].any() and refused["join_ms"].isna().all()
+    assert "failures:" in result.report() and "connect-timeout: 3" in result.report()
+
+
 @pytest.mark.parametrize(
     ("args", "says"),
     [
