@@ -133,6 +133,11 @@ def metrics_url(signaling_url: str, path: str = "/metrics") -> str:
     return urllib.parse.urlunsplit((scheme, parts.netloc, path, query, ""))
 
 
+def _without_query(url: str) -> str:
+    """``url`` without its query: a token stays out of printed reports."""
+    return urllib.parse.urlsplit(url)._replace(query="").geturl()
+
+
 def _fetch_metrics(url: str) -> dict[str, float]:
     """The server's counters, or empty when it serves none (not every server does)."""
     try:
@@ -177,9 +182,10 @@ class LoadTest(ExperimentResult):
         """The text the CLI prints: setup, percentiles, failures, server counters."""
         s = self.setup
         ok = int(self.frame["connected"].sum())
+        url = _without_query(str(s.get("url")))
         lines = [
             f"{s.get('peers')} peers in {s.get('rooms')} rooms on {s.get('workers')} workers "
-            f"against {s.get('url')}: {ok} connected, {len(self.frame) - ok} failed "
+            f"against {url}: {ok} connected, {len(self.frame) - ok} failed "
             f"({self.elapsed_s:.1f} s)",
             "",
             self.summary.round(1).to_string(na_rep="-"),
@@ -190,7 +196,7 @@ class LoadTest(ExperimentResult):
             first = self.frame.dropna(subset=["error"]).iloc[0]
             lines.append(f"  e.g. {first['peer']}: {first['error']}")
         if self.metrics.empty:
-            lines += ["", f"server metrics: none at {metrics_url(str(s.get('url')))}"]
+            lines += ["", f"server metrics: none at {_without_query(metrics_url(url))}"]
         else:
             lines += ["", "server /metrics (during = all peers in; change since before):",
                       self.metrics[["during", "change"]].to_string()]  # fmt: skip
@@ -219,9 +225,11 @@ async def load_test(
     is a row with ``failure`` (a short reason) and ``error`` (the whole message), never an
     exception; an unreachable ``url`` raises :class:`ConnectionError` before any peer starts.
     """
-    from ..signaling.client import SignalingClient
+    from ..signaling.client import SignalingClient, SignalingError
     from ..signaling.server import SignalingServer
 
+    if workers is not None and workers < 1:
+        raise ValueError("give at least one worker (None: one per CPU)")
     count = min(workers or os.cpu_count() or 1, peers)
     if duration < 0 or connect_timeout <= 0:
         raise ValueError("duration must be >= 0 and connect_timeout > 0 (seconds)")
@@ -236,7 +244,7 @@ async def load_test(
             url = server.url
         try:
             probe = await SignalingClient.connect(url)
-        except Exception as exc:  # the client's own errors name what went wrong
+        except (OSError, SignalingError, asyncio.TimeoutError) as exc:
             raise ConnectionError(f"cannot reach the signaling server at {url}: {exc}") from exc
         await probe.close()
         where = metrics_url(url)
