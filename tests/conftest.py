@@ -48,14 +48,14 @@ async def make_peer(server: SignalingServer) -> AsyncIterator[Callable[..., Awai
         await asyncio.gather(*(p.close() for p in peers), return_exceptions=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def dask_client() -> Iterator[Any]:
-    """One Dask ``LocalCluster`` of two worker processes for the whole session: its start
-    (a second or two, and each worker's first import of rtclab) is paid once."""
+    """A Dask ``LocalCluster`` of two worker processes, shared by a module's tests (its start
+    and each worker's first import of rtclab are paid once) and gone after them."""
     distributed = pytest.importorskip("distributed")
     with (
         distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
         ) as cluster,
         distributed.Client(cluster) as client,
     ):

@@ -9,6 +9,7 @@ import pytest
 
 from rtclab.experiments import RESULT_COLUMNS, Scenario, compare_ice_paths
 from rtclab.experiments.impairment import SUMMARY_COLUMNS, impairment_sweep
+from rtclab.experiments.nat_matrix import nat_matrix
 from rtclab.net import Link
 
 pytestmark = [pytest.mark.slow, pytest.mark.turn]
@@ -51,3 +52,19 @@ async def test_compare_ice_paths_on_a_dask_cluster(dask_client: Any) -> None:
     assert frame["repetition"].tolist() == [1, 1, 2, 2]
     relay = frame[frame["scenario"] == "relay/udp"]
     assert set(relay["local_candidate_type"]) == {"relay"}
+
+
+async def test_matrix_on_a_dask_local_cluster(dask_client: Any) -> None:
+    from distributed import get_task_stream
+
+    with get_task_stream(dask_client) as stream:
+        result = await nat_matrix(
+            ["full-cone", "symmetric"],
+            turn=[False, True],
+            client=dask_client,
+            concurrency=2,
+            progress=False,
+        )
+    assert _tasks(stream, "run_batch") == 4  # 8 scenarios, 2 per task
+    assert len(result.frame) == 8
+    assert result.mismatches.empty

@@ -1,9 +1,9 @@
-"""nat_matrix: the emulated matrix matches RFC 4787's predictions, in processes and on Dask."""
+"""nat_matrix: the emulated matrix matches RFC 4787's predictions, here and in processes
+(on Dask: test_experiments_cluster.py)."""
 
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import pytest
 
@@ -47,18 +47,6 @@ async def test_matrix_in_this_loop() -> None:
     )
     assert result.mismatches.empty
     assert result.frame["connected"].tolist() == [True, True, True, False]
-
-
-async def test_matrix_on_a_dask_local_cluster(dask_client: Any) -> None:
-    result = await nat_matrix(
-        ["full-cone", "symmetric"],
-        turn=[False, True],
-        client=dask_client,
-        concurrency=2,
-        progress=False,
-    )
-    assert len(result.frame) == 8
-    assert result.mismatches.empty
 
 
 async def test_matrix_with_a_firewall_on_the_offerer() -> None:
