@@ -26,6 +26,7 @@ from .peer.peer import Peer
 from .signaling.server import SignalingServer
 from .stats.collector import StatsCollector
 from .stats.recovery import recovery_times
+from .stats.store import RunFrames
 from .stats.summary import pair_summary
 
 if TYPE_CHECKING:
@@ -112,7 +113,7 @@ class _MessageLog:
         return frame
 
 
-class Lab:
+class Lab(RunFrames):
     """Starts an in-kernel signaling server and a stats collector; makes peers that report to it.
 
     Everything runs in the caller's event loop (a Jupyter kernel's included): ``await
@@ -409,18 +410,8 @@ class Lab:
         )
 
     @property
-    def samples(self) -> pd.DataFrame:
-        return self.collector.samples
-
-    @property
-    def events(self) -> pd.DataFrame:
-        return self.collector.events
-
-    @property
-    def frames(self) -> pd.DataFrame:
-        """One row per received video frame, and per frame id that never arrived
-        (``decode_t`` empty): latency, size, PSNR/SSIM (docs/qoe.md)."""
-        return self.collector.frames
+    def frames_source(self) -> StatsCollector:
+        return self.collector
 
     def __repr__(self) -> str:
         state = f"running at {self.url}" if self.url else "stopped"

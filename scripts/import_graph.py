@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent / "rtclab"
 #: (docs/ARCHITECTURE.md explains each). The package facade ``rtclab/__init__.py``
 #: re-exports the public names and sits above everything.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("_compat", "model", "_lazy"),
+    ("_compat", "model", "_lazy", "_proc"),
     ("signaling", "net", "ice", "cc", "qoe"),
     ("peer", "web"),
     ("stats",),

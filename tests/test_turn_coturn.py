@@ -8,10 +8,12 @@ import logging
 import os
 import shutil
 import socket
+import sys
 import time
 from pathlib import Path
 
 import pytest
+from helpers import until
 
 from rtclab.ice.config import IceConfig, IceServer
 from rtclab.ice.coturn import Coturn, CoturnNotFoundError
@@ -349,3 +351,36 @@ async def test_lab_browser_peer_gets_the_labs_turn_servers() -> None:
         assert tab.ice_transport_policy == "relay"
         assert lab.browser_peer("r", "none", ice_servers=[]).ice_servers == []
     assert not turn.running
+
+
+def _alive(pid: int) -> bool:
+    """A zombie counts as gone: an orphan's exit is reaped by whatever PID 1 is, if at all."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+async def test_coturn_dies_with_a_killed_kernel() -> None:
+    """A SIGKILLed process runs no cleanup; its turnserver still goes (PR_SET_PDEATHSIG)."""
+    if shutil.which("turnserver") is None:
+        pytest.skip("turnserver not installed (Debian package coturn)")
+    script = (
+        "import asyncio, sys\n"
+        "from rtclab.ice.coturn import Coturn\n"
+        "async def main():\n"
+        "    turn = await Coturn(tls=False, verbose=False).start()\n"
+        "    print(turn.pid, flush=True)\n"
+        "    await asyncio.sleep(60)\n"
+        "asyncio.run(main())\n"
+    )
+    kernel = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, stdout=asyncio.subprocess.PIPE
+    )
+    assert kernel.stdout is not None
+    pid = int(await asyncio.wait_for(kernel.stdout.readline(), 20))
+    assert _alive(pid)
+    kernel.kill()
+    await kernel.wait()
+    await until(lambda: not _alive(pid), 5, "turnserver gone after its starter was killed")

@@ -344,7 +344,7 @@ HOOKS: tuple[Hook, ...] = (
     ),
     Hook(
         "aioice opens UDP sockets with loop.create_datagram_endpoint",
-        "route_datagram_endpoints: emulated networks get real sockets",
+        "route_sockets: emulated networks get real UDP sockets",
         lambda: (
             _refers(original_get_component_candidates, "create_datagram_endpoint")
             and _refers(create_turn_endpoint, "create_datagram_endpoint")
@@ -353,7 +353,7 @@ HOOKS: tuple[Hook, ...] = (
     Hook(
         "aioice opens TURN over TCP/TLS with loop.create_connection; asyncio's start_tls "
         "upgrades a transport marked _start_tls_compatible",
-        "route_stream_connections: no TURN/TCP or TURN/TLS on emulated networks",
+        "route_sockets: no TURN/TCP or TURN/TLS on emulated networks",
         lambda: (
             _refers(create_turn_endpoint, "create_connection")
             and "_start_tls_compatible"

@@ -12,100 +12,52 @@ needs from a transport it upgrades.
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-__all__ = [
-    "DatagramRoute",
-    "StartTlsTransport",
-    "StreamRoute",
-    "route_datagram_endpoints",
-    "route_stream_connections",
-]
+__all__ = ["SocketRoute", "StartTlsTransport", "route_sockets"]
 
-#: ``(protocol_factory, local_addr, remote_addr, kwargs) -> (transport, protocol)``, or
-#: ``None`` to let the loop open a real socket.
-DatagramRoute = Callable[
-    [Callable[[], asyncio.DatagramProtocol], Any, Any, dict[str, Any]],
-    "tuple[asyncio.DatagramTransport, asyncio.DatagramProtocol] | None",
-]
+#: The loop methods :func:`route_sockets` replaces.
+ROUTED_METHODS = ("create_datagram_endpoint", "create_connection")
+
+#: ``(method, arguments) -> (transport, protocol)``, or ``None`` to let the loop open a real
+#: socket. ``method`` is one of :data:`ROUTED_METHODS`; ``arguments`` are the call's,
+#: by the names of asyncio's signature (``protocol_factory``, ``local_addr`` /
+#: ``remote_addr`` or ``host`` / ``port``, and the keyword options given, e.g. ``ssl``).
+SocketRoute = Callable[[str, dict[str, Any]], Awaitable[tuple[Any, Any] | None]]
 
 
-def route_datagram_endpoints(loop: asyncio.AbstractEventLoop, route: DatagramRoute) -> None:
-    """Ask ``route`` first on every ``loop.create_datagram_endpoint`` (once per loop; a second
-    call replaces the route). Raises RuntimeError for a loop that takes no attributes."""
-
-    def make(original: Any) -> Any:
-        async def create_datagram_endpoint(
-            protocol_factory: Callable[[], asyncio.DatagramProtocol],
-            local_addr: Any = None,
-            remote_addr: Any = None,
-            **kwargs: Any,
-        ) -> tuple[asyncio.DatagramTransport, asyncio.DatagramProtocol]:
-            current: DatagramRoute = loop._rtclab_datagram_route  # type: ignore[attr-defined]
-            opened = current(protocol_factory, local_addr, remote_addr, kwargs)
-            if opened is not None:
-                return opened
-            return await original(  # type: ignore[no-any-return]
-                protocol_factory, local_addr=local_addr, remote_addr=remote_addr, **kwargs
-            )
-
-        return create_datagram_endpoint
-
-    _route(loop, "create_datagram_endpoint", "_rtclab_datagram_route", route, make)
+def route_sockets(loop: asyncio.AbstractEventLoop, route: SocketRoute) -> None:
+    """Ask ``route`` first on every ``loop.create_datagram_endpoint`` and
+    ``loop.create_connection`` (installed once per loop; a second call only replaces the
+    route). Raises RuntimeError for a loop that takes no attributes."""
+    if getattr(loop, "_rtclab_socket_route", None) is None:
+        try:
+            for method in ROUTED_METHODS:
+                setattr(loop, method, _routed(loop, method))
+        except AttributeError:  # e.g. uvloop: its loop takes no attributes
+            raise RuntimeError(
+                f"the emulated network needs an asyncio event loop it can hook, not {type(loop)} "
+                "(use the default asyncio loop, as Jupyter does)"
+            ) from None
+    loop._rtclab_socket_route = route  # type: ignore[attr-defined]
 
 
-def _route(
-    loop: asyncio.AbstractEventLoop,
-    method: str,
-    attribute: str,
-    route: Any,
-    make: Callable[[Any], Any],
-) -> None:
-    """Install ``make(loop.<method>)`` in place of ``loop.<method>`` and keep ``route`` in
-    ``loop.<attribute>`` for it to ask; once installed, a later call only swaps the route."""
-    if getattr(loop, attribute, None) is not None:
-        setattr(loop, attribute, route)
-        return
-    replacement = make(getattr(loop, method))
-    try:
-        setattr(loop, attribute, route)
-        setattr(loop, method, replacement)
-    except AttributeError:  # e.g. uvloop: its loop takes no attributes
-        raise RuntimeError(
-            f"the emulated network needs an asyncio event loop it can hook, not {type(loop)} "
-            "(use the default asyncio loop, as Jupyter does)"
-        ) from None
+def _routed(loop: asyncio.AbstractEventLoop, method: str) -> Callable[..., Awaitable[Any]]:
+    """``loop.<method>`` that asks the loop's route, with the call's arguments by name (from
+    the original's own signature), before opening a real socket."""
+    original = getattr(loop, method)
+    signature = inspect.signature(original)
 
+    @functools.wraps(original)
+    async def routed(*args: Any, **kwargs: Any) -> Any:
+        route: SocketRoute = loop._rtclab_socket_route  # type: ignore[attr-defined]
+        opened = await route(method, signature.bind(*args, **kwargs).arguments)
+        return opened if opened is not None else await original(*args, **kwargs)
 
-#: ``(protocol_factory, host, port, kwargs) -> (transport, protocol)``, or ``None`` to let the
-#: loop open a real connection.
-StreamRoute = Callable[
-    [Callable[[], asyncio.BaseProtocol], Any, Any, dict[str, Any]],
-    "Awaitable[tuple[asyncio.Transport, asyncio.BaseProtocol] | None]",
-]
-
-
-def route_stream_connections(loop: asyncio.AbstractEventLoop, route: StreamRoute) -> None:
-    """Ask ``route`` first on every ``loop.create_connection`` (as
-    :func:`route_datagram_endpoints` does for UDP)."""
-
-    def make(original: Any) -> Any:
-        async def create_connection(
-            protocol_factory: Callable[[], asyncio.BaseProtocol],
-            host: Any = None,
-            port: Any = None,
-            **kwargs: Any,
-        ) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
-            current: StreamRoute = loop._rtclab_stream_route  # type: ignore[attr-defined]
-            opened = await current(protocol_factory, host, port, kwargs)
-            if opened is not None:
-                return opened
-            return await original(protocol_factory, host, port, **kwargs)  # type: ignore[no-any-return]
-
-        return create_connection
-
-    _route(loop, "create_connection", "_rtclab_stream_route", route, make)
+    return routed
 
 
 class StartTlsTransport(asyncio.Transport):

@@ -11,6 +11,7 @@ import sys
 import time
 from typing import Any
 
+from .._proc import die_with_parent
 from ..net.netns import NetnsHost, NetnsNetwork
 
 __all__ = ["close_shared", "run_netns_scenario"]
@@ -76,6 +77,7 @@ async def run_netns_scenario(
             *host.exec_args(sys.executable, "-m", "rtclab.experiments._netns_peer",
                             spec(host, linger)),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            preexec_fn=die_with_parent(),
         )  # fmt: skip
 
     answerer = await start(host_b, linger=settle_seconds + 2.0)

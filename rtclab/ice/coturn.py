@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from aioice import stun
 
+from .._proc import die_with_parent
 from .certificates import TlsFiles, generate_certificate
 from .config import IceConfig, IceServer, IceTransportPolicy
 from .credentials import DEFAULT_TTL, TurnCredentials, TurnSecret, turn_credentials
@@ -358,6 +359,7 @@ class Coturn:
                 stderr=asyncio.subprocess.STDOUT,
                 cwd=workdir,
                 start_new_session=True,  # a Ctrl-C in the kernel does not reach it
+                preexec_fn=die_with_parent(),  # a killed kernel takes it along
             )  # fmt: skip
             self._reader = asyncio.ensure_future(self._read_log(self._process))
             await self._wait_ready()

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .._compat.loop import route_datagram_endpoints, route_stream_connections
+from .._compat.loop import route_sockets
 from ..ice.config import IceConfig, IceServer
 from . import firewall as _fw
 from .link import Link, LinkState
@@ -106,32 +106,22 @@ def attached_host() -> Host | None:
 def _patch_loop(loop: asyncio.AbstractEventLoop) -> None:
     """Route ``create_datagram_endpoint`` and ``create_connection`` through the attached
     host, if any (per loop)."""
-    route_datagram_endpoints(loop, _open_on_attached_host)
-    route_stream_connections(loop, _connect_on_attached_host)
+    route_sockets(loop, _open_on_attached_host)
 
 
-async def _connect_on_attached_host(
-    protocol_factory: Callable[[], asyncio.BaseProtocol],
-    address: Any,
-    port: Any,
-    options: dict[str, Any],
-) -> tuple[asyncio.Transport, asyncio.BaseProtocol] | None:
+async def _open_on_attached_host(method: str, arguments: dict[str, Any]) -> tuple[Any, Any] | None:
+    """A UDP socket or TCP connection opened on the host attached to this context; None: a
+    real one (the guard refuses emulated addresses)."""
     host = _attached.get()
     if host is None:
-        return None  # a real connection (the guard refuses emulated addresses)
-    return await host.network._streams.connect(host, protocol_factory, address, port, options)
-
-
-def _open_on_attached_host(
-    protocol_factory: Callable[[], asyncio.DatagramProtocol],
-    local_addr: Any,
-    remote_addr: Any,
-    options: dict[str, Any],
-) -> tuple[asyncio.DatagramTransport, asyncio.DatagramProtocol] | None:
-    host = _attached.get()
-    if host is None:
-        return None  # a real socket
-    return host._open(protocol_factory, local_addr, remote_addr, options)
+        return None
+    if arguments.get("sock") is not None:
+        raise OSError(errno.EPERM, f"emulated host {host.name}: cannot adopt a real socket")
+    factory = arguments["protocol_factory"]
+    if method == "create_connection":
+        address, port = arguments.get("host"), arguments.get("port")
+        return await host.network._streams.connect(host, factory, address, port, arguments)
+    return host._open(factory, arguments.get("local_addr"), arguments.get("remote_addr"))
 
 
 # --- topology ---------------------------------------------------------------------------------
@@ -214,10 +204,7 @@ class Host:
         protocol_factory: Callable[[], asyncio.DatagramProtocol],
         local_addr: Any,
         remote_addr: Any,
-        options: dict[str, Any],
     ) -> tuple[asyncio.DatagramTransport, asyncio.DatagramProtocol]:
-        if options.get("sock") is not None:
-            raise OSError(errno.EPERM, f"emulated host {self.name}: cannot adopt a real socket")
         port = 0
         if local_addr is not None:
             ip, port = str(local_addr[0]), int(local_addr[1])

@@ -4,7 +4,7 @@ over UDP, TCP and TLS reach the emulated network.
 
 TCP exists so that a peer whose UDP is blocked still has a path: TURN over TCP or TLS.
 aioice opens TURN over TCP/TLS with ``loop.create_connection``; while a host is attached,
-:func:`rtclab._compat.loop.route_stream_connections` sends that here. A connection is a
+:func:`rtclab._compat.loop.route_sockets` sends that here. A connection is a
 pair of byte streams between a host (through its NAT, on a TCP table of its own) and a
 server that listens (only the TURN server does: a connection to anything else is refused).
 Segments cross the host's access link like datagrams do, but in order and never lost: a
@@ -280,8 +280,6 @@ class StreamRouter:
         options: dict[str, Any],
     ) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
         """``loop.create_connection`` on ``host``: handshake, NAT, then TLS if asked."""
-        if options.get("sock") is not None:
-            raise OSError(errno.EPERM, f"emulated host {host.name}: cannot adopt a real socket")
         ipaddress.ip_address(address)  # literals only: no DNS on this network
         server: Address = (str(address), int(port))
         network = self.network

@@ -88,15 +88,19 @@ class Recipient(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class Connected(Generic[C]):
-    """A client was admitted."""
+class _About(Generic[C]):
+    """An event or a close: each concerns one connection."""
 
     conn: C
 
 
 @dataclass(frozen=True, slots=True)
-class _Membership(Generic[C]):
-    conn: C
+class Connected(_About[C]):
+    """A client was admitted."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Membership(_About[C]):
     room_id: str
     user_id: str
 
@@ -112,32 +116,24 @@ class Left(_Membership[C]):
 
 
 @dataclass(frozen=True, slots=True)
-class Refused(Generic[C]):
+class Refused(_About[C]):
     """``conn`` was refused; it also gets an ``error`` with this code among the deliveries."""
 
-    conn: C
     code: ErrorCode
     message: str
 
 
 @dataclass(frozen=True, slots=True)
-class Reported(Generic[C]):
+class Reported(_Membership[C]):
     """A joined member's ``stats`` report, under the identity bound at ``join``."""
 
-    conn: C
-    room_id: str
-    user_id: str
     rows: tuple[dict[str, Any], ...]
 
 
 @dataclass(frozen=True, slots=True)
-class JoinRequested(Generic[C]):
+class JoinRequested(_Membership[C]):
     """With :attr:`Hub.registry`: the join passed the local checks; ask the registry, then
     :meth:`Hub.seat` (or :meth:`Hub.refuse`)."""
-
-    conn: C
-    room_id: str
-    user_id: str
 
 
 Event: TypeAlias = Connected[C] | Joined[C] | Left[C] | Refused[C] | Reported[C] | JoinRequested[C]
@@ -145,10 +141,9 @@ Event: TypeAlias = Connected[C] | Joined[C] | Left[C] | Refused[C] | Reported[C]
 
 
 @dataclass(frozen=True, slots=True)
-class Close(Generic[C]):
+class Close(_About[C]):
     """Close ``conn`` with this WebSocket close code, after its deliveries."""
 
-    conn: C
     code: int
     reason: str
 

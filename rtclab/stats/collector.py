@@ -20,15 +20,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import pandas as pd
-
 from ..model import CandidatePair, ConnectionCounters
 from ..net.emulated import Host
 from ..qoe.aggregate import interval_qoe
 from .convert import NUMERIC_COLUMNS, STRING_COLUMNS, ConnectionSnapshot, snapshot_to_rows
 from .hidden import browser_audio_mos
 from .reading import read_snapshot
-from .store import SampleStore
+from .store import RunFrames, SampleStore
 
 if TYPE_CHECKING:
     from aiortc import RTCPeerConnection
@@ -79,7 +77,7 @@ def _link_status(source: StatsSource) -> dict[str, Any] | None:
     return {"up": host.up.status(now), "down": host.down.status(now)}
 
 
-class StatsCollector:
+class StatsCollector(RunFrames):
     """Poll every added source every ``interval`` seconds into a samples and an events table.
 
     ``timeout`` bounds one target's snapshot (default ``max(interval, 1.0)``): a target that
@@ -411,19 +409,8 @@ class StatsCollector:
         return self.store.rows_within(window_s)
 
     @property
-    def samples(self) -> pd.DataFrame:
-        """Every row of the run, spilled ones included (``t`` UTC, numbers float64)."""
-        return self.store.samples
-
-    @property
-    def events(self) -> pd.DataFrame:
-        """Every event of the run, spilled ones included."""
-        return self.store.events
-
-    @property
-    def frames(self) -> pd.DataFrame:
-        """Every received video frame of the run, one row each (:mod:`rtclab.qoe`)."""
-        return self.store.frames
+    def frames_source(self) -> SampleStore:
+        return self.store
 
     def clear(self) -> None:
         """Forget all rows and events, spilled ones too (not the previous snapshots: rates

@@ -35,7 +35,33 @@ from .files import (
     samples_frame,
 )
 
-__all__ = ["SampleStore"]
+__all__ = ["RunFrames", "SampleStore"]
+
+
+class RunFrames:
+    """``samples``, ``events`` and ``frames`` of the run, read through to
+    :attr:`frames_source` (a :class:`SampleStore`, or another ``RunFrames``): defined once
+    for every object that shows them (:class:`~rtclab.StatsCollector`, :class:`~rtclab.Lab`)."""
+
+    @property
+    def frames_source(self) -> SampleStore | RunFrames:
+        raise NotImplementedError
+
+    @property
+    def samples(self) -> pd.DataFrame:
+        """Every sample row of the run, spilled ones included (``t`` UTC, numbers float64)."""
+        return self.frames_source.samples
+
+    @property
+    def events(self) -> pd.DataFrame:
+        """Every event of the run, spilled ones included."""
+        return self.frames_source.events
+
+    @property
+    def frames(self) -> pd.DataFrame:
+        """One row per received video frame, and per frame id that never arrived
+        (``decode_t`` empty): latency, size, PSNR/SSIM (:mod:`rtclab.qoe`, docs/qoe.md)."""
+        return self.frames_source.frames
 
 
 class SampleStore:

@@ -59,6 +59,13 @@ function rate(now, before, dt, scale = 1) {
   return (now - before) / dt * scale;
 }
 
+/** nack/pli/fir counts (cumulative; received on outbound rows, sent on inbound rows). */
+const feedbackCounts = (stats, video) => ({
+  nack_count: sum(stats, 'nackCount'),
+  pli_count: video ? sum(stats, 'pliCount') : null,
+  fir_count: video ? sum(stats, 'firCount') : null,
+});
+
 /** The selected pair: the transport's selectedCandidatePairId, else a nominated succeeded one. */
 export function selectedPair(report) {
   let pair = null;
@@ -108,24 +115,21 @@ export function reportToRows(remote, report, prev, {connectionState = null, drop
   const inbound = byType(report, 'inbound-rtp');
   const remoteInbound = byType(report, 'remote-inbound-rtp');
   for (const kind of ['audio', 'video']) {
+    const video = kind === 'video';
     const out = outbound.filter((s) => s.kind === kind);
     const packetsSent = sum(out, 'packetsSent');
     if (packetsSent) {
       const ids = new Set(out.map((s) => s.id));
       const rin = remoteInbound.filter((s) => ids.has(s.localId));
       const bytes = sum(out, 'bytesSent');
-      const frames = kind === 'video' ? sum(out, 'framesEncoded') : null;
+      const frames = video ? sum(out, 'framesEncoded') : null;
       totals[`${kind}-out-bytes`] = bytes;
       totals[`${kind}-out-frames`] = frames;
       const rtt = max(rin, 'roundTripTime');
       const jitter = max(rin, 'jitter');
-      const video = kind === 'video';
       const reasons = out.map((s) => s.qualityLimitationReason).filter((r) => typeof r === 'string');
       rows.push({
-        ...base, kind, direction: 'outbound',
-        nack_count: sum(out, 'nackCount'),
-        pli_count: video ? sum(out, 'pliCount') : null,
-        fir_count: video ? sum(out, 'firCount') : null,
+        ...base, kind, direction: 'outbound', ...feedbackCounts(out, video),
         keyframes_encoded: video ? sum(out, 'keyFramesEncoded') : null,
         retransmitted_packets_sent: sum(out, 'retransmittedPacketsSent'),
         target_bitrate_kbps: video ? kbps(sum(out, 'targetBitrate')) : null,
@@ -149,7 +153,7 @@ export function reportToRows(remote, report, prev, {connectionState = null, drop
       const received = sum(inb, 'packetsReceived');
       const lost = sum(inb, 'packetsLost');
       const bytes = sum(inb, 'bytesReceived');
-      const frames = kind === 'video' ? sum(inb, 'framesDecoded') : null;
+      const frames = video ? sum(inb, 'framesDecoded') : null;
       totals[`${kind}-in-bytes`] = bytes;
       totals[`${kind}-in-frames`] = frames;
       totals[`${kind}-in-received`] = received;
@@ -163,7 +167,6 @@ export function reportToRows(remote, report, prev, {connectionState = null, drop
         fraction = expected > 0 ? Math.min(1, Math.max(0, dLost / expected)) : 0;
       }
       const jitter = max(inb, 'jitter');
-      const video = kind === 'video';
       const freezes = video ? sum(inb, 'freezeCount') : null;
       const frozenMs = video ? sum(inb, 'totalFreezesDuration') : null;
       const framesDropped = video ? sum(inb, 'framesDropped') : null;
@@ -175,10 +178,7 @@ export function reportToRows(remote, report, prev, {connectionState = null, drop
         return d === null ? null : d * scale;
       };
       rows.push({
-        ...base, kind, direction: 'inbound',
-        nack_count: sum(inb, 'nackCount'),
-        pli_count: video ? sum(inb, 'pliCount') : null,
-        fir_count: video ? sum(inb, 'firCount') : null,
+        ...base, kind, direction: 'inbound', ...feedbackCounts(inb, video),
         keyframes_decoded: video ? sum(inb, 'keyFramesDecoded') : null,
         freeze_count: perInterval(freezes, `${kind}-in-freezes`),
         total_freezes_duration_ms: perInterval(frozenMs, `${kind}-in-frozen`, 1000),

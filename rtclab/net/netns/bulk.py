@@ -13,6 +13,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..._proc import die_with_parent
+
 __all__ = ["TcpBulk"]
 
 RECEIVER = """
@@ -58,7 +60,7 @@ class TcpBulk:
         python = (sys.executable, "-c")
         receiver = await asyncio.create_subprocess_exec(
             "ip", "netns", "exec", self.receiver, *python, RECEIVER, self.address, str(self.port),
-            stdout=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, preexec_fn=die_with_parent(),
         )  # fmt: skip
         self._processes.append(receiver)
         assert receiver.stdout is not None
@@ -67,7 +69,7 @@ class TcpBulk:
             raise RuntimeError(f"the TCP receiver in {self.receiver!r} did not start")
         sender = await asyncio.create_subprocess_exec(
             "ip", "netns", "exec", self.sender, *python, SENDER, self.address, str(self.port),
-            str(self.seconds),
+            str(self.seconds), preexec_fn=die_with_parent(),
         )  # fmt: skip
         self._processes.append(sender)
         return self

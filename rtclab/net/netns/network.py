@@ -28,8 +28,9 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..._proc import die_with_parent
 from ...ice.certificates import TlsFiles, generate_certificate
 from ..firewall import Firewall
 from ..firewall import firewall as _firewall
@@ -45,7 +46,10 @@ from ._system import (
     run_async,
 )
 from .host import NetnsHost
-from .peer import NetnsPeer
+from .peer import NetnsPeer, PeerMedia, media_args
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing's own from Python 3.11
 
 __all__ = [
     "NETNS_PRESETS",
@@ -156,7 +160,10 @@ class NetnsNetwork:
         assert self._workdir is not None
         out = open(self._workdir / log, "wb")
         process = subprocess.Popen(
-            ["ip", "netns", "exec", namespace, *command], stdout=out, stderr=subprocess.STDOUT
+            ["ip", "netns", "exec", namespace, *command],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent(),
         )
         self._processes.append(process)
         return process
@@ -388,13 +395,8 @@ class NetnsNetwork:
         turn: bool = True,
         stats_interval: float = 1.0,
         connect_timeout: float = 10.0,
-        video: bool = True,
-        audio: bool = False,
-        data: bool = True,
-        width: int = 320,
-        height: int = 240,
-        fps: float = 15.0,
         estimator: str | None = None,
+        **media: Unpack[PeerMedia],
     ) -> NetnsPeer:
         """An aiortc peer running inside ``host``'s namespace (``rtclab peer``, its own
         process), gathering only on the host's address, through this network's signaling
@@ -402,7 +404,10 @@ class NetnsNetwork:
         into ``lab`` (a :class:`~rtclab.Lab` or a :class:`~rtclab.StatsCollector`), so they
         land in the same ``samples``/``events`` frames as the lab's own peers. ``estimator``
         names the bandwidth estimator for the video it receives, ``"MODULE:CLASS"`` (e.g.
-        ``"rtclab.cc:LossBasedAimd"``), since a class does not cross into the process."""
+        ``"rtclab.cc:LossBasedAimd"``), since a class does not cross into the process.
+        ``media`` (:class:`~rtclab.net.netns.peer.PeerMedia`: ``video``, ``audio``, ``data``,
+        ``width``, ``height``, ``fps``) means what it means for a :class:`~rtclab.Peer`,
+        except that ``audio`` is off unless asked for."""
         name = host.name if name is None else name
         collector = getattr(lab, "collector", lab)
         command = [
@@ -410,17 +415,15 @@ class NetnsNetwork:
             "--name", name, "--room", room, "--interface", host.address,
             "--ice-servers", json.dumps(self.ice_servers(turn=turn)),
             "--connect-timeout", str(connect_timeout), "--stats-interval", str(stats_interval),
-            "--width", str(width), "--height", str(height), "--fps", str(fps),
+            *media_args(media),
         ]  # fmt: skip
-        command += [] if video else ["--no-video"]
-        command += [] if audio else ["--no-audio"]
-        command += [] if data else ["--no-data"]
         command += [] if estimator is None else ["--estimator", estimator]
         process = await asyncio.create_subprocess_exec(
             *host.exec_args(*command),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
+            preexec_fn=die_with_parent(),
         )
         peer = NetnsPeer(name, host, process, collector)
         self.peers.append(peer)

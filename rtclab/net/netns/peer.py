@@ -6,12 +6,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from typing import Any
+from typing import Any, TypedDict
 
 from ..link import link_columns
 from .host import NetnsHost
 
-__all__ = ["NetnsPeer"]
+__all__ = ["NetnsPeer", "PeerMedia", "media_args"]
+
+
+class PeerMedia(TypedDict, total=False):
+    """What a namespace peer sends: :class:`~rtclab.Peer`'s keywords of the same names."""
+
+    video: bool
+    audio: bool
+    data: bool
+    width: int
+    height: int
+    fps: float
+
+
+def media_args(media: PeerMedia) -> list[str]:
+    """``rtclab peer`` options for ``media``; a key left out keeps the command's default
+    (video and data on, 320x240 at 15 fps) except ``audio``: off unless asked for."""
+    size = {"width": media.get("width"), "height": media.get("height"), "fps": media.get("fps")}
+    args = [f"--{key}={value}" for key, value in size.items() if value is not None]
+    sends = {"video": True, "audio": False, "data": True}
+    return args + [f"--no-{kind}" for kind, on in sends.items() if not media.get(kind, on)]
 
 
 class NetnsPeer:
