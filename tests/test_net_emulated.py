@@ -25,7 +25,7 @@ from rtclab.net import (
     blocked_leaks,
     discover_nat,
 )
-from rtclab.net.emulated import Host
+from rtclab.net.emulated import EmulatedTransport, Host
 from rtclab.peer.peer import Peer
 from rtclab.signaling.server import SignalingServer
 
@@ -338,3 +338,27 @@ async def test_a_slow_server_is_not_waited_for_and_its_late_allocation_is_releas
             assert [k for k in net.turn._allocations if k[0] == "tcp"] == []
             assert len(net.turn._allocations) >= 2  # the UDP relays in use stay
             assert pa.connections["b"].connected_at is not None
+
+
+async def test_an_attached_host_refuses_a_real_socket_and_real_addresses_pass() -> None:
+    """Both routed loop methods: ``sock=`` on an emulated host is refused (EPERM) by name,
+    and with no host attached the loop opens a real socket as before."""
+    loop = asyncio.get_running_loop()
+    with Network() as net, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as real:
+        host = net.host("h", "open")
+        with host.attach():
+            with pytest.raises(OSError, match="cannot adopt a real socket"):
+                await loop.create_datagram_endpoint(asyncio.DatagramProtocol, sock=real)
+            with pytest.raises(OSError, match="cannot adopt a real socket"):
+                await loop.create_connection(asyncio.Protocol, sock=real)
+            transport, _ = await loop.create_datagram_endpoint(
+                asyncio.DatagramProtocol, local_addr=(host.address, 0)
+            )
+            assert isinstance(transport, EmulatedTransport)
+            transport.close()
+        transport, _ = await loop.create_datagram_endpoint(
+            asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)
+        )
+        assert not isinstance(transport, EmulatedTransport)
+        assert transport.get_extra_info("sockname")[0] == "127.0.0.1"  # a kernel socket
+        transport.close()

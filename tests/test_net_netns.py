@@ -15,6 +15,7 @@ from helpers import needs_root
 
 from rtclab.net import PRESETS, Network, discover_nat, netns
 from rtclab.net.netns import NETNS_PRESETS, NetnsNetwork, NetnsUnavailable, require_netns
+from rtclab.net.netns.peer import media_args
 
 
 def _ours() -> list[str]:
@@ -69,6 +70,19 @@ def _assert_routes_stay_inside(net: NetnsNetwork) -> None:
 def _root_links() -> set[str]:
     out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     return {line.split(":")[1].strip() for line in out.splitlines()}
+
+
+def test_media_args_pass_only_what_differs_from_the_peer_command() -> None:
+    """A namespace peer's media keywords become ``rtclab peer`` options; audio is off unless
+    asked for, everything left out keeps the command's own default."""
+    assert media_args({}) == ["--no-audio"]
+    assert media_args({"audio": True, "video": False, "data": False, "fps": 10}) == [
+        "--fps=10",
+        "--no-video",
+        "--no-data",
+    ]
+    sized = media_args({"width": 640, "height": 480})
+    assert sized == ["--width=640", "--height=480", "--no-audio"]
 
 
 def test_clear_error_when_not_root(monkeypatch: pytest.MonkeyPatch) -> None:

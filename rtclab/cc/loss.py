@@ -59,7 +59,6 @@ class LossWindow:
         return max(0.0, (expected - received) / expected), size
 
 
-@dataclass(kw_only=True, eq=False)
 class LossBasedAimd:
     """Additive increase, multiplicative decrease on packet loss — the way TCP Reno reacts.
 
@@ -78,22 +77,30 @@ class LossBasedAimd:
 
     name = "loss-based AIMD"
 
-    start_bps: int = 300_000
-    min_bps: int = 50_000
-    max_bps: int = 5_000_000
-    interval_ms: int = 500
-    loss_threshold: float = 0.02
-    decrease: float = 0.85
-    increase_bps: int = 25_000
-    headroom: float = 1.5
-
-    def __post_init__(self) -> None:
-        if not 0 < self.min_bps <= self.start_bps <= self.max_bps:
+    def __init__(
+        self,
+        *,
+        start_bps: int = 300_000,
+        min_bps: int = 50_000,
+        max_bps: int = 5_000_000,
+        interval_ms: int = 500,
+        loss_threshold: float = 0.02,
+        decrease: float = 0.85,
+        increase_bps: int = 25_000,
+        headroom: float = 1.5,
+    ) -> None:
+        if not 0 < min_bps <= start_bps <= max_bps:
             raise ValueError("need 0 < min_bps <= start_bps <= max_bps")
-        if not 0 < self.decrease < 1:
+        if not 0 < decrease < 1:
             raise ValueError("decrease is a factor in (0, 1)")
-        if self.interval_ms <= 0 or self.increase_bps < 0 or self.headroom <= 0:
+        if interval_ms <= 0 or increase_bps < 0 or headroom <= 0:
             raise ValueError("interval_ms and headroom must be positive, increase_bps >= 0")
+        self.start_bps, self.min_bps, self.max_bps = start_bps, min_bps, max_bps
+        self.interval_ms = interval_ms
+        self.loss_threshold = loss_threshold
+        self.decrease = decrease
+        self.increase_bps = increase_bps
+        self.headroom = headroom
         self.window = LossWindow()
         self.bps: int | None = None
         self.last_loss: float | None = None  # loss fraction of the last interval

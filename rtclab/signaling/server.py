@@ -136,12 +136,8 @@ class SignalingServer(Observers):
             burst=burst,
         )  # fmt: skip
         """What the hub admits: sizes, caps, tokens and the rate limit."""
-        self.max_queue = max_queue
-        """Unsent bytes after which a client that does not read is disconnected."""
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
-        self.open_timeout = open_timeout
-        self.close_timeout = close_timeout
         self.redis_url = redis_url
         self.redis_prefix = redis_prefix
         self._hub: Hub[Recipient] = Hub(self.limits)
@@ -208,6 +204,20 @@ class SignalingServer(Observers):
     @property
     def running(self) -> bool:
         return self._server is not None
+
+    # connection settings live once, in the hooks every connection reads
+    @property
+    def max_queue(self) -> int:
+        """Unsent bytes after which a client that does not read is disconnected."""
+        return self._hooks.max_queue
+
+    @property
+    def open_timeout(self) -> float:
+        return self._hooks.open_timeout
+
+    @property
+    def close_timeout(self) -> float:
+        return self._hooks.close_timeout
 
     async def start(self) -> str:
         """Listen and return the URL. Never blocks the loop; port 0 picks a free port."""
