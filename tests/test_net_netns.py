@@ -83,6 +83,8 @@ def test_media_args_pass_only_what_differs_from_the_peer_command() -> None:
     ]
     sized = media_args({"width": 640, "height": 480})
     assert sized == ["--width=640", "--height=480", "--no-audio"]
+    with pytest.raises(TypeError, match="vidoe"):
+        media_args({"vidoe": False})  # type: ignore[typeddict-unknown-key]
 
 
 def test_clear_error_when_not_root(monkeypatch: pytest.MonkeyPatch) -> None:

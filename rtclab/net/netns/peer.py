@@ -27,7 +27,11 @@ class PeerMedia(TypedDict, total=False):
 
 def media_args(media: PeerMedia) -> list[str]:
     """``rtclab peer`` options for ``media``; a key left out keeps the command's default
-    (video and data on, 320x240 at 15 fps) except ``audio``: off unless asked for."""
+    (video and data on, 320x240 at 15 fps) except ``audio``: off unless asked for. A key
+    that is not one of :class:`PeerMedia`'s is a TypeError, as a misspelt keyword is."""
+    unknown = sorted(set(media) - PeerMedia.__optional_keys__)
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s): {', '.join(unknown)}")
     size = {"width": media.get("width"), "height": media.get("height"), "fps": media.get("fps")}
     args = [f"--{key}={value}" for key, value in size.items() if value is not None]
     sends = {"video": True, "audio": False, "data": True}
