@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import math
 import os
@@ -27,13 +26,13 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from .._proc import die_with_parent
 from ._harness import ExperimentResult, progress_bar
 
 if TYPE_CHECKING:
@@ -266,17 +265,6 @@ async def load_test(
     return result
 
 
-def _kill_with_parent(libc: ctypes.CDLL) -> Callable[[], None]:
-    """A ``preexec_fn``: between fork and exec, ask Linux to SIGKILL the child when this
-    process dies (``PR_SET_PDEATHSIG``), however it dies. Linux only; elsewhere a no-op."""
-
-    def preexec() -> None:
-        with contextlib.suppress(AttributeError, OSError):
-            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
-
-    return preexec
-
-
 class _Run:
     """The worker processes of one load test and what they report."""
 
@@ -295,12 +283,11 @@ class _Run:
         self._drains: set[asyncio.Task[None]] = set()
 
     async def _start(self, index: int) -> asyncio.subprocess.Process:
-        # libc is loaded here, not in the forked child (only the prctl call runs there)
-        libc = ctypes.CDLL(None, use_errno=True)
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "rtclab.experiments._load_worker", str(os.getpid()),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, limit=1 << 24, preexec_fn=_kill_with_parent(libc),
+            stderr=asyncio.subprocess.PIPE, limit=1 << 24,
+            preexec_fn=die_with_parent(signal.SIGKILL),  # no workers left by a killed kernel
         )  # fmt: skip
         assert proc.stdin is not None and proc.stderr is not None
         task = asyncio.ensure_future(self._drain(proc.stderr, self.errors[index]))
