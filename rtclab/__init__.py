@@ -19,6 +19,7 @@ _EXPORTS = {
     "ChatMessage": "rtclab.peer",
     "Coturn": "rtclab.ice.coturn",
     "DelayBasedEstimator": "rtclab.cc",
+    "bwe_test": "rtclab.experiments",
     "compare_ice_paths": "rtclab.experiments",
     "doctor": "rtclab.ice.turn_doctor",
     "IceConfig": "rtclab.ice.config",
@@ -57,6 +58,7 @@ __all__ = [
     "SignalingServer",
     "StatsCollector",
     "__version__",
+    "bwe_test",
     "compare_ice_paths",
     "doctor",
     "load_test",
@@ -67,7 +69,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .cc import BandwidthEstimator, DelayBasedEstimator, LossBasedAimd
-    from .experiments import compare_ice_paths, load_test
+    from .experiments import bwe_test, compare_ice_paths, load_test
     from .ice.config import IceConfig, IceServer
     from .ice.coturn import Coturn
     from .ice.turn_doctor import doctor

@@ -1,6 +1,7 @@
 """rtclab.experiments: repeatable comparisons that return DataFrames and plotly figures."""
 
 from .binding_timeouts import BindingTimeouts, binding_timeouts
+from .bwe import BweCase, BweTest, bwe_figure, bwe_test
 from .ice_paths import (
     DEFAULT_SCENARIOS,
     RESULT_COLUMNS,
@@ -17,6 +18,8 @@ __all__ = [
     "DEFAULT_SCENARIOS",
     "RESULT_COLUMNS",
     "BindingTimeouts",
+    "BweCase",
+    "BweTest",
     "IcePathComparison",
     "ImpairmentSweep",
     "LoadTest",
@@ -24,6 +27,8 @@ __all__ = [
     "NatScenario",
     "Scenario",
     "binding_timeouts",
+    "bwe_figure",
+    "bwe_test",
     "compare_ice_paths",
     "ice_paths_figure",
     "impairment_figure",
