@@ -142,8 +142,10 @@ async def bwe_test(
 
     ``backend="netns"`` (root) runs the peers as processes between namespace hosts, the
     bottleneck through NFQUEUE; cases it cannot build yet raise a ``ValueError`` saying
-    what is missing. Runs go to ``workers`` local processes (default one per CPU; 0: in
-    this loop) or to a Dask ``client``, with a progress bar.
+    what is missing. Runs go to ``workers`` local processes (default: one per CPU, or
+    this loop for a single run; 0: always this loop) or to a Dask ``client``, with a
+    progress bar. Parallel runs share the CPUs: on a small machine each encoder gets less,
+    which shows in what the senders manage to send.
     """
     cases = [c.scaled(time_scale) for c in _cases(case)]
     if queue_ms is not None:
@@ -192,7 +194,11 @@ async def bwe_test(
             futures = client.map(run_spec, specs, pure=False)
             for result in await asyncio.to_thread(client.gather, futures):
                 done(result)
-        elif workers == 0 or len(specs) == 1 or not all(_portable(e) for e in estimators):
+        elif (
+            workers == 0
+            or (workers is None and len(specs) == 1)
+            or not all(_portable(e) for e in estimators)
+        ):
             for spec in specs:
                 done(await _run_safely(spec))
         else:

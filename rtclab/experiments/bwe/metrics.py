@@ -65,6 +65,7 @@ STEP_COLUMNS = [
     "from_kbps",
     "to_kbps",
     "lowered",
+    "target_before_kbps",
     "seconds_under",
     "seconds_to_90",
     "reachable_90",
@@ -103,8 +104,10 @@ def _total(frame: pd.DataFrame, column: str) -> pd.Series:
 def steps_table(frame: pd.DataFrame, case: BweCase, estimator: str) -> pd.DataFrame:
     """One row per capacity step of ``case`` (each direction): how long until the flows'
     total target went under a lowered capacity (``seconds_under``; None: never before the
-    next step or the end) and until what they received reached 90 % of the new capacity
-    (``seconds_to_90``). ``reachable_90`` says whether aiortc's 1.5 Mbps clamp allows it."""
+    next step or the end; 0 when it already was, see ``target_before_kbps``, the last
+    total target sampled before the step) and until what they received reached 90 % of
+    the new capacity (``seconds_to_90``). ``reachable_90`` says whether aiortc's 1.5 Mbps
+    clamp allows it at all."""
     rows: list[dict[str, Any]] = []
     for direction in ("forward", "backward"):
         steps = case.steps(direction)
@@ -128,11 +131,20 @@ def steps_table(frame: pd.DataFrame, case: BweCase, estimator: str) -> pd.DataFr
             rows.append({
                 "case": case.key, "estimator": estimator, "direction": direction, "t": t,
                 "from_kbps": before, "to_kbps": after, "lowered": lowered,
+                "target_before_kbps": _last_before(target, t),
                 "seconds_under": under, "seconds_to_90": to_90,
                 "reachable_90": 0.9 * after <= AIORTC_MAX_KBPS * senders,
             })  # fmt: skip
     table: pd.DataFrame = pd.DataFrame(rows, columns=STEP_COLUMNS)
+    for column in ("seconds_under", "seconds_to_90"):  # None (never) stays None, not NaN
+        table[column] = pd.Series([r[column] for r in rows], index=table.index, dtype=object)
     return table
+
+
+def _last_before(series: pd.Series, t: float) -> float:
+    """The last value sampled before ``t`` (NaN if none)."""
+    earlier = series[series.index < t].dropna()
+    return float(earlier.iloc[-1]) if len(earlier) else math.nan
 
 
 def _loss_ratio(rows: pd.DataFrame) -> float:
