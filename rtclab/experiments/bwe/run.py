@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -68,7 +68,7 @@ async def _at(t0: float, t: float) -> None:
         await asyncio.sleep(delay)
 
 
-async def run_emulated(spec: RunSpec, on_note: Callable[[str], None] | None = None) -> pd.DataFrame:
+async def run_emulated(spec: RunSpec) -> pd.DataFrame:
     """``spec`` on a fresh emulated network in this loop -> the per-flow frame."""
     from ...net.cross import AimdFlow, CrossTraffic
     from ...net.emulated import Network
@@ -96,28 +96,29 @@ async def run_emulated(spec: RunSpec, on_note: Callable[[str], None] | None = No
         video: dict[str, Any] = {"width": spec.width, "height": spec.height, "fps": spec.fps}
         common: dict[str, Any] = {"ice": ice, "audio": False, "data": False, "qoe": False}
 
-        async def flow_task(flow: MediaFlow, t0: float) -> None:
-            await _at(t0, flow.start_s)
+        async def connect(flow: MediaFlow) -> Peer:
+            """Both peers of ``flow`` connected and sampled; the sender."""
+            from .._harness import connect_pair
+
             send_name, recv_name = _peer_names(flow)
-            near, far = (
-                (left, right[flow.name])
-                if flow.direction == "forward"
-                else (right[flow.name], left)
-            )
+            forward = flow.direction == "forward"
+            near, far = (left, right[flow.name]) if forward else (right[flow.name], left)
             room = f"bwe-{flow.name}"
             sender = Peer(send_name, url, room=room, network=near, **video, **common)
             receiver = Peer(recv_name, url, room=room, network=far, video=False,
                             estimator=factory, **common)  # fmt: skip
             peers.extend((sender, receiver))
-            from .._harness import connect_pair
-
             error = await connect_pair(receiver, sender, timeout=15.0)
             if error is not None:
-                if on_note is not None:
-                    on_note(f"{flow.name} did not connect: {error}")
-                return
+                raise ConnectionError(f"{flow.name} did not connect: {error}")
             collector.add(sender)
             collector.add(receiver)
+            return sender
+
+        async def flow_task(flow: MediaFlow, t0: float, sender: Peer | None) -> None:
+            if sender is None:  # a flow that starts later connects when it starts
+                await _at(t0, flow.start_s)
+                sender = await connect(flow)
             for pause, resume in flow.pauses:
                 await _at(t0, pause)
                 sender.set_muted("video", True)
@@ -130,6 +131,12 @@ async def run_emulated(spec: RunSpec, on_note: Callable[[str], None] | None = No
                 cross_log.append((loop.time() - t0, sum(c.flow.delivered_bytes for c in cross)))
                 await asyncio.sleep(spec.interval)
 
+        stack.push_async_callback(_close_all, peers)
+        # flows that start with the case connect before it, so its t=0 is media, not ICE
+        early = [f for f in case.flows if f.start_s <= 0]
+        senders = dict(
+            zip([f.name for f in early], await asyncio.gather(*map(connect, early)), strict=True)
+        )
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         start_utc = datetime.now(timezone.utc)
@@ -159,16 +166,22 @@ async def run_emulated(spec: RunSpec, on_note: Callable[[str], None] | None = No
         sampler = asyncio.ensure_future(sample_cross(t0))
         stack.push_async_callback(_cancel, sampler)
         await collector.start()
-        tasks = [asyncio.ensure_future(flow_task(f, t0)) for f in case.flows]
+        tasks = [asyncio.ensure_future(flow_task(f, t0, senders.get(f.name))) for f in case.flows]
         try:
             await _at(t0, case.duration_s)
+            for task in tasks:
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
             await collector.poll()
         finally:
             for task in tasks:
                 await _cancel(task)
             await collector.stop()
-            await asyncio.gather(*(p.close() for p in peers), return_exceptions=True)
     return flow_frame(collector.samples, case, spec.label, start_utc, cross_log)
+
+
+async def _close_all(peers: list[Any]) -> None:
+    await asyncio.gather(*(p.close() for p in peers), return_exceptions=True)
 
 
 async def _cancel(task: asyncio.Future[Any]) -> None:
@@ -211,30 +224,37 @@ async def run_netns(spec: RunSpec, net: Any) -> pd.DataFrame:
     common: dict[str, Any] = {"lab": collector, "turn": False, "data": False,
                               "stats_interval": spec.interval}  # fmt: skip
 
-    async def flow_task(flow: MediaFlow, t0: float) -> None:
-        await _at(t0, flow.start_s)
+    async def connect(flow: MediaFlow) -> None:
         send_name, recv_name = _peer_names(flow)
         room = f"bwe-{tag}-{flow.name}"
         receiver = await net.peer(right[flow.name], recv_name, room=room, video=False,
                                   estimator=estimator, **common)  # fmt: skip
         sender = await net.peer(left, send_name, room=room, **video, **common)
         peers.extend((receiver, sender))
-        await sender.wait_connected(timeout=20.0)
+        await sender.wait_connected(timeout=30.0)
+
+    async def later(flow: MediaFlow, t0: float) -> None:
+        await _at(t0, flow.start_s)
+        await connect(flow)
 
     loop = asyncio.get_running_loop()
+    tasks: list[asyncio.Future[None]] = []
     try:
+        # peer processes take seconds to start: flows of t=0 connect before the case starts
+        await asyncio.gather(*(connect(f) for f in case.flows if f.start_s <= 0))
         t0 = loop.time()
         start_utc = datetime.now(timezone.utc)
         assert left.impairment is not None
         left.impairment.set_link(_bottleneck(case, "forward"))
-        tasks = [asyncio.ensure_future(flow_task(f, t0)) for f in case.flows]
+        tasks = [asyncio.ensure_future(later(f, t0)) for f in case.flows if f.start_s > 0]
         await _at(t0, case.duration_s)
         for task in tasks:
-            if task.done() and task.exception() is not None:
+            if task.done() and not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
-            await _cancel(task)
     finally:
-        await asyncio.gather(*(p.close() for p in peers), return_exceptions=True)
+        for task in tasks:
+            await _cancel(task)
+        await _close_all(peers)
         for host in (left, *right.values()):
             if host.impairment is not None:
                 host.impairment.close()
