@@ -45,7 +45,7 @@ def test_time_scale_shortens_times_only() -> None:
     assert single.steps() == [(10, 1000.0, 2500.0), (15, 2500.0, 600.0), (20, 600.0, 1000.0)]
     assert single.capacity_at(14.9) == 2500.0 and single.capacity_at(15.0) == 600.0
     short = CASES["5.7"].scaled(0.5).short_tcp
-    assert short is not None and short.mean_off_s == 5.0
+    assert short is not None and short.mean_off_s == 10.0  # the offered load stays
     with pytest.raises(ValueError, match="time_scale"):
         CASES["5.1"].scaled(0)
     with pytest.raises(ValueError, match=r"unknown case '5\.9'"):
