@@ -3,11 +3,14 @@ back as the same frames a run in this loop gives."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
-from rtclab.experiments import RESULT_COLUMNS, Scenario, compare_ice_paths
+from rtclab.cc import DelayBasedEstimator, LossBasedAimd
+from rtclab.experiments import RESULT_COLUMNS, Scenario, bwe_test, compare_ice_paths
+from rtclab.experiments.bwe import CASES, FRAME_COLUMNS, METRIC_COLUMNS, STEP_COLUMNS
 from rtclab.experiments.impairment import SUMMARY_COLUMNS, impairment_sweep
 from rtclab.experiments.nat_matrix import nat_matrix
 from rtclab.net import Link
@@ -68,3 +71,51 @@ async def test_matrix_on_a_dask_local_cluster(dask_client: Any) -> None:
     assert _tasks(stream, "run_batch") == 4  # 8 scenarios, 2 per task
     assert len(result.frame) == 8
     assert result.mismatches.empty
+
+
+async def test_bwe_single_flow_case_on_dask_and_on_local_processes(dask_client: Any) -> None:
+    """RFC 8867 5.1 at a fifth of its length (20 s): 1 -> 2.5 -> 0.6 -> 1 Mbps at
+    0/8/12/16 s, 50 ms one way, 300 ms queue. The shipped delay-based estimator on a Dask
+    worker and, at the same time, in a local process (next to the loss-based AIMD in
+    another): each delay-based run brings the sender's target under the lowered capacity
+    within 5 s (here within the 4 s the low capacity lasts), the frames follow the schedule,
+    and Dask and the local process give the same metrics and steps, with values of the same
+    size. (On a busy machine the target may already sit under 0.6 Mbps when the step comes:
+    that counts as 0 s, and ``target_before_kbps`` shows it.)"""
+    from distributed import get_task_stream
+
+    with get_task_stream(dask_client) as stream:
+        on_dask, local = await asyncio.gather(
+            bwe_test("5.1", DelayBasedEstimator, time_scale=0.2, client=dask_client,
+                     progress=False),
+            bwe_test("5.1", [DelayBasedEstimator, LossBasedAimd], time_scale=0.2, workers=2,
+                     progress=False),
+        )  # fmt: skip
+    assert _tasks(stream, "run_batch") == 1
+    assert on_dask.errors == {} and local.errors == {}, (on_dask.errors, local.errors)
+    case = CASES["5.1"].scaled(0.2)
+    delay_based = "aiortc default (delay-based)"
+    assert set(local.frame["estimator"]) == {delay_based, "loss-based AIMD"}
+    for result in (on_dask, local):
+        frame = result.frame
+        assert list(frame.columns) == FRAME_COLUMNS
+        away = frame[[all(abs(t - s) > 0.6 for s, _ in case.schedule) for t in frame["t"]]]
+        assert (away["capacity_kbps"] == [case.capacity_at(t) for t in away["t"]]).all()
+        assert frame["target_bitrate_kbps"].notna().mean() > 0.9
+        assert frame["receive_rate_kbps"].max() > 300  # video flowed through the bottleneck
+        assert list(result.steps.columns) == STEP_COLUMNS
+        assert list(result.metrics.columns) == METRIC_COLUMNS
+        assert result.metrics["rtt_ms_mean"].min() >= 100  # 2 x 50 ms, plus any queue
+        lowered = result.steps[result.steps["lowered"] & (result.steps["estimator"] == delay_based)]
+        assert lowered["to_kbps"].tolist() == [600.0]
+        assert all(s is not None and s <= 5.0 for s in lowered["seconds_under"]), result.steps
+    assert len(local.figure.data) == 2 * (1 + 3)  # per run: capacity + 3 lines of one flow
+    dask_metrics = on_dask.metrics
+    local_metrics = local.metrics[local.metrics["estimator"] == delay_based].reset_index(drop=True)
+    assert dask_metrics[["estimator", "flow"]].equals(local_metrics[["estimator", "flow"]])
+    step_keys = ["t", "from_kbps", "to_kbps", "lowered"]
+    local_steps = local.steps[local.steps["estimator"] == delay_based].reset_index(drop=True)
+    assert on_dask.steps[step_keys].equals(local_steps[step_keys])
+    for a, b in zip(dask_metrics.itertuples(), local_metrics.itertuples(), strict=True):
+        assert 0.05 < a.utilization < 1.2 and 0.05 < b.utilization < 1.2, (a, b)
+        assert 0.33 < a.utilization / b.utilization < 3, (a, b)

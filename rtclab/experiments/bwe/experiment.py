@@ -1,25 +1,26 @@
 """``bwe_test``: RFC 8867 cases x estimators, each a run on a real network, in parallel.
 
-One run = one case with one estimator (:mod:`.run`). Runs go to local processes (spawned,
-one per CPU by default), to a Dask cluster (``client=``), or stay in this loop
-(``workers=0``, or an estimator that plain pickle cannot carry to a process, such as a
-class defined in a notebook cell; Dask carries those). Namespace runs always stay here:
-their peers are processes already.
+One run = one case with one estimator (:mod:`.run`). Runs go through
+:func:`~rtclab.experiments._harness.run_scenarios`: to local processes (spawned, one per
+CPU by default), to a Dask cluster (``client=``), or they stay in this loop (``workers=0``,
+a single run, or an estimator that plain pickle cannot carry to a process, such as a class
+defined in a notebook cell; Dask carries those). Namespace runs always stay here: their
+peers are processes already.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
+import contextlib
 import pickle
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
-from .._harness import ExperimentResult, progress_bar
+from .._harness import ExperimentResult, run_scenarios
 from .cases import BweCase, case_named
 from .figure import bwe_figure
 from .metrics import FRAME_COLUMNS, METRIC_COLUMNS, STEP_COLUMNS, metrics_table, steps_table
@@ -28,7 +29,7 @@ from .run import RunSpec, netns_unsupported, run_emulated, run_netns
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
-__all__ = ["BweTest", "bwe_test", "run_spec"]
+__all__ = ["BweTest", "bwe_test", "run_batch"]
 
 Backend = Literal["emulated", "netns"]
 DEFAULT_LABEL = "aiortc default"
@@ -85,10 +86,14 @@ def _portable(estimator: Any) -> bool:
     return True
 
 
-def run_spec(spec: RunSpec) -> dict[str, Any]:
-    """Run one emulated run in a fresh event loop (a worker process or a Dask task):
-    ``{"label", "case", "rows", "error", "seconds"}``, plain data."""
-    return asyncio.run(_run_safely(spec))
+def run_batch(specs: list[RunSpec]) -> list[dict[str, Any]]:
+    """Emulated runs in a fresh event loop, one after the other (what a worker process or a
+    Dask task calls): per run ``{"label", "case", "rows", "error", "seconds"}``, plain data."""
+    return [asyncio.run(_run_safely(spec)) for spec in specs]
+
+
+def _postfix(result: dict[str, Any]) -> str:
+    return f"{result['case']} {result['label']}: {'failed' if result['error'] else 'ok'}"
 
 
 async def _run_safely(spec: RunSpec, net: Any = None) -> dict[str, Any]:
@@ -142,10 +147,10 @@ async def bwe_test(
 
     ``backend="netns"`` (root) runs the peers as processes between namespace hosts, the
     bottleneck through NFQUEUE; cases it cannot build yet raise a ``ValueError`` saying
-    what is missing. Runs go to ``workers`` local processes (default: one per CPU, or
-    this loop for a single run; 0: always this loop) or to a Dask ``client``, with a
-    progress bar. Parallel runs share the CPUs: on a small machine each encoder gets less,
-    which shows in what the senders manage to send.
+    what is missing. Runs go to ``workers`` local processes (default: one per CPU; 0, or a
+    single run: this loop) or to a Dask ``client``, with a progress bar. Parallel runs
+    share the CPUs: on a small machine each encoder gets less, which shows in what the
+    senders manage to send.
     """
     cases = [c.scaled(time_scale) for c in _cases(case)]
     if queue_ms is not None:
@@ -173,47 +178,26 @@ async def bwe_test(
         for e, lab in zip(estimators, labels, strict=True)
     ]
     began = time.monotonic()
-    bar = progress_bar(len(specs), "bwe test", "run", progress)
-    results: list[dict[str, Any]] = []
 
-    def done(result: dict[str, Any]) -> None:
-        results.append(result)
-        bar.set_postfix_str(
-            f"{result['case']} {result['label']}: {'failed' if result['error'] else 'ok'}"
-        )
-        bar.update(1)
+    async def here(items: list[RunSpec], done: Callable[[dict[str, Any]], None]) -> list[Any]:
+        results = []
+        async with contextlib.AsyncExitStack() as stack:
+            net = None
+            if backend == "netns":
+                from ...net.netns import NetnsNetwork
 
-    try:
-        if backend == "netns":
-            from ...net.netns import NetnsNetwork
+                net = stack.enter_context(NetnsNetwork())
+            for spec in items:
+                results.append(await _run_safely(spec, net))
+                done(results[-1])
+        return results
 
-            with NetnsNetwork() as net:
-                for spec in specs:
-                    done(await _run_safely(spec, net))
-        elif client is not None:
-            futures = client.map(run_spec, specs, pure=False)
-            for result in await asyncio.to_thread(client.gather, futures):
-                done(result)
-        elif (
-            workers == 0
-            or (workers is None and len(specs) == 1)
-            or not all(_portable(e) for e in estimators)
-        ):
-            for spec in specs:
-                done(await _run_safely(spec))
-        else:
-            import concurrent.futures
-            import multiprocessing
-
-            count = min(len(specs), workers or os.cpu_count() or 1)
-            context = multiprocessing.get_context("spawn")  # a kernel has threads and a loop
-            loop = asyncio.get_running_loop()
-            with concurrent.futures.ProcessPoolExecutor(count, mp_context=context) as pool:
-                pending = [loop.run_in_executor(pool, run_spec, s) for s in specs]
-                for next_done in asyncio.as_completed(pending):
-                    done(await next_done)
-    finally:
-        bar.close()
+    portable = all(_portable(e) for e in estimators)
+    results = await run_scenarios(
+        specs, here=here, batch=run_batch, client=client if backend == "emulated" else None,
+        workers=workers if backend == "emulated" and portable else 0,
+        desc="bwe test", unit="run", postfix=_postfix, progress=progress,
+    )  # fmt: skip
     return _result(specs, results, time.monotonic() - began)
 
 
