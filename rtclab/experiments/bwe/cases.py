@@ -162,6 +162,11 @@ CASES: dict[str, BweCase] = {
             _ratio(1000.0, ((0, 2.0), (20, 1.0), (40, 0.5), (60, 2.0))),
             (MediaFlow("forward"), MediaFlow("backward", direction="backward")),
             backward=_ratio(1000.0, ((0, 2.0), (35, 0.8), (70, 2.0))),
+            notes=(
+                _CLAMP_NOTE,
+                "the two directions are two calls (a peer pair each way): each one's RTCP "
+                "crosses the other's bottleneck, as one bidirectional call's would",
+            ),
         ),
         BweCase(
             "5.4", "5.4", "Competing media flows with the same congestion control", 120.0,
