@@ -42,17 +42,17 @@ def bwe_figure(
     for row, (case, estimator) in enumerate(runs, start=1):
         rows = frame[(frame["case"] == case) & (frame["estimator"] == estimator)]
         fwd = rows[rows["direction"] == "forward"].groupby("t")["capacity_kbps"].first()
-        fig.add_trace(
-            go.Scatter(x=fwd.index, y=fwd.to_numpy(), name="capacity", line={"shape": "hv",
-                       "color": "#bbbbbb"}, fill="tozeroy", legendgroup="capacity",
-                       showlegend=row == 1),
-            row=row, col=1,
+        capacity = go.Scatter(
+            x=fwd.index, y=fwd.to_numpy(), name="capacity", mode="lines", fill="tozeroy",
+            line={"shape": "hv", "color": "#bbbbbb"}, legendgroup="capacity",
+            showlegend=row == 1,
         )  # fmt: skip
+        fig.add_trace(capacity, row=row, col=1)
         for i, (flow, mine) in enumerate(rows.groupby("flow", sort=False)):
             color = colors[i % len(colors)]
             for column, label, dash in _LINES:
                 fig.add_trace(
-                    go.Scatter(x=mine["t"], y=mine[column], name=f"{flow} {label}",
+                    go.Scatter(x=mine["t"], y=mine[column], name=f"{flow} {label}", mode="lines",
                                line={"color": color, "dash": dash}, legendgroup=f"{flow}{label}",
                                showlegend=row == 1),
                     row=row, col=1,
@@ -61,7 +61,7 @@ def bwe_figure(
     fig.update_xaxes(title_text="seconds since the case started", row=max(1, len(runs)), col=1)
     fig.update_layout(
         title=title or "Capacity, estimate, target and send rate",
-        height=max(360, 300 * len(runs)),
+        height=max(440, 320 * len(runs)),
         margin={"t": 80},
     )
     return fig
