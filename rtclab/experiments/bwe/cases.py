@@ -189,7 +189,7 @@ CASES: dict[str, BweCase] = {
             notes=(
                 _CLAMP_NOTE,
                 "emulated: the TCP flow is rtclab's AIMD (Reno-like) model sharing the queue; "
-                "netns would need real TCP (TcpBulk) and is not wired up yet",
+                "netns: a real TCP bulk transfer (the kernel's CUBIC) through the same queue",
                 "RFC 8867 also asks for a 1000 ms queue: bwe_test(..., queue_ms=1000)",
             ),
         ),

@@ -26,6 +26,9 @@ from ...net.link import Link
 from .cases import BweCase, MediaFlow
 from .metrics import FRAME_COLUMNS
 
+#: The port of the long TCP flow of 5.6 between namespaces (``TcpBulk``).
+TCP_PORT = 5201
+
 __all__ = ["RunSpec", "flow_frame", "netns_unsupported", "run_emulated", "run_netns"]
 
 
@@ -195,8 +198,8 @@ def netns_unsupported(case: BweCase) -> list[str]:
     missing = []
     if case.backward is not None:
         missing.append("a backward bottleneck (5.3: NFQUEUE applies one link both ways)")
-    if case.long_tcp is not None or case.short_tcp is not None:
-        missing.append("TCP cross traffic (5.6, 5.7: TcpBulk is not wired into bwe_test)")
+    if case.short_tcp is not None:
+        missing.append("short TCP transfers (5.7: only one long TcpBulk transfer is wired in)")
     if any(f.pauses for f in case.flows):
         missing.append("pausing a flow (5.8: a peer process takes no commands)")
     return missing
@@ -204,7 +207,9 @@ def netns_unsupported(case: BweCase) -> list[str]:
 
 async def run_netns(spec: RunSpec, net: Any) -> pd.DataFrame:
     """``spec`` between namespace hosts of ``net`` (a started NetnsNetwork), the bottleneck
-    in userspace through NFQUEUE, the peers as ``rtclab peer`` processes."""
+    in userspace through NFQUEUE, the peers as ``rtclab peer`` processes, a long TCP flow
+    as a real TCP bulk transfer (the kernel's CUBIC)."""
+    from ...net.netns.bulk import TcpBulk
     from ...stats.collector import StatsCollector
 
     case = spec.case
@@ -215,10 +220,14 @@ async def run_netns(spec: RunSpec, net: Any) -> pd.DataFrame:
     estimator = _estimator_spec(spec.estimator)
     collector = StatsCollector(interval=spec.interval, window=None)
     tag = time.monotonic_ns() % 10**6
-    first = case.schedule[0][1]
-    left = net.host(f"l{tag}", "open", link=Link(rate_kbps=first, queue_ms=case.queue_ms))
-    right = {f.name: net.host(f"r{tag}{i}", "open", link=Link(delay_ms=f.delay_ms), seed=i)
+    # a long TCP flow (5.6) is real TCP between the namespaces; the NFQUEUE links take its
+    # port, so it shares the bottleneck's queue with the media
+    tcp_ports = (TCP_PORT,) if case.long_tcp is not None else ()
+    first = Link(rate_kbps=case.schedule[0][1], queue_ms=case.queue_ms)
+    left = _impaired(net, f"l{tag}", first, 0, tcp_ports)
+    right = {f.name: _impaired(net, f"r{tag}{i}", Link(delay_ms=f.delay_ms), i + 1, tcp_ports)
              for i, f in enumerate(case.flows)}  # fmt: skip
+    bulk: Any = None
     peers: list[Any] = []
     video: dict[str, Any] = {"width": spec.width, "height": spec.height, "fps": spec.fps}
     common: dict[str, Any] = {"lab": collector, "turn": False, "data": False,
@@ -237,6 +246,16 @@ async def run_netns(spec: RunSpec, net: Any) -> pd.DataFrame:
         await _at(t0, flow.start_s)
         await connect(flow)
 
+    async def long_tcp(t0: float) -> None:
+        nonlocal bulk
+        assert case.long_tcp is not None
+        start, end = case.long_tcp
+        await _at(t0, start)
+        far = right[case.flows[0].name]
+        seconds = min(end, case.duration_s) - start
+        bulk = await TcpBulk(left.namespace, far.namespace, far.address, TCP_PORT,
+                             seconds).start()  # fmt: skip
+
     loop = asyncio.get_running_loop()
     tasks: list[asyncio.Future[None]] = []
     try:
@@ -247,6 +266,8 @@ async def run_netns(spec: RunSpec, net: Any) -> pd.DataFrame:
         assert left.impairment is not None
         left.impairment.set_link(_bottleneck(case, "forward"))
         tasks = [asyncio.ensure_future(later(f, t0)) for f in case.flows if f.start_s > 0]
+        if case.long_tcp is not None:
+            tasks.append(asyncio.ensure_future(long_tcp(t0)))
         await _at(t0, case.duration_s)
         for task in tasks:
             if task.done() and not task.cancelled() and task.exception() is not None:
@@ -254,12 +275,27 @@ async def run_netns(spec: RunSpec, net: Any) -> pd.DataFrame:
     finally:
         for task in tasks:
             await _cancel(task)
+        if bulk is not None:
+            bulk.stop()
         await _close_all(peers)
         for host in (left, *right.values()):
             if host.impairment is not None:
                 host.impairment.close()
             net.remove_host(host)
     return flow_frame(collector.samples, case, spec.label, start_utc, [])
+
+
+def _impaired(net: Any, name: str, link: Link, seed: int, tcp_ports: tuple[int, ...]) -> Any:
+    """An open namespace host of ``net`` behind ``link`` (NFQUEUE), TCP ``tcp_ports`` too."""
+    from ...net.nfqueue import impair_namespace
+
+    host = net.host(name, "open")
+    try:
+        host.impairment = impair_namespace(host.namespace, link, seed=seed, tcp_ports=tcp_ports)
+    except BaseException:
+        net.remove_host(host)
+        raise
+    return host
 
 
 def _estimator_spec(estimator: Any) -> str | None:
