@@ -41,8 +41,9 @@ class BweTest(ExperimentResult):
     (RFC 8868, per flow and ``flow="all"``), :attr:`steps` (per capacity step: how long
     until the target went under a lowered capacity, and until the flows got 90 % of the new
     one; None = never), :attr:`notes` (where rtclab departs from the RFC) and
-    :attr:`errors` (runs that failed, by ``(case, estimator)``). Unpacks as
-    ``frame, metrics, steps, figure``."""
+    :attr:`errors` (runs that failed, by ``(case, estimator)``). :attr:`figure` overlays
+    capacity, estimate, target and send rate per flow, a panel per run; :meth:`plot` draws
+    some estimators only. Unpacks as ``frame, metrics, steps, figure``."""
 
     metrics: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=METRIC_COLUMNS))
     steps: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=STEP_COLUMNS))
@@ -144,6 +145,11 @@ async def bwe_test(
     delays, queues and capacities stay. ``queue_ms`` overrides the case's queue (5.6 asks
     for 300 and 1000 ms). The sender sends ``width`` x ``height`` @ ``fps`` test pattern
     (VP8); ``interval`` is the sampling period, so the resolution of every time measured.
+
+    Where rtclab cannot follow the RFC the result's ``notes`` say so, per case: aiortc's
+    sender clamps its target to 250-1500 kbps (a capacity above 1.5 Mbps per flow is never
+    filled: ``steps.reachable_90``), TCP is a Reno-like model in the emulated network, a
+    paused flow sends black frames.
 
     ``backend="netns"`` (root) runs the peers as processes between namespace hosts, the
     bottleneck through NFQUEUE; cases it cannot build yet raise a ``ValueError`` saying
