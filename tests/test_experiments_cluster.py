@@ -103,6 +103,7 @@ async def test_bwe_single_flow_case_on_dask_and_on_local_processes(dask_client: 
         assert (away["capacity_kbps"] == [case.capacity_at(t) for t in away["t"]]).all()
         assert frame["target_bitrate_kbps"].notna().mean() > 0.9
         assert frame["receive_rate_kbps"].max() > 300  # video flowed through the bottleneck
+        assert frame["queue_delay_ms"].max() > 5  # ...and queued there (a clean link: 0)
         assert list(result.steps.columns) == STEP_COLUMNS
         assert list(result.metrics.columns) == METRIC_COLUMNS
         assert result.metrics["rtt_ms_mean"].min() >= 100  # 2 x 50 ms, plus any queue
@@ -110,6 +111,11 @@ async def test_bwe_single_flow_case_on_dask_and_on_local_processes(dask_client: 
         assert lowered["to_kbps"].tolist() == [600.0]
         assert all(s is not None and s <= 5.0 for s in lowered["seconds_under"]), result.steps
     assert len(local.figure.data) == 2 * (1 + 3)  # per run: capacity + 3 lines of one flow
+    # the loss-based AIMD drove its sender: its first REMB is its start_bps (300 kbps), then
+    # +25 kbps per 500 ms, where aiortc's encoder starts at 500 kbps
+    aimd = local.frame[local.frame["estimator"] == "loss-based AIMD"]
+    first = next(v for v in aimd["target_bitrate_kbps"].dropna() if v != 500.0)
+    assert first in (300.0, 325.0), aimd["target_bitrate_kbps"].head(8).tolist()
     dask_metrics = on_dask.metrics
     local_metrics = local.metrics[local.metrics["estimator"] == delay_based].reset_index(drop=True)
     assert dask_metrics[["estimator", "flow"]].equals(local_metrics[["estimator", "flow"]])
