@@ -69,8 +69,7 @@ class BweCase:
     ``((t_s, kbps), ...)``), the reverse path's (``backward``, None: not a bottleneck), the
     queue (tail drop, in ms of waiting), the flows and the competing traffic."""
 
-    key: str
-    section: str
+    key: str  # the RFC 8867 section, "5.1" ... "5.8"
     title: str
     duration_s: float
     schedule: tuple[tuple[float, float], ...]
@@ -148,17 +147,17 @@ CASES: dict[str, BweCase] = {
     case.key: case
     for case in (
         BweCase(
-            "5.1", "5.1", "Variable available capacity with a single flow", 100.0,
+            "5.1", "Variable available capacity with a single flow", 100.0,
             _ratio(1000.0, ((0, 1.0), (40, 2.5), (60, 0.6), (80, 1.0))),
             (MediaFlow("flow1"),),
         ),
         BweCase(
-            "5.2", "5.2", "Variable available capacity with multiple flows", 125.0,
+            "5.2", "Variable available capacity with multiple flows", 125.0,
             _ratio(2000.0, ((0, 2.0), (25, 1.0), (50, 1.75), (75, 0.5), (100, 1.0))),
             (MediaFlow("flow1"), MediaFlow("flow2")),
         ),
         BweCase(
-            "5.3", "5.3", "Congested feedback link with bi-directional media flows", 100.0,
+            "5.3", "Congested feedback link with bi-directional media flows", 100.0,
             _ratio(1000.0, ((0, 2.0), (20, 1.0), (40, 0.5), (60, 2.0))),
             (MediaFlow("forward"), MediaFlow("backward", direction="backward")),
             backward=_ratio(1000.0, ((0, 2.0), (35, 0.8), (70, 2.0))),
@@ -169,12 +168,12 @@ CASES: dict[str, BweCase] = {
             ),
         ),
         BweCase(
-            "5.4", "5.4", "Competing media flows with the same congestion control", 120.0,
+            "5.4", "Competing media flows with the same congestion control", 120.0,
             ((0.0, 3500.0),),
             (MediaFlow("flow1"), MediaFlow("flow2", start_s=20), MediaFlow("flow3", start_s=40)),
         ),
         BweCase(
-            "5.5", "5.5", "Round-trip time fairness", 300.0,
+            "5.5", "Round-trip time fairness", 300.0,
             ((0.0, 4000.0),),
             tuple(
                 MediaFlow(f"flow{i + 1}", start_s=10.0 * i, delay_ms=d)
@@ -182,7 +181,7 @@ CASES: dict[str, BweCase] = {
             ),
         ),
         BweCase(
-            "5.6", "5.6", "Media flow competing with a long TCP flow", 120.0,
+            "5.6", "Media flow competing with a long TCP flow", 120.0,
             ((0.0, 2000.0),),
             (MediaFlow("flow1", start_s=5.0),),
             long_tcp=(0.0, 120.0),
@@ -194,7 +193,7 @@ CASES: dict[str, BweCase] = {
             ),
         ),
         BweCase(
-            "5.7", "5.7", "Media flows competing with short TCP flows", 300.0,
+            "5.7", "Media flows competing with short TCP flows", 300.0,
             ((0.0, 2000.0),),
             (MediaFlow("flow1", start_s=5.0), MediaFlow("flow2", start_s=5.0)),
             short_tcp=ShortTcpSpec(),
@@ -205,7 +204,7 @@ CASES: dict[str, BweCase] = {
             ),
         ),
         BweCase(
-            "5.8", "5.8", "Media pause and resume", 120.0,
+            "5.8", "Media pause and resume", 120.0,
             ((0.0, 3500.0),),
             (MediaFlow("flow1"), MediaFlow("flow2", pauses=((40.0, 60.0),)), MediaFlow("flow3")),
             notes=(
