@@ -11,6 +11,7 @@ import pytest
 
 from rtclab.experiments import bwe_test
 from rtclab.experiments.bwe import CASES, FRAME_COLUMNS, case_named, jain_index
+from rtclab.experiments.bwe.experiment import _cases
 from rtclab.experiments.bwe.metrics import first_time, metrics_table, steps_table
 from rtclab.experiments.bwe.run import flow_frame, netns_unsupported
 from rtclab.experiments.bwe.traffic import ShortTransfers
@@ -50,6 +51,8 @@ def test_time_scale_shortens_times_only() -> None:
         CASES["5.1"].scaled(0)
     with pytest.raises(ValueError, match=r"unknown case '5\.9'"):
         case_named("5.9")
+    assert [c.key for c in _cases("all")] == list(CASES)
+    assert [c.key for c in _cases(["5.4", CASES["5.1"]])] == ["5.4", "5.1"]
 
 
 def test_jain_index() -> None:

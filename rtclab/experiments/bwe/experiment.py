@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pandas as pd
 
 from .._harness import ExperimentResult, run_scenarios
-from .cases import BweCase, case_named
+from .cases import CASES, BweCase, case_named
 from .figure import bwe_figure
 from .metrics import FRAME_COLUMNS, METRIC_COLUMNS, STEP_COLUMNS, metrics_table, steps_table
 from .run import RunSpec, netns_unsupported, run_emulated, run_netns
@@ -115,6 +115,8 @@ async def _run_safely(spec: RunSpec, net: Any = None) -> dict[str, Any]:
 
 
 def _cases(case: Any) -> list[BweCase]:
+    if case == "all":
+        return list(CASES.values())
     if isinstance(case, (str, BweCase)):
         return [case_named(case)]
     return [case_named(c) for c in case]
@@ -136,8 +138,8 @@ async def bwe_test(
     seed: int = 0,
     progress: bool = True,
 ) -> BweTest:
-    """Run RFC 8867 section 5 ``case`` (``"5.1"`` ... ``"5.8"``, a :class:`BweCase`, or a
-    list) with each ``estimator`` and measure it (RFC 8868).
+    """Run RFC 8867 section 5 ``case`` (``"5.1"`` ... ``"5.8"``, ``"all"``, a
+    :class:`BweCase`, or a list) with each ``estimator`` and measure it (RFC 8868).
 
     ``estimator``: None (aiortc's own), a class or factory (``rtclab.cc.LossBasedAimd``),
     a ``"module:Class"`` string, or a list of these: one run per case per estimator, on
