@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -74,20 +73,17 @@ def test_cli_demo_refuses_an_unwritable_out_before_starting(tmp_path: Path, wher
     if where != "/proc/forbidden":
         (tmp_path / "file").write_text("")
         where = str(tmp_path / "file" / "out" if where == "under-a-file" else tmp_path / "file")
-    started = time.monotonic()
     proc = subprocess.run(
         [str(Path(sys.executable).with_name("rtclab")), "demo", "--out", where],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    took = time.monotonic() - started
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith(f"rtclab demo: cannot write to the output folder {where}: ")
     assert lines[0].endswith("pass --out a folder you can write to")
-    assert "signaling server on" not in proc.stdout  # nothing started
-    assert took < 8.0, took  # the 10 s demo did not run first
+    assert "signaling server on" not in proc.stdout  # refused before anything started
 
 
 def test_cli_demo_that_cannot_write_at_the_end_still_prints_the_summary(tmp_path: Path) -> None:

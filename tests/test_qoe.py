@@ -262,10 +262,10 @@ async def test_latency_loopback_and_over_a_delayed_link() -> None:
 @pytest.mark.slow
 async def test_no_freeze_on_a_clean_link() -> None:
     async with _pair(interval=1.0) as (_, rx, collector, _), LoopLagMonitor() as lag:
-        await asyncio.sleep(30)
+        await asyncio.sleep(12)
         await collector.poll()
         video = collector.samples.query("kind == 'video' and direction == 'inbound'")
-    assert len(video) >= 28
+    assert len(video) >= 10
     # on a shared machine a stalled event loop stalls the receiver too: say how long it was
     freezes = [e.value for e in rx.events if e.event == "freeze"]
     assert video["freeze_count"].sum() == 0, (

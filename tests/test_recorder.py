@@ -53,7 +53,9 @@ async def test_record_received_640x480_30fps_keeps_the_loop_responsive(
         if {"audio", "video"} <= set(alice.connections["bob"].remote_tracks):
             break
         await asyncio.sleep(0.05)
-    await asyncio.sleep(1.0)  # let the pair settle first: we measure the recording's cost
+    # let the pair settle, measuring the loop without a recording: the machine's own lag
+    async with LoopLagMonitor() as idle:
+        await asyncio.sleep(1.5)
     counters = alice.connections["bob"].counters
     before = counters.frames_received.get("video", 0)
     async with LoopLagMonitor() as lag:
@@ -65,7 +67,12 @@ async def test_record_received_640x480_30fps_keeps_the_loop_responsive(
     assert arrived >= 100, arrived
     assert arrived * 0.95 <= count <= arrived * 1.05, (count, arrived)
     assert 3.5 <= duration <= 4.2, duration
-    assert lag.p99_ms <= 10, f"loop lag p99 {lag.p99_ms:.1f} ms, max {lag.max_ms:.1f} ms"
+    # encoding 640x480 on the loop would cost ~10 ms a frame, 30 times a second. A busy
+    # machine (CI beside other jobs) lags the loop with or without a recording: compare the
+    # recording's lag with the same pair's just before, and the median against a fixed bound.
+    report = f"loop lag p99 {lag.p99_ms:.1f} ms (without recording {idle.p99_ms:.1f} ms)"
+    assert lag.p99_ms <= max(10, 2 * idle.p99_ms), report
+    assert lag.median_ms <= 3, f"loop lag median {lag.median_ms:.1f} ms"
 
 
 def test_rejects_unknown_container(tmp_path: Path) -> None:
