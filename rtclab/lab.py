@@ -30,6 +30,8 @@ from .stats.store import RunFrames
 from .stats.summary import pair_summary
 
 if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
     from .ice.coturn import Coturn
     from .widgets.dashboard import Dashboard
     from .widgets.link_control import LinkControl
@@ -438,6 +440,16 @@ class Lab(RunFrames):
         """Per network disruption and connection: how long the peers took to notice it
         (``notice_s``) and to recover once the network was back (``recover_s``)."""
         return recovery_times(self.events)
+
+    def estimate_figure(
+        self, sender: str | Iterable[str] | None = None, receiver: str | Iterable[str] | None = None
+    ) -> go.Figure:
+        """Per video flow: capacity, the receiver's estimate, the encoder's target and the
+        send rate over time, above the path's queue delay
+        (:func:`~rtclab.stats.figures.estimate_figure`; plotly loads on first use)."""
+        from .stats.figures import estimate_figure
+
+        return estimate_figure(self.samples, sender=sender, receiver=receiver)
 
     def dashboard(self, **options: Any) -> Dashboard:
         """A live plotly dashboard of this lab's stats (see :class:`~rtclab.widgets.Dashboard`).
