@@ -142,6 +142,12 @@ def panel_points(
     return points
 
 
+def _line(points: Mapping[float, float | None], **options: Any) -> go.Scatter:
+    """A line through ``{x: y}`` points in x order (a ``None`` y is a gap)."""
+    xs = sorted(points)
+    return go.Scatter(x=xs, y=[points[x] for x in xs], **({"mode": "lines"} | options))
+
+
 def pair_paths(rows: Iterable[Mapping[str, Any]]) -> dict[Pair, str]:
     """``(peer, remote) -> "host/host"`` (local/remote candidate type) from the latest rows."""
     paths: dict[Pair, str] = {}
@@ -172,12 +178,10 @@ def stats_figure(samples: pd.DataFrame, *, title: str = "rtclab stats") -> go.Fi
             for index, series in enumerate(points[pair]):
                 if not series:
                     continue
-                xs = sorted(series)
                 row, col = panel_cell(index)
                 fig.add_trace(
-                    go.Scatter(
-                        x=xs,
-                        y=[series[x] for x in xs],
+                    _line(
+                        series,
                         mode="lines+markers",
                         name=name,
                         legendgroup=name,
@@ -299,44 +303,40 @@ def estimate_figure(
         vertical_spacing=0.3 / rows,
     )
     row = 1
-    for index, (series, queue) in enumerate(zip(flows.values(), with_queue, strict=True)):
+    shown: set[str] = set()  # one legend entry per series (a legend group), not per flow
+    for series, queue in zip(flows.values(), with_queue, strict=True):
         for column, label, colour, dash, shape in ESTIMATE_SERIES:
-            points = series.get(column)
-            if not points:
-                continue
-            xs = sorted(points)
-            fig.add_trace(
-                go.Scatter(
-                    x=xs,
-                    y=[points[x] for x in xs],
-                    mode="lines",
-                    name=label,
-                    legendgroup=column,
-                    showlegend=index == 0,
-                    line={"color": colour, "dash": dash, "shape": shape, "width": 2},
-                ),
-                row=row,
-                col=1,
-            )
+            if series.get(column):
+                line = {"color": colour, "dash": dash, "shape": shape, "width": 2}
+                fig.add_trace(
+                    _line(
+                        series[column],
+                        name=label,
+                        legendgroup=column,
+                        showlegend=column not in shown,
+                        line=line,
+                    ),
+                    row=row,
+                    col=1,
+                )
+                shown.add(column)
         fig.update_yaxes(rangemode="tozero", title_text="kbps", row=row, col=1)
         if queue:
             row += 1
-            points = series[QUEUE_COLUMN]
-            xs = sorted(points)
+            line = {"color": "#d62728", "shape": "hv", "width": 1.5}
             fig.add_trace(
-                go.Scatter(
-                    x=xs,
-                    y=[points[x] for x in xs],
-                    mode="lines",
+                _line(
+                    series[QUEUE_COLUMN],
                     name="queue delay",
                     legendgroup=QUEUE_COLUMN,
-                    showlegend=index == 0,
-                    line={"color": "#d62728", "shape": "hv", "width": 1.5},
+                    showlegend=QUEUE_COLUMN not in shown,
+                    line=line,
                     fill="tozeroy",
                 ),
                 row=row,
                 col=1,
             )
+            shown.add(QUEUE_COLUMN)
             fig.update_yaxes(rangemode="tozero", title_text="ms", row=row, col=1)
         row += 1
     fig.update_xaxes(showticklabels=True)
