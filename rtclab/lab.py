@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
     from .ice.coturn import Coturn
     from .widgets.dashboard import Dashboard
+    from .widgets.estimate_view import EstimateView
     from .widgets.link_control import LinkControl
 
 log = logging.getLogger(__name__)
@@ -441,15 +442,17 @@ class Lab(RunFrames):
         (``notice_s``) and to recover once the network was back (``recover_s``)."""
         return recovery_times(self.events)
 
-    def estimate_figure(
-        self, sender: str | Iterable[str] | None = None, receiver: str | Iterable[str] | None = None
-    ) -> go.Figure:
-        """Per video flow: capacity, the receiver's estimate, the encoder's target and the
-        send rate over time, above the path's queue delay
-        (:func:`~rtclab.stats.figures.estimate_figure`; plotly loads on first use)."""
+    def estimate_figure(self, *, live: bool = False, **options: Any) -> go.Figure | EstimateView:
+        """Capacity, estimate, target and send rate per video flow, over the queue delay
+        (:func:`~rtclab.stats.figures.estimate_figure`: ``sender=``, ``receiver=``);
+        ``live=True``: an :class:`~rtclab.widgets.EstimateView` (plus ``window_s=``)."""
+        if live:
+            from .widgets.estimate_view import EstimateView
+
+            return EstimateView(self.collector, **options)
         from .stats.figures import estimate_figure
 
-        return estimate_figure(self.samples, sender=sender, receiver=receiver)
+        return estimate_figure(self.samples, **options)
 
     def dashboard(self, **options: Any) -> Dashboard:
         """A live plotly dashboard of this lab's stats (see :class:`~rtclab.widgets.Dashboard`).

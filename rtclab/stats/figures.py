@@ -262,7 +262,7 @@ def estimate_points(rows: Iterable[Mapping[str, Any]]) -> dict[Flow, FlowSeries]
 
 
 def estimate_figure(
-    samples: pd.DataFrame,
+    samples: pd.DataFrame | Iterable[Mapping[str, Any]],
     *,
     sender: str | Iterable[str] | None = None,
     receiver: str | Iterable[str] | None = None,
@@ -271,13 +271,17 @@ def estimate_figure(
 ) -> go.Figure:
     """Per video flow (``sender → receiver``): the link's capacity, the receiver's estimate,
     the encoder's target and what was sent, in kbps against time, over the queue delay the
-    flow's packets would meet (ms). ``sender``/``receiver`` (a name or several) pick flows;
-    by default all.
+    flow's packets would meet (ms), from a samples frame or its rows. ``sender``/``receiver``
+    (a name or several) pick flows; by default all.
 
     One figure answers "does the sender follow the network?": the target should step down
     soon after the capacity does (or the queue grows, then drops packets), and climb back.
     """
-    records: list[dict[str, Any]] = samples.to_dict("records")  # type: ignore[assignment]
+    records: Iterable[Mapping[str, Any]]
+    if isinstance(samples, pd.DataFrame):
+        records = samples.to_dict("records")  # type: ignore[assignment]
+    else:
+        records = samples
     senders, receivers = _names(sender), _names(receiver)
     flows = {
         flow: series
