@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
 from collections.abc import Iterable
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import plotly.graph_objects as go
 
 from ..stats.figures import estimate_figure
+from ._live import LiveFigure
 
 if TYPE_CHECKING:
     from ..stats.collector import StatsCollector
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 __all__ = ["EstimateView"]
 
 
-class EstimateView:
+class EstimateView(LiveFigure):
     """:func:`~rtclab.stats.figures.estimate_figure` of a collector's last ``window_s``
     seconds as a FigureWidget, redrawn in place at most ``max_rate_hz`` times a second.
 
@@ -89,23 +89,3 @@ class EstimateView:
                     old.x, old.y = new.x, new.y
         self._last_refresh = time.monotonic()
         self.refreshes += 1
-
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any] | None:
-        bundle: dict[str, Any] | None = self.figure._repr_mimebundle_(**kwargs)
-        return bundle
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def close(self) -> None:
-        """Stop following the collector and close the figure widget (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        self._unsubscribe()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        with contextlib.suppress(Exception):
-            self.figure.close()
