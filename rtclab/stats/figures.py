@@ -349,8 +349,7 @@ def estimate_figure(
         title=title,
         height=int(height * sum(heights or [1.0]) / 2) + 160,
         template="plotly_white",
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
-        margin={"t": 110},
+        legend={"tracegroupgap": 2},  # on the right: a horizontal one wraps over the title
     )
     return fig
 
