@@ -30,8 +30,11 @@ from .stats.store import RunFrames
 from .stats.summary import pair_summary
 
 if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
     from .ice.coturn import Coturn
     from .widgets.dashboard import Dashboard
+    from .widgets.estimate_view import EstimateView
     from .widgets.link_control import LinkControl
 
 log = logging.getLogger(__name__)
@@ -438,6 +441,18 @@ class Lab(RunFrames):
         """Per network disruption and connection: how long the peers took to notice it
         (``notice_s``) and to recover once the network was back (``recover_s``)."""
         return recovery_times(self.events)
+
+    def estimate_figure(self, *, live: bool = False, **options: Any) -> go.Figure | EstimateView:
+        """Capacity, estimate, target and send rate per video flow, over the queue delay
+        (:func:`~rtclab.stats.figures.estimate_figure`: ``sender=``, ``receiver=``);
+        ``live=True``: an :class:`~rtclab.widgets.EstimateView` (plus ``window_s=``)."""
+        if live:
+            from .widgets.estimate_view import EstimateView
+
+            return EstimateView(self.collector, **options)
+        from .stats.figures import estimate_figure
+
+        return estimate_figure(self.samples, **options)
 
     def dashboard(self, **options: Any) -> Dashboard:
         """A live plotly dashboard of this lab's stats (see :class:`~rtclab.widgets.Dashboard`).

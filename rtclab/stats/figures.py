@@ -142,6 +142,12 @@ def panel_points(
     return points
 
 
+def _line(points: Mapping[float, float | None], **options: Any) -> go.Scatter:
+    """A line through ``{x: y}`` points in x order (a ``None`` y is a gap)."""
+    xs = sorted(points)
+    return go.Scatter(x=xs, y=[points[x] for x in xs], **({"mode": "lines"} | options))
+
+
 def pair_paths(rows: Iterable[Mapping[str, Any]]) -> dict[Pair, str]:
     """``(peer, remote) -> "host/host"`` (local/remote candidate type) from the latest rows."""
     paths: dict[Pair, str] = {}
@@ -172,12 +178,10 @@ def stats_figure(samples: pd.DataFrame, *, title: str = "rtclab stats") -> go.Fi
             for index, series in enumerate(points[pair]):
                 if not series:
                     continue
-                xs = sorted(series)
                 row, col = panel_cell(index)
                 fig.add_trace(
-                    go.Scatter(
-                        x=xs,
-                        y=[series[x] for x in xs],
+                    _line(
+                        series,
                         mode="lines+markers",
                         name=name,
                         legendgroup=name,
@@ -198,3 +202,159 @@ def write_html(fig: go.Figure, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.write_html(path, include_plotlyjs=True, full_html=True)
     return path
+
+
+# --- capacity, estimate, target and send rate of one video flow (congestion control) ---------
+
+#: (column, legend label, colour, dash, line shape) of the rate panel, in drawing order (the
+#: dashed estimate last: it often equals the target, which would hide it).
+#: Capacity, estimate and target hold until they change (steps); the send rate is measured
+#: over each interval (a line through the points).
+ESTIMATE_SERIES: list[tuple[str, str, str, str, str]] = [
+    ("capacity_kbps", "link capacity", "#222222", "solid", "hv"),
+    ("target_bitrate_kbps", "encoder target", "#2ca02c", "solid", "hv"),
+    ("bitrate_kbps", "sent (RTP payload)", "#1f77b4", "solid", "linear"),
+    ("estimate_kbps", "receiver's estimate (REMB)", "#ff7f0e", "dash", "hv"),
+]
+QUEUE_COLUMN = "queue_delay_ms"
+
+#: ``(sender, receiver)`` of one video flow.
+Flow = tuple[str, str]
+FlowSeries = dict[str, dict[float, float]]
+
+
+def estimate_points(rows: Iterable[Mapping[str, Any]]) -> dict[Flow, FlowSeries]:
+    """``(sender, receiver) -> {column: {elapsed_s: value}}`` for the estimate figure.
+
+    The sender's outbound video row gives the target, the send rate and its uplink's
+    capacity and queue; the receiver's inbound row (``peer`` the receiver, ``remote`` the
+    sender) gives the estimate it sent as REMB and its downlink's capacity and queue. A flow
+    crosses both links: where both have a capacity at one poll, the narrower one is the
+    flow's, and the queue delays add up. Missing values leave no point.
+    """
+    flows: dict[Flow, FlowSeries] = {}
+    for row in rows:
+        if row.get("kind") != "video":
+            continue
+        elapsed = _number(row.get("elapsed_s"))
+        direction = row.get("direction")
+        if elapsed is None or direction not in ("inbound", "outbound"):
+            continue
+        peer, remote = str(row.get("peer")), str(row.get("remote"))
+        own: tuple[str, ...]
+        if direction == "outbound":
+            flow, own = (peer, remote), ("target_bitrate_kbps", "bitrate_kbps")
+        else:
+            flow, own = (remote, peer), ("estimate_kbps",)
+        series = flows.setdefault(flow, {})
+        for column in own:
+            value = _number(row.get(column))
+            if value is not None:
+                series.setdefault(column, {})[elapsed] = value
+        capacity, queue = _number(row.get("capacity_kbps")), _number(row.get(QUEUE_COLUMN))
+        if capacity is not None:
+            points = series.setdefault("capacity_kbps", {})
+            points[elapsed] = min(capacity, points.get(elapsed, capacity))
+        if queue is not None:
+            points = series.setdefault(QUEUE_COLUMN, {})
+            points[elapsed] = points.get(elapsed, 0.0) + queue
+    return {flow: series for flow, series in flows.items() if series}
+
+
+def estimate_figure(
+    samples: pd.DataFrame | Iterable[Mapping[str, Any]],
+    *,
+    sender: str | Iterable[str] | None = None,
+    receiver: str | Iterable[str] | None = None,
+    title: str = "Capacity, estimate, target and send rate",
+    height: int = 300,
+) -> go.Figure:
+    """Per video flow (``sender → receiver``): the link's capacity, the receiver's estimate,
+    the encoder's target and what was sent, in kbps against time, over the queue delay the
+    flow's packets would meet (ms), from a samples frame or its rows. ``sender``/``receiver``
+    (a name or several) pick flows; by default all.
+
+    One figure answers "does the sender follow the network?": the target should step down
+    soon after the capacity does (or the queue grows, then drops packets), and climb back.
+    """
+    records: Iterable[Mapping[str, Any]]
+    if isinstance(samples, pd.DataFrame):
+        records = samples.to_dict("records")  # type: ignore[assignment]
+    else:
+        records = samples
+    senders, receivers = _names(sender), _names(receiver)
+    flows = {
+        flow: series
+        for flow, series in sorted(estimate_points(records).items())
+        if (senders is None or flow[0] in senders) and (receivers is None or flow[1] in receivers)
+    }
+    with_queue = [QUEUE_COLUMN in series for series in flows.values()]
+    rows = sum(2 if queue else 1 for queue in with_queue) or 1
+    titles: list[str] = []
+    heights: list[float] = []
+    for (src, dst), queue in zip(flows, with_queue, strict=True):
+        titles.append(f"{src} → {dst}: rates (kbps)")
+        heights.append(2.0)
+        if queue:
+            titles.append(f"{src} → {dst}: queue delay on the path (ms)")
+            heights.append(1.0)
+    fig = make_subplots(
+        rows=rows,
+        cols=1,
+        shared_xaxes=True,
+        subplot_titles=titles or None,
+        row_heights=heights or None,
+        vertical_spacing=0.3 / rows,
+    )
+    row = 1
+    shown: set[str] = set()  # one legend entry per series (a legend group), not per flow
+    for series, queue in zip(flows.values(), with_queue, strict=True):
+        for column, label, colour, dash, shape in ESTIMATE_SERIES:
+            if series.get(column):
+                line = {"color": colour, "dash": dash, "shape": shape, "width": 2}
+                fig.add_trace(
+                    _line(
+                        series[column],
+                        name=label,
+                        legendgroup=column,
+                        showlegend=column not in shown,
+                        line=line,
+                    ),
+                    row=row,
+                    col=1,
+                )
+                shown.add(column)
+        fig.update_yaxes(rangemode="tozero", title_text="kbps", row=row, col=1)
+        if queue:
+            row += 1
+            line = {"color": "#d62728", "shape": "hv", "width": 1.5}
+            fig.add_trace(
+                _line(
+                    series[QUEUE_COLUMN],
+                    name="queue delay",
+                    legendgroup=QUEUE_COLUMN,
+                    showlegend=QUEUE_COLUMN not in shown,
+                    line=line,
+                    fill="tozeroy",
+                ),
+                row=row,
+                col=1,
+            )
+            shown.add(QUEUE_COLUMN)
+            fig.update_yaxes(rangemode="tozero", title_text="ms", row=row, col=1)
+        row += 1
+    fig.update_xaxes(showticklabels=True)
+    fig.update_xaxes(title_text="elapsed (s)", row=rows, col=1)
+    fig.update_layout(
+        title=title,
+        height=int(height * sum(heights or [1.0]) / 2) + 160,
+        template="plotly_white",
+        legend={"tracegroupgap": 2},  # on the right: a horizontal one wraps over the title
+    )
+    return fig
+
+
+def _names(names: str | Iterable[str] | None) -> set[str] | None:
+    if names is None:
+        return None
+    return {names} if isinstance(names, str) else set(names)

@@ -1,5 +1,6 @@
-"""Jupyter widgets: PeerWidget (one peer, live), Dashboard (live plotly stats),
-BrowserPeer (the notebook's tab as a peer, anywidget) and LinkControl (a host's link, live).
+"""Jupyter widgets: PeerWidget (one peer, live), Dashboard (live plotly stats), EstimateView
+(capacity, estimate, target and send rate, live), BrowserPeer (the notebook's tab as a peer,
+anywidget) and LinkControl (a host's link, live).
 
 Imported lazily (PEP 562): showing a Peer loads ipywidgets only, not plotly.
 """
@@ -13,15 +14,17 @@ from .._lazy import lazy_exports
 _EXPORTS = {
     "BrowserPeer": "rtclab.widgets.browser_peer",
     "Dashboard": "rtclab.widgets.dashboard",
+    "EstimateView": "rtclab.widgets.estimate_view",
     "LinkControl": "rtclab.widgets.link_control",
     "PeerWidget": "rtclab.widgets.peer_widget",
 }
 
-__all__ = ["BrowserPeer", "Dashboard", "LinkControl", "PeerWidget"]
+__all__ = ["BrowserPeer", "Dashboard", "EstimateView", "LinkControl", "PeerWidget"]
 
 if TYPE_CHECKING:
     from .browser_peer import BrowserPeer
     from .dashboard import Dashboard
+    from .estimate_view import EstimateView
     from .link_control import LinkControl
     from .peer_widget import PeerWidget
 

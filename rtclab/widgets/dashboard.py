@@ -33,6 +33,7 @@ from ..stats.figures import (
     trace_name,
     write_html,
 )
+from ._live import LiveFigure
 
 if TYPE_CHECKING:
     from ..stats.collector import StatsCollector
@@ -52,7 +53,7 @@ STATE_COLOURS: dict[str, str] = {
 _TIMELINE_EVENTS = {"connection-state", "failed"}
 
 
-class Dashboard:
+class Dashboard(LiveFigure):
     """RTT, loss, jitter, bitrate and fps per ``peer → remote``, plus a connection-state timeline.
 
     One colour per pair, shared by every panel, and one legend entry per pair (a legend group:
@@ -304,10 +305,6 @@ class Dashboard:
 
     # -- display, export, lifetime ---------------------------------------------------------
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any] | None:
-        bundle: dict[str, Any] | None = self.figure._repr_mimebundle_(**kwargs)
-        return bundle
-
     def to_html(self, path: str | Path) -> Path:
         """Write the figure as a self-contained HTML file (plotly.js embedded): a report."""
         self.refresh()
@@ -322,22 +319,6 @@ class Dashboard:
         path.parent.mkdir(parents=True, exist_ok=True)
         go.Figure(self.figure).write_image(path, format="png", scale=scale)
         return path
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def close(self) -> None:
-        """Stop following the collector and close the figure widget (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        self._unsubscribe()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        with contextlib.suppress(Exception):
-            self.figure.close()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self._pairs)} pairs"
