@@ -14,6 +14,7 @@ from typing import TextIO
 import pandas as pd
 
 from .lab import Lab
+from .peer.peer import Peer
 from .stats.figures import stats_figure, write_html
 
 
@@ -145,6 +146,7 @@ async def run_demo(
             frames = sum(
                 sum(c.counters.frames_received.values())
                 for p in lab.peers.values()
+                if isinstance(p, Peer)  # the demo's peers are all in the kernel
                 for c in p.connections.values()
             )
             chats = sum(len(p.chat_log) for p in lab.peers.values())

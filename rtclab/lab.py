@@ -9,10 +9,8 @@ import secrets
 import shutil
 import sys
 import tempfile
-import time
 import warnings
 import weakref
-from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -23,6 +21,7 @@ from ._compat import warn_missing_hooks
 from .ice.config import IceConfig
 from .net.events import NetworkEvent, NetworkSchedule
 from .peer.peer import Peer
+from .signaling.message_log import MessageLog
 from .signaling.server import SignalingServer
 from .stats.collector import StatsCollector
 from .stats.recovery import recovery_times
@@ -36,38 +35,10 @@ if TYPE_CHECKING:
     from .widgets.dashboard import Dashboard
     from .widgets.estimate_view import EstimateView
     from .widgets.link_control import LinkControl
+    from .workers.pool import WorkerPool
+    from .workers.remote import RemotePeer
 
 log = logging.getLogger(__name__)
-
-MESSAGE_COLUMNS = ["t", "direction", "who", "type", "from", "to", "room", "summary"]
-
-
-def _summarize(message: dict[str, Any]) -> str:
-    """A one-line gist of a signaling message for the log table (not the whole SDP)."""
-    kind = message.get("type")
-    if kind in ("offer", "answer"):
-        sdp = message.get("sdp")
-        text = sdp.get("sdp", "") if isinstance(sdp, dict) else ""
-        lines = text.splitlines() if isinstance(text, str) else []
-        media = [x.split()[0][2:] for x in lines if x.startswith("m=")]
-        candidates = sum(1 for x in lines if x.startswith("a=candidate:"))
-        return f"{len(text)} B SDP, m={'/'.join(media)}, {candidates} candidates"
-    if kind == "ice-candidate":
-        candidate = message.get("candidate")
-        if not isinstance(candidate, dict) or not candidate.get("candidate"):
-            return "end-of-candidates"
-        bits = str(candidate["candidate"]).split()
-        return " ".join(bits[4:8]) if len(bits) >= 8 else str(candidate["candidate"])[:60]
-    if kind == "room-joined":
-        return f"peers={message.get('peers')}"
-    if kind in ("peer-joined", "peer-left"):
-        return str(message.get("peerId"))
-    if kind == "stats":
-        rows = message.get("rows")
-        return f"{len(rows) if isinstance(rows, list) else 0} rows"
-    if kind == "error" or kind == "invalid":
-        return f"{message.get('code')}: {message.get('message', '')}"
-    return ""
 
 
 def _preload_widgets() -> None:
@@ -88,32 +59,6 @@ def _preload_widgets() -> None:
 
 def _in_kernel() -> bool:
     return "ipykernel" in sys.modules
-
-
-class _MessageLog:
-    """Keeps the last ``maxlen`` signaling messages the server saw, as rows."""
-
-    def __init__(self, maxlen: int) -> None:
-        self.rows: deque[dict[str, Any]] = deque(maxlen=maxlen)
-
-    def __call__(self, direction: str, who: str, message: dict[str, Any]) -> None:
-        self.rows.append(
-            {
-                "t": time.time(),
-                "direction": direction,
-                "who": who,
-                "type": message.get("type"),
-                "from": message.get("from") if direction == "out" else who,
-                "to": who if direction == "out" else message.get("to"),
-                "room": message.get("roomId"),
-                "summary": _summarize(message),
-            }
-        )
-
-    def frame(self) -> pd.DataFrame:
-        frame: pd.DataFrame = pd.DataFrame(list(self.rows), columns=MESSAGE_COLUMNS)
-        frame["t"] = pd.to_datetime(frame["t"], unit="s", utc=True)
-        return frame
 
 
 class Lab(RunFrames):
@@ -143,6 +88,16 @@ class Lab(RunFrames):
     ``preload_widgets`` (default: when running in a Jupyter kernel) imports the plotly and
     widget stack in :meth:`start`, before any peer runs, so that opening a dashboard later
     does not freeze running media for the 3-4 s those imports take.
+
+    ``workers`` puts peers in worker processes, each with its own event loop and aiortc, so
+    a lab uses every core: ``N``, ``"auto"`` (one per core) or a ``dask.distributed``
+    ``Client`` (one per Dask worker, perhaps on other machines). :meth:`peer` then returns a
+    :class:`~rtclab.workers.RemotePeer` on the least-loaded worker (``worker=i`` pins one,
+    ``worker="kernel"`` keeps a peer here); its rows, frames and events land beside local
+    ones. The server, collector, dashboard and widgets stay in the kernel. Cluster workers
+    must reach the server: ``host`` is where it listens (say ``"0.0.0.0"`` to open it to
+    the network, an explicit choice), and ``token`` (a string, ``True`` for a random one,
+    ``False`` for none; default: one with a Dask client) is then required to join.
     """
 
     _running: ClassVar[weakref.WeakValueDictionary[str, Lab]] = weakref.WeakValueDictionary()
@@ -161,12 +116,20 @@ class Lab(RunFrames):
         preload_widgets: bool | None = None,
         spill_dir: str | Path | None = None,
         qoe: bool = True,
+        workers: int | str | Any = None,
+        token: str | bool | None = None,
     ) -> None:
         self.name = name
+        self.errors: list[str] = []
         self.qoe = qoe  # the default of its peers' ``qoe`` (tagged frames, lab.frames)
         self.preload_widgets = _in_kernel() if preload_widgets is None else preload_widgets
-        self.server = SignalingServer(host=host, port=port)
-        self._messages = _MessageLog(keep_messages)
+        if token is None:
+            token = workers is not None and not isinstance(workers, (int, str))
+        self.token: str | None = (
+            token if isinstance(token, str) else secrets.token_urlsafe(24) if token else None
+        )
+        self.server = SignalingServer(host=host, port=port, token=self.token)
+        self._messages = MessageLog(keep_messages)
         if spill_dir is None:
             # created on the first spill (a short lab never touches the disk), removed with
             # the lab or at exit
@@ -177,13 +140,22 @@ class Lab(RunFrames):
             interval=stats_interval, window=stats_window, spill_path=self.spill_dir / "samples.csv"
         )
         self.ice = ice or IceConfig()
-        self.peers: dict[str, Peer] = {}
+        self.peers: dict[str, Peer | RemotePeer] = {}
+        self.workers: WorkerPool | None = None
+        if workers is not None and workers != 0:
+            from .workers.pool import WorkerPool
+
+            count = (os.cpu_count() or 1) if workers == "auto" else workers
+            self.workers = WorkerPool(
+                self.collector, stats_interval=stats_interval, host=host, token=self.token,
+                on_error=self.errors.append,
+                **({"count": count} if isinstance(count, int) else {"client": workers}),
+            )  # fmt: skip
         self.url: str | None = None
         self.coturn: Coturn | None = None
         self.turn_token: str | None = None
         self.browser_peers: list[Any] = []
         self._queue: asyncio.Task[Any] | None = None
-        self.errors: list[str] = []
         if client:
             from .web import serve_client
 
@@ -206,7 +178,8 @@ class Lab(RunFrames):
         warn_missing_hooks()  # aiortc/aioice outside the tested range: say what degrades
         if self.preload_widgets:
             _preload_widgets()
-        self.url = await self.server.start()
+        url = await self.server.start()
+        self.url = url if self.token is None else f"{url}?token={self.token}"
         self.server.add_listener(self._messages)
         self._unhook_events: Callable[[], None] | None = self.server.add_event_listener(
             self.collector.record_event
@@ -215,6 +188,12 @@ class Lab(RunFrames):
             self._on_browser_stats
         )
         await self.collector.start()
+        if self.workers is not None:
+            try:
+                await self.workers.start()
+            except BaseException:
+                await self.stop()
+                raise
         Lab._running[self.name] = self
         self._guardian: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(
             self._stop_when_loop_ends(), name=f"rtclab-lab-{self.name}-guardian"
@@ -256,6 +235,8 @@ class Lab(RunFrames):
         if self.turn_token is not None:
             params.setdefault("turnToken", self.turn_token)
             params.setdefault("turn", "udp,tcp")
+        if self.token is not None:
+            params.setdefault("token", self.token)
         return client_url(self.server.host, self.server.port, room, user, **params)
 
     def browser_peer(self, room: str = "lab", user: str = "notebook", **options: Any) -> Any:
@@ -289,14 +270,21 @@ class Lab(RunFrames):
         *,
         join: bool = True,
         ice: IceConfig | None = None,
+        worker: int | str = "auto",
         **options: Any,
-    ) -> Peer:
-        """Create a peer (see :class:`~rtclab.peer.Peer` for media options) and join ``room``."""
+    ) -> Peer | RemotePeer:
+        """Create a peer (see :class:`~rtclab.peer.Peer` for media options) and join ``room``.
+
+        With ``workers``, the peer runs on worker ``worker`` (``"auto"``: the least loaded;
+        ``"kernel"``: here, as without workers) and this returns its
+        :class:`~rtclab.workers.RemotePeer`."""
         if self.url is None:
             raise RuntimeError("call `await lab.start()` first")
         if name in self.peers:
             raise ValueError(f"a peer named {name!r} already exists in this lab")
         options.setdefault("qoe", self.qoe)
+        if self.workers is not None and worker != "kernel":
+            return await self._remote_peer(name, room, join, ice, worker, options)
         peer = Peer(name, self.url, room=room, ice=ice or self.ice, **options)
         peer.add_listener(self.collector.record_event)
         self.collector.add(peer)
@@ -308,6 +296,27 @@ class Lab(RunFrames):
                 self.collector.remove(peer)
                 del self.peers[name]
                 raise
+        return peer
+
+    async def _remote_peer(
+        self, name: str, room: str, join: bool, ice: IceConfig | None, worker: int | str,
+        options: dict[str, Any],
+    ) -> RemotePeer:  # fmt: skip
+        assert self.workers is not None and self.url is not None
+        if worker != "auto" and not isinstance(worker, int):
+            raise ValueError(f"worker must be an index, 'auto' or 'kernel', not {worker!r}")
+        index = None if worker == "auto" else int(worker)
+        options["ice"] = ice or self.ice
+        url = self.workers.signaling_url(self.url)
+        peer = self.workers.new_peer(name, url, room, options, index)
+        peer.add_listener(self.collector.record_event)
+        self.peers[name] = peer
+        try:
+            await (peer.join() if join else peer.create())
+        except BaseException:
+            del self.peers[name]
+            peer.link.forget(peer)
+            raise
         return peer
 
     # --- without await: the same steps, queued on the running loop -------------------------
@@ -535,6 +544,8 @@ class Lab(RunFrames):
 
         rows: list[dict[str, Any]] = []
         for peer in self.peers.values():
+            if not isinstance(peer, Peer):
+                continue  # a worker's peer: its candidates stay in its process
             records = peer.candidates().to_dict("records")
             rows += [{str(k): v for k, v in r.items()} for r in records]
         return candidates_frame(rows)
@@ -564,6 +575,8 @@ class Lab(RunFrames):
         for widget in self.browser_peers:
             await widget.aclose()
         self.browser_peers.clear()
+        if self.workers is not None:
+            await self.workers.stop()
         await self.collector.stop()
         self.server.remove_listener(self._messages)
         unhook_stats = getattr(self, "_unhook_stats", None)

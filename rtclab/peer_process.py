@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import math
 import signal
 import sys
 from typing import Any
 
 from .peer import Peer
 from .signaling.client import SignalingError
+from .wire import encode_line, event_message, rows_message
 
 _JOIN_HINTS = {
     "duplicate-user": "pick another --name (or stop the peer using this one)",
@@ -36,12 +35,15 @@ def run_peer(
     peer's stdout) can append them with :meth:`StatsCollector.add_rows`.
     """
 
+    def write(message: dict[str, Any]) -> None:
+        sys.stdout.buffer.write(encode_line(message))
+        sys.stdout.flush()
+
     def show(peer: str, remote: str | None, event: str, value: Any) -> None:
-        line = {"peer": peer, "remote": remote, "event": event, "value": value}
-        print(json.dumps(line, default=str), flush=True)
+        write(event_message(peer, remote, event, value))
 
     def emit_rows(rows: list[dict[str, Any]]) -> None:
-        print(json.dumps({"rows": [_json_row(r) for r in rows]}, default=str), flush=True)
+        write(rows_message(rows))
 
     async def main() -> int:
         stop = asyncio.Event()
@@ -80,15 +82,3 @@ def run_peer(
         return 0
 
     return asyncio.run(main())
-
-
-def _json_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A samples row as JSON: the reader restamps time, NaN becomes null."""
-    out: dict[str, Any] = {}
-    for key, value in row.items():
-        if key in ("t", "elapsed_s"):
-            continue
-        if isinstance(value, float) and not math.isfinite(value):
-            value = None
-        out[key] = value
-    return out

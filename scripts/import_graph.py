@@ -19,12 +19,12 @@ ROOT = Path(__file__).resolve().parent.parent / "rtclab"
 #: (docs/ARCHITECTURE.md explains each). The package facade ``rtclab/__init__.py``
 #: re-exports the public names and sits above everything.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("_compat", "model", "_lazy", "_proc"),
+    ("_compat", "model", "_lazy", "_proc", "wire"),
     ("signaling", "net", "ice", "cc", "qoe"),
     ("peer", "web"),
     ("stats",),
     ("widgets", "experiments"),
-    ("lab", "demo"),
+    ("lab", "demo", "workers"),
     ("cli", "__main__", "peer_process"),
 )
 

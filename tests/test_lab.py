@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from rtclab import Lab, Peer, read_events_csv, read_samples_csv
-from rtclab.lab import _summarize
+from rtclab.signaling.message_log import _summarize
 from rtclab.stats import read_samples_parquet
 
 pytestmark = pytest.mark.slow

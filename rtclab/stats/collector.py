@@ -146,7 +146,9 @@ class StatsCollector(RunFrames):
             }
         )
 
-    def add_rows(self, rows: Iterable[Mapping[str, Any]], *, peer: str) -> list[dict[str, Any]]:
+    def add_rows(
+        self, rows: Iterable[Mapping[str, Any]], *, peer: str, own_mos: bool = False
+    ) -> list[dict[str, Any]]:
         """Append rows measured elsewhere (a browser's own getStats) as ``peer``'s, stamped now.
 
         The producer must already use this frame's units (``jitter_ms``, ``fraction_lost``
@@ -156,7 +158,9 @@ class StatsCollector(RunFrames):
         strings to ``str``, and rows without a valid ``kind``/``direction``/``remote``
         skipped. Inbound audio rows get ``mos`` from the report's RTT, loss and
         ``jitter_buffer_ms`` (:func:`~rtclab.stats.hidden.browser_audio_mos`). Sample
-        listeners (dashboards) hear the accepted rows; they are returned.
+        listeners (dashboards) hear the accepted rows; they are returned. ``own_mos``: the
+        rows come from rtclab's own peers in another process (a lab worker), whose ``mos``
+        :mod:`.convert` already computed from what only the receiver knows: keep it.
         """
         now_mono = time.monotonic()
         if self._t0 is None:
@@ -193,7 +197,8 @@ class StatsCollector(RunFrames):
             if isinstance(buffered, (int, float)) and 0 <= buffered < 10_000:
                 jitter_buffer_ms[len(accepted)] = float(buffered)
             accepted.append(row)
-        browser_audio_mos(accepted, jitter_buffer_ms)
+        if not own_mos:
+            browser_audio_mos(accepted, jitter_buffer_ms)
         if accepted:
             self.store.append_rows(accepted, elapsed)
             self._notify(accepted)

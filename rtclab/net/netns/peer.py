@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from typing import Any, TypedDict
 
+from ...wire import decode_line
 from ..link import link_columns
 from .host import NetnsHost
 
@@ -63,9 +63,8 @@ class NetnsPeer:
     async def _read(self) -> None:
         assert self.process.stdout is not None
         while line := await self.process.stdout.readline():
-            try:
-                message = json.loads(line)
-            except ValueError:
+            message = decode_line(line)
+            if message is None:
                 continue
             if "rows" in message:
                 if self.collector is not None:
