@@ -31,6 +31,7 @@ _EXPORTS = {
     "Network": "rtclab.net",
     "Peer": "rtclab.peer",
     "RemoteConnection": "rtclab.peer",
+    "RemotePeer": "rtclab.workers",
     "SignalingClient": "rtclab.signaling",
     "SignalingError": "rtclab.signaling",
     "SignalingServer": "rtclab.signaling",
@@ -53,6 +54,7 @@ __all__ = [
     "Network",
     "Peer",
     "RemoteConnection",
+    "RemotePeer",
     "SignalingClient",
     "SignalingError",
     "SignalingServer",
@@ -78,6 +80,7 @@ if TYPE_CHECKING:
     from .peer import ChatMessage, Peer, RemoteConnection
     from .signaling import SignalingClient, SignalingError, SignalingServer
     from .stats import StatsCollector, read_events_csv, read_frames_csv, read_samples_csv
+    from .workers import RemotePeer
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
@@ -100,8 +103,14 @@ def _register_jupyter_display() -> None:
 
         return peer_mimebundle(peer, include=include, exclude=exclude)
 
+    def show_remote(peer: Any, include: Any = None, exclude: Any = None) -> Any:
+        from .widgets.remote_peer_widget import remote_peer_mimebundle
+
+        return remote_peer_mimebundle(peer, include=include, exclude=exclude)
+
     formatter = shell.display_formatter.mimebundle_formatter
     formatter.for_type_by_name("rtclab.peer.peer", "Peer", show)
+    formatter.for_type_by_name("rtclab.workers.remote", "RemotePeer", show_remote)
 
 
 _register_jupyter_display()

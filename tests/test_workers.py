@@ -23,6 +23,7 @@ import pytest_asyncio
 from rtclab import IceConfig, Lab, LossBasedAimd
 from rtclab.peer.resilience import Resilience
 from rtclab.signaling.client import SignalingClient, SignalingError
+from rtclab.widgets.remote_peer_widget import RemotePeerWidget
 from rtclab.wire import decode_line, encode_line, json_row, rows_message
 from rtclab.workers.mirror import PeerMirror
 from rtclab.workers.protocol import options_from_wire, options_to_wire, raise_error
@@ -157,9 +158,14 @@ async def test_every_remote_peer_method_works(lab: Lab, tmp_path: Path) -> None:
         await a.record("nobody", tmp_path / "x.mp4", 0.5)
     out = await a.record("c", tmp_path / "c.mp4", 1.0)
     assert out.exists() and out.stat().st_size > 1000
-    await a.request_previews(5)
-    await _until(lambda: {None, "b", "c"} <= set(a.previews), 5, "previews")
-    assert all(jpeg.startswith(b"\xff\xd8") for jpeg in a.previews.values())
+    widget = RemotePeerWidget(a)  # asks the worker for previews while it is open
+    try:
+        await _until(lambda: {None, "b", "c"} <= set(a.previews), 5, "previews")
+        assert all(jpeg.startswith(b"\xff\xd8") for jpeg in a.previews.values())
+        await _until(lambda: widget.images["c"].value == a.previews["c"], 3, "c's preview shown")
+        assert "worker" in widget.header.value and "connected" in widget.infos["c"].value
+    finally:
+        widget.close()
     await a.leave()
     assert a.state == "left"
     await _until(lambda: "a" not in c.connections, 5, "a gone at c")

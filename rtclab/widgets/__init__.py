@@ -17,9 +17,17 @@ _EXPORTS = {
     "EstimateView": "rtclab.widgets.estimate_view",
     "LinkControl": "rtclab.widgets.link_control",
     "PeerWidget": "rtclab.widgets.peer_widget",
+    "RemotePeerWidget": "rtclab.widgets.remote_peer_widget",
 }
 
-__all__ = ["BrowserPeer", "Dashboard", "EstimateView", "LinkControl", "PeerWidget"]
+__all__ = [
+    "BrowserPeer",
+    "Dashboard",
+    "EstimateView",
+    "LinkControl",
+    "PeerWidget",
+    "RemotePeerWidget",
+]
 
 if TYPE_CHECKING:
     from .browser_peer import BrowserPeer
@@ -27,6 +35,7 @@ if TYPE_CHECKING:
     from .estimate_view import EstimateView
     from .link_control import LinkControl
     from .peer_widget import PeerWidget
+    from .remote_peer_widget import RemotePeerWidget
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -101,7 +101,7 @@ class WorkerHost:
             if op == "create":
                 self._create(message)
                 if message.get("join"):
-                    self._spawn(call_id, self.peers[message["peer"]].join())
+                    self._spawn(call_id, self._join_new(str(message["peer"])))
                 else:
                     self.send({"reply": call_id, "result": None})
             elif op == "call":
@@ -123,6 +123,17 @@ class WorkerHost:
         peer.add_listener(self._event)
         self.peers[name] = peer
         self.collector.add(peer)
+
+    async def _join_new(self, name: str) -> None:
+        """Join a peer just made; if that fails it goes, so the kernel may try the name again."""
+        peer = self.peers[name]
+        try:
+            await peer.join()
+        except BaseException:
+            self.peers.pop(name, None)
+            self.collector.remove(peer)
+            await peer.close()
+            raise
 
     def _call(self, call_id: int, message: dict[str, Any]) -> None:
         method = str(message.get("method"))
