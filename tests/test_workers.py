@@ -125,12 +125,16 @@ async def test_remote_rows_land_beside_local_ones(lab: Lab) -> None:
         s = lab.samples
         return s[(s.peer == peer) & (s.kind == "video") & (s.direction == "inbound")]
 
-    await _until(lambda: all(len(inbound_video(p)) >= 4 for p in "abc"), 10, "rows of a, b, c")
-    for peer in "abc":
+    def flowing(peer: str) -> bool:  # 10 fps sent; a loaded machine may deliver less
         rows = inbound_video(peer)
-        assert set(rows.remote) == set("abc") - {peer}
-        assert rows.frames_per_second.iloc[-2:].min() > 5  # 10 fps sent
-        assert rows.latency_ms_p50.notna().any()  # QoE columns filled in the worker
+        return set(rows[rows.frames_per_second > 3].remote) == set("abc") - {peer}
+
+    await _until(lambda: all(flowing(p) for p in "abc"), 15, "video rows of a, b and c")
+    for peer in "ab":  # the worker's rows carry what a kernel peer's do
+        rows = inbound_video(peer)
+        for column in ("bitrate_kbps", "packets_received", "jitter_ms", "latency_ms_p50"):
+            assert rows[column].notna().any(), column
+        assert set(rows.local_candidate_type.dropna()) == {"host"}
     assert {"a", "b", "c"} <= set(lab.frames.peer)
     events = lab.events
     assert {"joined", "connected", "selected-pair"} <= set(events[events.peer == "a"].event)

@@ -79,7 +79,7 @@ class RemotePeerWidget(widgets.VBox):  # type: ignore[misc]
         self.mute_video.observe(lambda c: self._act(peer.set_muted("video", c["new"])), "value")
         self.source.observe(lambda c: self._act(peer.switch_video(c["new"])), "value")
         self.leave_button.on_click(lambda _: self._act(peer.leave()))
-        self.chat_send.on_click(lambda _: self._send())
+        self.chat_send.on_click(lambda _: self._send_chat())
         peer.add_listener(self._on_event)
         self._unhook = peer.add_preview_listener(self._on_preview)
         self._render()
@@ -104,7 +104,7 @@ class RemotePeerWidget(widgets.VBox):  # type: ignore[misc]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _send(self) -> None:
+    def _send_chat(self) -> None:
         text = self.chat_text.value.strip()
         if text:
             self.chat_text.value = ""
