@@ -57,10 +57,13 @@ async def lab_pairs(pairs: int, seconds: float, workers: int) -> list[float]:
     async with Lab(workers=workers, name="bench-pairs", ice=ICE) as lab:
         lab.dashboard()
         options: dict[str, Any] = {"audio": False, "data": False, "fps": 30.0}
-        receivers = []
-        for i in range(pairs):
+
+        async def pair(i: int) -> Any:
             await lab.peer(f"s{i}", room=f"pair{i}", **options)
-            receivers.append(await lab.peer(f"r{i}", room=f"pair{i}", video=False, **options))
+            return await lab.peer(f"r{i}", room=f"pair{i}", video=False, **options)
+
+        # all at once, as aiortc_baseline makes its pairs: joins done before media saturates
+        receivers = await asyncio.gather(*(pair(i) for i in range(pairs)))
         await asyncio.gather(*(r.wait_connected(count=1, timeout=60) for r in receivers))
         await asyncio.sleep(3.0)
         since = float(lab.samples.elapsed_s.max())
@@ -71,8 +74,7 @@ async def lab_pairs(pairs: int, seconds: float, workers: int) -> list[float]:
 async def lab_mesh(size: int, seconds: float, workers: int) -> list[float]:
     async with Lab(workers=workers, name="bench-mesh", ice=ICE) as lab:
         lab.dashboard()
-        for i in range(size):
-            await lab.peer(f"m{i}", room="mesh", fps=30.0)
+        await asyncio.gather(*(lab.peer(f"m{i}", room="mesh", fps=30.0) for i in range(size)))
         await lab.wait_connected(timeout=60)
         await asyncio.sleep(3.0)
         since = float(lab.samples.elapsed_s.max())

@@ -284,7 +284,8 @@ class Lab(RunFrames):
             raise ValueError(f"a peer named {name!r} already exists in this lab")
         options.setdefault("qoe", self.qoe)
         if self.workers is not None and worker != "kernel":
-            return await self._remote_peer(name, room, join, ice, worker, options)
+            options["ice"] = ice or self.ice
+            return await self.workers.peer(name, self.url, room, options, worker, join, self.peers)
         peer = Peer(name, self.url, room=room, ice=ice or self.ice, **options)
         peer.add_listener(self.collector.record_event)
         self.collector.add(peer)
@@ -296,27 +297,6 @@ class Lab(RunFrames):
                 self.collector.remove(peer)
                 del self.peers[name]
                 raise
-        return peer
-
-    async def _remote_peer(
-        self, name: str, room: str, join: bool, ice: IceConfig | None, worker: int | str,
-        options: dict[str, Any],
-    ) -> RemotePeer:  # fmt: skip
-        assert self.workers is not None and self.url is not None
-        if worker != "auto" and not isinstance(worker, int):
-            raise ValueError(f"worker must be an index, 'auto' or 'kernel', not {worker!r}")
-        index = None if worker == "auto" else int(worker)
-        options["ice"] = ice or self.ice
-        url = self.workers.signaling_url(self.url)
-        peer = self.workers.new_peer(name, url, room, options, index)
-        peer.add_listener(self.collector.record_event)
-        self.peers[name] = peer
-        try:
-            await (peer.join() if join else peer.create())
-        except BaseException:
-            del self.peers[name]
-            peer.link.forget(peer)
-            raise
         return peer
 
     # --- without await: the same steps, queued on the running loop -------------------------
@@ -369,7 +349,9 @@ class Lab(RunFrames):
 
     def add_peer(self, name: str, room: str = "lab", **options: Any) -> Peer:
         """``peer()`` without ``await``: the :class:`Peer` now (it displays as a widget that
-        follows its state), joined in the background after the steps queued before."""
+        follows its state), joined in the background after the steps queued before. The
+        peer runs in the kernel, with ``workers`` too (``await lab.peer(...)`` places one
+        on a worker)."""
         instead = f"await lab.peer({name!r}, room={room!r})"
         self._loop_for(f"lab.add_peer({name!r})", instead)
         if name in self.peers:

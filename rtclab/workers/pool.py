@@ -338,6 +338,32 @@ class WorkerPool:
         turn = next(self._turn)
         return min(alive, key=lambda w: (len(w.peers), (w.index - turn) % len(self.links)))
 
+    async def peer(
+        self,
+        name: str,
+        url: str,
+        room: str,
+        options: dict[str, Any],
+        worker: int | str,
+        join: bool,
+        peers: dict[str, Any],
+    ) -> RemotePeer:
+        """``Lab.peer`` on a worker: made, registered in ``peers`` (the lab's), its events
+        recorded, joined (or only created); nothing left behind if that fails."""
+        if worker != "auto" and not isinstance(worker, int):
+            raise ValueError(f"worker must be an index, 'auto' or 'kernel', not {worker!r}")
+        index = None if worker == "auto" else int(worker)
+        peer = self.new_peer(name, self.signaling_url(url), room, options, index)
+        peer.add_listener(self.collector.record_event)
+        peers[name] = peer
+        try:
+            await (peer.join() if join else peer.create())
+        except BaseException:
+            del peers[name]
+            peer.link.forget(peer)
+            raise
+        return peer
+
     def new_peer(
         self, name: str, url: str, room: str, options: dict[str, Any], worker: int | None
     ) -> RemotePeer:
