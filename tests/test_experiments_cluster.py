@@ -1,5 +1,6 @@
-"""Experiments on a Dask cluster (``client=``): the scenarios run on its workers and come
-back as the same frames a run in this loop gives."""
+"""Work on a Dask cluster, one LocalCluster for the module: experiments (``client=``) run
+their scenarios on its workers and get the same frames a run in this loop gives; a lab's
+peers run on its workers (``Lab(workers=client)``) and join through the lab's server."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ from typing import Any
 
 import pytest
 
+from rtclab import Lab
 from rtclab.cc import DelayBasedEstimator, LossBasedAimd
 from rtclab.experiments import RESULT_COLUMNS, Scenario, bwe_test, compare_ice_paths
 from rtclab.experiments.bwe import CASES, FRAME_COLUMNS, METRIC_COLUMNS, STEP_COLUMNS
 from rtclab.experiments.impairment import SUMMARY_COLUMNS, impairment_sweep
 from rtclab.experiments.nat_matrix import nat_matrix
 from rtclab.net import Link
+from rtclab.signaling.client import SignalingClient, SignalingError
+from rtclab.workers.remote import RemotePeer
 
 pytestmark = [pytest.mark.slow, pytest.mark.turn]
 
@@ -125,3 +129,29 @@ async def test_bwe_single_flow_case_on_dask_and_on_local_processes(dask_client: 
     for a, b in zip(dask_metrics.itertuples(), local_metrics.itertuples(), strict=True):
         assert 0.05 < a.utilization < 1.2 and 0.05 < b.utilization < 1.2, (a, b)
         assert 0.33 < a.utilization / b.utilization < 3, (a, b)
+
+
+async def test_lab_peers_on_a_dask_cluster_join_through_the_lab(dask_client: Any) -> None:
+    lab = Lab(workers=dask_client, stats_interval=0.5, name="dask-test", preload_widgets=False)
+    try:
+        await lab.start()
+        assert lab.token and lab.url is not None and f"token={lab.token}" in lab.url
+        with pytest.raises(SignalingError, match="unauthorized"):  # the token is on
+            async with await SignalingClient.connect(lab.url.split("?")[0]) as stranger:
+                await stranger.join("dask", "stranger")
+        small = {"width": 160, "height": 120, "fps": 10.0}
+        x = await lab.peer("x", room="dask", **small)
+        y = await lab.peer("y", room="dask", **small)
+        assert isinstance(x, RemotePeer) and isinstance(y, RemotePeer)
+        assert {x.worker, y.worker} == {0, 1}
+        assert lab.workers is not None and len({link.pid for link in lab.workers.links}) == 2
+        await lab.wait_connected(timeout=20)
+        for _ in range(100):
+            if {"x", "y"} <= set(lab.samples.peer):
+                break
+            await asyncio.sleep(0.1)
+        assert {"x", "y"} <= set(lab.samples.peer)
+        joins = lab.messages.query("type == 'join' and direction == 'in'")
+        assert len(joins) == 3  # the stranger, x and y: through the lab's own server
+    finally:
+        await lab.stop()

@@ -1,6 +1,6 @@
 """Peers in worker processes (issue 15): the pure protocol and mirror, then one shared
 ``Lab(workers=2)`` with real aiortc peers in real worker processes, a kernel killed with
-SIGKILL, and a Dask LocalCluster of processes."""
+SIGKILL (a LocalCluster of processes: tests/test_experiments_cluster.py)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ import pytest_asyncio
 
 from rtclab import IceConfig, Lab, LossBasedAimd
 from rtclab.peer.resilience import Resilience
-from rtclab.signaling.client import SignalingClient, SignalingError
 from rtclab.widgets.remote_peer_widget import RemotePeerWidget
 from rtclab.wire import decode_line, encode_line, json_row, rows_message
 from rtclab.workers.mirror import PeerMirror
@@ -246,33 +245,3 @@ def test_no_worker_outlives_a_killed_kernel() -> None:
     while _running(pids[0]) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _running(pids[0])
-
-
-# -- a Dask cluster ----------------------------------------------------------------------
-
-
-async def test_peers_on_a_local_dask_cluster_join_through_the_lab() -> None:
-    from distributed import Client, LocalCluster
-
-    cluster = await LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                 dashboard_address=None, asynchronous=True)  # fmt: skip
-    client = await Client(cluster, asynchronous=True)
-    lab = Lab(workers=client, stats_interval=0.5, name="dask-test", preload_widgets=False)
-    try:
-        await lab.start()
-        assert lab.token and lab.url is not None and f"token={lab.token}" in lab.url
-        with pytest.raises(SignalingError, match="unauthorized"):  # the token is on
-            async with await SignalingClient.connect(lab.url.split("?")[0]) as stranger:
-                await stranger.join("dask", "stranger")
-        x = await lab.peer("x", room="dask", **SMALL)
-        y = await lab.peer("y", room="dask", **SMALL)
-        assert isinstance(x, RemotePeer) and {x.worker, y.worker} == {0, 1}
-        assert lab.workers is not None and len({link.pid for link in lab.workers.links}) == 2
-        await lab.wait_connected(timeout=20)
-        await _until(lambda: {"x", "y"} <= set(lab.samples.peer), 10, "cluster rows")
-        joins = lab.messages.query("type == 'join' and direction == 'in'")
-        assert len(joins) == 3  # the stranger, x and y: through the lab's own server
-    finally:
-        await lab.stop()
-        await client.close()
-        await cluster.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ctypes
 import hmac
 import itertools
 import logging
@@ -23,6 +24,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from ..experiments.load import _kill_with_parent
 from ..stats.collector import StatsCollector
 from ..wire import decode_line, encode_line
 from .protocol import options_to_wire, raise_error
@@ -250,11 +252,14 @@ class WorkerPool:
         await asyncio.gather(*(link.ready() for link in self.links))
 
     async def _spawn(self, index: int) -> None:
+        # libc is loaded here, not in the forked child (only the prctl call runs there)
+        libc = ctypes.CDLL(None, use_errno=True)
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "rtclab.workers.worker", "--parent", str(os.getpid()),
             "--index", str(index), "--stats-interval", str(self.stats_interval),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, limit=LINE_LIMIT, start_new_session=True,
+            preexec_fn=_kill_with_parent(libc),
         )  # fmt: skip
         assert process.stdout is not None and process.stdin is not None
         self.links.append(

@@ -4,8 +4,8 @@
 started by :class:`~rtclab.workers.pool.WorkerPool`); :func:`run_worker` dials the kernel
 over TCP instead (a worker on a Dask cluster). Either way the worker streams its peers'
 events, stats rows and frames with the row protocol (:mod:`rtclab.wire`), JPEG previews
-on request, and ends — closing its peers — when the kernel's stream ends. A local worker
-also asks Linux to kill it when its parent dies (``PR_SET_PDEATHSIG``), so a kernel
+on request, and ends — closing its peers — when the kernel's stream ends. Linux kills a
+local worker when its parent dies (``PR_SET_PDEATHSIG``, set by the pool), so a kernel
 killed with SIGKILL leaves no orphan.
 """
 
@@ -15,10 +15,8 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import ctypes
 import logging
 import os
-import signal
 import socket
 import sys
 from pathlib import Path
@@ -264,11 +262,9 @@ async def serve(
             writer.close()
 
 
-def _die_with_parent(parent: int) -> None:
-    """Ask Linux for SIGKILL when the parent dies; exit now if it already has."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+def _check_parent(parent: int) -> None:
+    """Exit now if the kernel died before this process could be told (its pool asks Linux
+    to kill it with the kernel, ``PR_SET_PDEATHSIG``, between fork and exec)."""
     if os.getppid() != parent:
         os._exit(0)
 
@@ -306,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--index", type=int, default=0)
     parser.add_argument("--stats-interval", type=float, default=1.0)
     args = parser.parse_args(argv)
-    _die_with_parent(args.parent)
+    _check_parent(args.parent)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     asyncio.run(_pipe_main(args.index, args.stats_interval))
     return 0
