@@ -56,8 +56,9 @@ def event_message(peer: str, remote: str | None, event: str, value: Any) -> dict
 
 
 def encode_line(message: Mapping[str, Any]) -> bytes:
-    """One message as a line; values JSON cannot hold (a Path, an enum) become strings."""
-    return json.dumps(message, default=str, separators=(",", ":")).encode() + b"\n"
+    """One message as a line; values JSON cannot hold (a Path, an enum) become strings.
+    ``json.dumps``' own separators: what ``rtclab peer`` always printed, byte for byte."""
+    return json.dumps(message, default=str).encode() + b"\n"
 
 
 def decode_line(line: bytes | str) -> dict[str, Any] | None:
