@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import time
 from typing import Any
@@ -27,7 +28,29 @@ from rtclab import IceConfig, Lab
 ICE = IceConfig(connect_timeout=60.0)
 
 
-async def aiortc_alone(pairs: int, seconds: float) -> list[float]:
+def _cpu_s(pids: list[int]) -> float:
+    """CPU seconds (user + system, every thread) used so far by this process and ``pids``."""
+    total = time.process_time()
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+class Window:
+    """The measurement window: wall time and the CPU the run got in it (a shared machine
+    gives a run less than its cores: frames per CPU second compare fairly across runs)."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.cpu0, self.t0 = _cpu_s(pids), time.monotonic()
+
+    def end(self) -> tuple[float, float]:
+        return time.monotonic() - self.t0, _cpu_s(self.pids) - self.cpu0
+
+
+async def aiortc_alone(pairs: int, seconds: float) -> tuple[list[float], float, float]:
     made = [await _pair("pattern", 320, 240) for _ in range(pairs)]
     deadline = time.monotonic() + 60
     while any(r.connectionState != "connected" for _, r, _ in made):
@@ -36,14 +59,14 @@ async def aiortc_alone(pairs: int, seconds: float) -> list[float]:
         await asyncio.sleep(0.1)
     await asyncio.sleep(3.0)
     start = [c[0] for _, _, c in made]
-    t0 = time.monotonic()
+    window = Window([])
     await asyncio.sleep(seconds)
-    elapsed = time.monotonic() - t0
+    elapsed, cpu = window.end()
     fps = [(c[0] - s) / elapsed for (_, _, c), s in zip(made, start, strict=True)]
     for s, r, _ in made:
         await s.close()
         await r.close()
-    return fps
+    return fps, elapsed, cpu
 
 
 def _per_stream_fps(lab: Lab, since_s: float, peers: set[str]) -> list[float]:
@@ -53,7 +76,7 @@ def _per_stream_fps(lab: Lab, since_s: float, peers: set[str]) -> list[float]:
     return [float(v) for v in rows.groupby(["peer", "remote"]).frames_per_second.mean()]
 
 
-async def lab_pairs(pairs: int, seconds: float, workers: int) -> list[float]:
+async def lab_pairs(pairs: int, seconds: float, workers: int) -> tuple[list[float], float, float]:
     async with Lab(workers=workers, name="bench-pairs", ice=ICE) as lab:
         lab.dashboard()
         options: dict[str, Any] = {"audio": False, "data": False, "fps": 30.0}
@@ -66,26 +89,31 @@ async def lab_pairs(pairs: int, seconds: float, workers: int) -> list[float]:
         receivers = await asyncio.gather(*(pair(i) for i in range(pairs)))
         await asyncio.gather(*(r.wait_connected(count=1, timeout=60) for r in receivers))
         await asyncio.sleep(3.0)
-        since = float(lab.samples.elapsed_s.max())
+        assert lab.workers is not None
+        since, window = float(lab.samples.elapsed_s.max()), Window(lab.workers.pids)
         await asyncio.sleep(seconds + 0.5)
-        return _per_stream_fps(lab, since, {r.name for r in receivers})
+        elapsed, cpu = window.end()
+        return _per_stream_fps(lab, since, {r.name for r in receivers}), elapsed, cpu
 
 
-async def lab_mesh(size: int, seconds: float, workers: int) -> list[float]:
+async def lab_mesh(size: int, seconds: float, workers: int) -> tuple[list[float], float, float]:
     async with Lab(workers=workers, name="bench-mesh", ice=ICE) as lab:
         lab.dashboard()
         await asyncio.gather(*(lab.peer(f"m{i}", room="mesh", fps=30.0) for i in range(size)))
         await lab.wait_connected(timeout=60)
         await asyncio.sleep(3.0)
-        since = float(lab.samples.elapsed_s.max())
+        assert lab.workers is not None
+        since, window = float(lab.samples.elapsed_s.max()), Window(lab.workers.pids)
         await asyncio.sleep(seconds + 0.5)
-        return _per_stream_fps(lab, since, {f"m{i}" for i in range(size)})
+        elapsed, cpu = window.end()
+        return _per_stream_fps(lab, since, {f"m{i}" for i in range(size)}), elapsed, cpu
 
 
-def _line(label: str, fps: list[float]) -> str:
+def _line(label: str, fps: list[float], elapsed: float, cpu: float) -> str:
     fps = sorted(fps)
+    per_cpu = sum(fps) * elapsed / cpu
     return (f"| {label} | {len(fps)} | {fps[0]:.1f} | {statistics.median(fps):.1f} | "
-            f"{fps[-1]:.1f} |")  # fmt: skip
+            f"{fps[-1]:.1f} | {cpu / elapsed:.2f} | {per_cpu:.0f} |")  # fmt: skip
 
 
 async def main() -> None:
@@ -95,16 +123,20 @@ async def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--mesh", type=int, default=6)
     args = parser.parse_args()
-    alone = await aiortc_alone(args.pairs, args.seconds)
-    spread = await lab_pairs(args.pairs, args.seconds, args.workers)
-    mesh = await lab_mesh(args.mesh, args.seconds, args.workers)
-    print("| run | streams | min fps | median fps | max fps |")
-    print("|---|---|---|---|---|")
-    print(_line(f"{args.pairs} pairs, aiortc alone, one process", alone))
-    print(_line(f"{args.pairs} pairs, Lab(workers={args.workers}) + stats + dashboard", spread))
-    print(_line(f"{args.mesh}-peer mesh, Lab(workers={args.workers}) + stats + dashboard", mesh))
+    load_before = os.getloadavg()[0]
+    alone, *alone_cpu = await aiortc_alone(args.pairs, args.seconds)
+    spread, *spread_cpu = await lab_pairs(args.pairs, args.seconds, args.workers)
+    mesh, *mesh_cpu = await lab_mesh(args.mesh, args.seconds, args.workers)
+    print("| run | streams | min fps | median fps | max fps | cores used | frames per CPU s |")
+    print("|---|---|---|---|---|---|---|")
+    print(_line(f"{args.pairs} pairs, aiortc alone, one process", alone, *alone_cpu))
+    print(_line(f"{args.pairs} pairs, Lab(workers={args.workers}) + stats + dashboard", spread,
+                *spread_cpu))  # fmt: skip
+    print(_line(f"{args.mesh}-peer mesh, Lab(workers={args.workers}) + stats + dashboard", mesh,
+                *mesh_cpu))  # fmt: skip
     ratio = statistics.median(spread) / statistics.median(alone)
     print(f"\nratio (median fps per stream, workers / alone): {ratio:.2f}x")
+    print(f"load average (1 min) before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
