@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import ctypes
 import hmac
 import itertools
 import logging
@@ -24,7 +23,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from ..experiments.load import _kill_with_parent
+from .._proc import die_with_parent
 from ..stats.collector import StatsCollector
 from ..wire import decode_line, encode_line
 from .protocol import options_to_wire, raise_error
@@ -252,14 +251,12 @@ class WorkerPool:
         await asyncio.gather(*(link.ready() for link in self.links))
 
     async def _spawn(self, index: int) -> None:
-        # libc is loaded here, not in the forked child (only the prctl call runs there)
-        libc = ctypes.CDLL(None, use_errno=True)
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "rtclab.workers.worker", "--parent", str(os.getpid()),
+            sys.executable, "-m", "rtclab.workers.worker",
             "--index", str(index), "--stats-interval", str(self.stats_interval),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, limit=LINE_LIMIT, start_new_session=True,
-            preexec_fn=_kill_with_parent(libc),
+            preexec_fn=die_with_parent(signal.SIGKILL),  # no orphan after a kill -9
         )  # fmt: skip
         assert process.stdout is not None and process.stdin is not None
         self.links.append(

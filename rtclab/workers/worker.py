@@ -1,6 +1,6 @@
 """A lab worker: peers in their own process and event loop, driven by the kernel over JSON lines.
 
-``python -m rtclab.workers.worker --parent PID`` speaks on stdin/stdout (a local worker,
+``python -m rtclab.workers.worker`` speaks on stdin/stdout (a local worker,
 started by :class:`~rtclab.workers.pool.WorkerPool`); :func:`run_worker` dials the kernel
 over TCP instead (a worker on a Dask cluster). Either way the worker streams its peers'
 events, stats rows and frames with the row protocol (:mod:`rtclab.wire`), JPEG previews
@@ -262,13 +262,6 @@ async def serve(
             writer.close()
 
 
-def _check_parent(parent: int) -> None:
-    """Exit now if the kernel died before this process could be told (its pool asks Linux
-    to kill it with the kernel, ``PR_SET_PDEATHSIG``, between fork and exec)."""
-    if os.getppid() != parent:
-        os._exit(0)
-
-
 async def _pipe_main(index: int, stats_interval: float) -> None:
     loop = asyncio.get_running_loop()
     # the protocol gets its own copy of stdout; a stray print goes to stderr instead
@@ -298,11 +291,9 @@ def run_worker(host: str, port: int, token: str, slot: int, stats_interval: floa
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rtclab.workers.worker")
-    parser.add_argument("--parent", type=int, required=True)
     parser.add_argument("--index", type=int, default=0)
     parser.add_argument("--stats-interval", type=float, default=1.0)
     args = parser.parse_args(argv)
-    _check_parent(args.parent)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     asyncio.run(_pipe_main(args.index, args.stats_interval))
     return 0
