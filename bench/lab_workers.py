@@ -76,8 +76,10 @@ def _per_stream_fps(lab: Lab, since_s: float, peers: set[str]) -> list[float]:
     return [float(v) for v in rows.groupby(["peer", "remote"]).frames_per_second.mean()]
 
 
-async def lab_pairs(pairs: int, seconds: float, workers: int) -> tuple[list[float], float, float]:
-    async with Lab(workers=workers, name="bench-pairs", ice=ICE) as lab:
+async def lab_pairs(
+    pairs: int, seconds: float, workers: int, qoe: bool = True
+) -> tuple[list[float], float, float]:
+    async with Lab(workers=workers, name="bench-pairs", ice=ICE, qoe=qoe) as lab:
         lab.dashboard()
         options: dict[str, Any] = {"audio": False, "data": False, "fps": 30.0}
 
@@ -121,19 +123,23 @@ async def main() -> None:
     parser.add_argument("--pairs", type=int, default=48)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--mesh", type=int, default=6)
+    parser.add_argument("--mesh", type=int, default=6, help="0: no mesh room")
+    parser.add_argument("--no-qoe", action="store_true", help="Lab(qoe=False): no frame tags")
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
     alone, *alone_cpu = await aiortc_alone(args.pairs, args.seconds)
-    spread, *spread_cpu = await lab_pairs(args.pairs, args.seconds, args.workers)
-    mesh, *mesh_cpu = await lab_mesh(args.mesh, args.seconds, args.workers)
+    spread, *spread_cpu = await lab_pairs(args.pairs, args.seconds, args.workers, not args.no_qoe)
+    mesh, *mesh_cpu = (
+        await lab_mesh(args.mesh, args.seconds, args.workers) if args.mesh else ([], 0, 0)
+    )
     print("| run | streams | min fps | median fps | max fps | cores used | frames per CPU s |")
     print("|---|---|---|---|---|---|---|")
     print(_line(f"{args.pairs} pairs, aiortc alone, one process", alone, *alone_cpu))
-    print(_line(f"{args.pairs} pairs, Lab(workers={args.workers}) + stats + dashboard", spread,
-                *spread_cpu))  # fmt: skip
-    print(_line(f"{args.mesh}-peer mesh, Lab(workers={args.workers}) + stats + dashboard", mesh,
-                *mesh_cpu))  # fmt: skip
+    lab = f"Lab(workers={args.workers}{', qoe=False' if args.no_qoe else ''}) + stats + dashboard"
+    print(_line(f"{args.pairs} pairs, {lab}", spread, *spread_cpu))
+    if mesh:
+        print(_line(f"{args.mesh}-peer mesh, Lab(workers={args.workers}) + stats + dashboard",
+                    mesh, *mesh_cpu))  # fmt: skip
     ratio = statistics.median(spread) / statistics.median(alone)
     print(f"\nratio (median fps per stream, workers / alone): {ratio:.2f}x")
     print(f"load average (1 min) before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f}")
