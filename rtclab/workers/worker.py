@@ -82,7 +82,9 @@ class WorkerHost:
         for name, peer in list(self.peers.items()):
             new = min(peer.frames_total - self._frames_taken.get(name, 0), len(peer.frame_rows))
             self._frames_taken[name] = peer.frames_total
-            if new > 0 and not self.backlogged:
+            if new > 0 and self.backlogged:  # the kernel reads slower than frames come
+                self.send(event_message(name, None, "frames-skipped", new))
+            elif new > 0:
                 self.send(frames_message(list(peer.frame_rows)[-new:], name))
 
     def _event(self, peer: str, remote: str | None, event: str, value: Any) -> None:
