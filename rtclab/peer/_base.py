@@ -2,14 +2,14 @@
 
 ``Peer`` is assembled from mixins, one concern each (:mod:`.negotiation`,
 :mod:`.sending`, :mod:`.recovery`); this base declares, for the type checker, the
-attributes ``Peer.__init__`` sets and the methods one part calls on another. It adds
-nothing at run time.
+attributes ``Peer.__init__`` sets and the methods one part calls on another. At run time
+it adds only what it inherits from :class:`.handle.PeerHandle` (listeners, the event log,
+``record``), which a worker's ``RemotePeer`` shares.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Awaitable, Coroutine
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -18,7 +18,8 @@ from aiortc.contrib.media import MediaRelay
 
 from ..ice.config import IceConfig
 from ..signaling.client import SignalingClient
-from .connection import ChatMessage, PeerEvent, RemoteConnection, Role
+from .connection import ChatMessage, RemoteConnection, Role
+from .handle import PeerHandle
 from .resilience import Resilience
 
 if TYPE_CHECKING:
@@ -27,10 +28,9 @@ if TYPE_CHECKING:
 VideoSource = Literal["camera", "screen"]
 
 
-class PeerBase:
+class PeerBase(PeerHandle):
     """Attributes and cross-part methods of a peer (annotations only)."""
 
-    name: str
     room: str
     signaling_url: str
     ice: IceConfig
@@ -42,7 +42,6 @@ class PeerBase:
     connections: dict[str, RemoteConnection]
     chat_log: list[ChatMessage]
     cursor_positions: dict[str, tuple[float, float]]
-    events: deque[PeerEvent]
     video_source: VideoSource | None
     muted: dict[str, bool]
     max_bitrate: dict[str, int | None]
@@ -59,7 +58,6 @@ class PeerBase:
 
     if TYPE_CHECKING:
 
-        def _emit(self, remote: str | None, event: str, value: Any = None) -> None: ...
         def _timing(
             self, conn: RemoteConnection, event: str, start: float | None, end: float | None
         ) -> None: ...

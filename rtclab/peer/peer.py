@@ -170,24 +170,6 @@ class Peer(Negotiation, MediaControl, Recovery):
         self.muted: dict[str, bool] = {"audio": False, "video": False}
         self.max_bitrate: dict[str, int | None] = {"video": None}
 
-    # --- events ---------------------------------------------------------------------------
-
-    def add_listener(self, listener: EventListener) -> None:
-        """``listener(peer, remote, event, value)`` is called for every event (cheap, sync)."""
-        self._listeners.append(listener)
-
-    def remove_listener(self, listener: EventListener) -> None:
-        with contextlib.suppress(ValueError):
-            self._listeners.remove(listener)
-
-    def _emit(self, remote: str | None, event: str, value: Any = None) -> None:
-        self.events.append(PeerEvent(time.time(), remote, event, value))
-        for listener in list(self._listeners):
-            try:
-                listener(self.name, remote, event, value)
-            except Exception:  # a broken listener must not break the peer
-                log.exception("event listener failed")
-
     # --- lifecycle ------------------------------------------------------------------------
 
     async def join(self, room: str | None = None) -> Peer:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import fractions
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -239,15 +238,9 @@ class MediaControl(PeerBase):
                 sent += 1
         return sent
 
-    async def record(
-        self,
-        remote: str,
-        path: str | Path,
-        duration: float,
-        *,
-        kinds: Iterable[str] = ("audio", "video"),
+    async def _record(
+        self, remote: str, path: str | Path, duration: float, kinds: list[str]
     ) -> Path:
-        """Record what ``remote`` sends for ``duration`` seconds to ``path`` (.mp4, .webm, ...)."""
         from .recorder import record_tracks
 
         conn = self.connections.get(remote)
@@ -255,7 +248,7 @@ class MediaControl(PeerBase):
             raise LookupError(f"{self.name} has no connection to {remote!r}")
         tracks = [conn.subscribe(k) for k in kinds if k in conn.remote_tracks]
         if not tracks:
-            raise LookupError(f"{remote} sends none of {list(kinds)}")
+            raise LookupError(f"{remote} sends none of {kinds}")
         self._emit(remote, "recording", str(path))
         return await record_tracks(tracks, path, duration)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..peer.connection import ChatMessage, PeerEvent
+from ..peer.handle import PeerHandle
 from .mirror import ConnectionMirror, PeerMirror
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ class WorkerLink(Protocol):
     def forget(self, peer: RemotePeer) -> None: ...
 
 
-class RemotePeer:
+class RemotePeer(PeerHandle):
     """A peer in worker ``worker`` (see :class:`~rtclab.Lab` ``workers=``), seen from the
     kernel. Its stats rows, frames and events land in the lab beside local peers'.
 
@@ -125,23 +126,11 @@ class RemotePeer:
 
     # -- events ---------------------------------------------------------------------------
 
-    def add_listener(self, listener: EventListener) -> None:
-        self._listeners.append(listener)
-
-    def remove_listener(self, listener: EventListener) -> None:
-        with contextlib.suppress(ValueError):
-            self._listeners.remove(listener)
-
     def _emit(self, remote: str | None, event: str, value: Any = None) -> None:
         """An event from the worker (or about it): fold it into the state, tell listeners."""
         self.mirror.apply(remote, event, value)
-        self.events.append(PeerEvent(time.time(), remote, event, value))
         self._changed.set()
-        for listener in list(self._listeners):
-            try:
-                listener(self.name, remote, event, value)
-            except Exception:
-                log.exception("event listener failed")
+        super()._emit(remote, event, value)
 
     def _worker_lost(self, reason: str) -> None:
         for remote in self.mirror.fail(reason):
@@ -271,14 +260,8 @@ class RemotePeer:
             raise ValueError("kind must be 'audio' or 'video'")
         return self._call("set_muted", kind, bool(muted))
 
-    async def record(
-        self,
-        remote: str,
-        path: str | Path,
-        duration: float,
-        *,
-        kinds: Iterable[str] = ("audio", "video"),
+    async def _record(
+        self, remote: str, path: str | Path, duration: float, kinds: list[str]
     ) -> Path:
-        """Record what ``remote`` sends to ``path`` — a path on the worker's machine."""
-        written = await self._call("record", remote, str(path), duration, kinds=list(kinds))
+        written = await self._call("record", remote, str(path), duration, kinds=kinds)
         return Path(written)
