@@ -92,6 +92,12 @@ def chat_html(peer: Peer, lines: int) -> str:
     return "<div style='font-size:90%'>" + "<br>".join(rows) + "</div>"
 
 
+def failure_html(exc: BaseException, what: str | None = None) -> str:
+    """A widget's status line for a control that failed (``what``: which one)."""
+    failed = f"{html.escape(what)} failed: " if what else ""
+    return f"<span style='color:#c00'>{failed}{html.escape(f'{type(exc).__name__}: {exc}')}</span>"
+
+
 def strip_tags(text: str) -> str:
     out: list[str] = []
     inside = False

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import av
 import ipywidgets as widgets  # type: ignore[import-untyped]
 
-from ._peer_html import chat_html, connection_html, strip_tags
+from ._peer_html import chat_html, connection_html, failure_html, strip_tags
 from ._preview import JpegEncoder, placeholder_jpeg
 
 if TYPE_CHECKING:
@@ -202,10 +202,7 @@ class PeerWidget(widgets.VBox):  # type: ignore[misc]
             try:
                 await coro
             except Exception as exc:
-                self.status.value = (
-                    f"<span style='color:#c00'>{html.escape(what)} failed: "
-                    f"{html.escape(f'{type(exc).__name__}: {exc}')}</span>"
-                )
+                self.status.value = failure_html(exc, what)
             else:
                 self.status.value = ""
             finally:

@@ -16,7 +16,7 @@ from typing import Any
 
 import ipywidgets as widgets  # type: ignore[import-untyped]
 
-from ._peer_html import chat_html
+from ._peer_html import chat_html, failure_html
 from ._preview import placeholder_jpeg
 
 __all__ = ["RemotePeerWidget", "remote_peer_mimebundle"]
@@ -96,9 +96,7 @@ class RemotePeerWidget(widgets.VBox):  # type: ignore[misc]
             try:
                 await awaitable
             except Exception as exc:
-                self.status.value = (
-                    f"<span style='color:#c00'>{html.escape(f'{type(exc).__name__}: {exc}')}</span>"
-                )
+                self.status.value = failure_html(exc)
 
         task = asyncio.ensure_future(run())
         self._tasks.add(task)

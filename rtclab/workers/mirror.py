@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar, overload
 
 from ..peer.connection import ChatMessage
 
-__all__ = ["ConnectionMirror", "PeerMirror"]
+__all__ = ["ConnectionMirror", "Mirrored", "PeerMirror"]
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -103,3 +105,28 @@ class PeerMirror:
                 newly.append(conn.remote)
         self.state = "failed"
         return newly
+
+
+class _HasMirror(Protocol):
+    mirror: PeerMirror
+
+
+class Mirrored(Generic[T]):
+    """A read-only attribute of a handle that reads its :class:`PeerMirror`'s field of the
+    same name: ``state: Mirrored[str] = Mirrored()`` (the mirror stays the one truth)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, handle: None, owner: type) -> Mirrored[T]: ...
+    @overload
+    def __get__(self, handle: _HasMirror, owner: type | None = None) -> T: ...
+    def __get__(self, handle: _HasMirror | None, owner: type | None = None) -> T | Mirrored[T]:
+        if handle is None:  # on the class (help(), docs): the descriptor itself
+            return self
+        value: T = getattr(handle.mirror, self.name)
+        return value
+
+    def __set__(self, handle: _HasMirror, value: T) -> None:
+        raise AttributeError(f"{self.name} is read-only (the peer's events set it)")

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..peer.connection import ChatMessage, PeerEvent
 from ..peer.handle import PeerHandle
-from .mirror import ConnectionMirror, PeerMirror
+from .mirror import ConnectionMirror, Mirrored, PeerMirror
 
 if TYPE_CHECKING:
     from aiortc import RTCPeerConnection
@@ -85,33 +85,13 @@ class RemotePeer(PeerHandle):
         """Which worker runs this peer (its index in the lab's pool)."""
         return self.link.index
 
-    @property
-    def room(self) -> str:
-        return self.mirror.room
-
-    @property
-    def state(self) -> str:
-        return self.mirror.state
-
-    @property
-    def connections(self) -> dict[str, ConnectionMirror]:
-        return self.mirror.connections
-
-    @property
-    def chat_log(self) -> list[ChatMessage]:
-        return self.mirror.chat_log
-
-    @property
-    def video_source(self) -> str | None:
-        return self.mirror.video_source
-
-    @property
-    def muted(self) -> dict[str, bool]:
-        return self.mirror.muted
-
-    @property
-    def max_bitrate(self) -> dict[str, int | None]:
-        return self.mirror.max_bitrate
+    room: Mirrored[str] = Mirrored()
+    state: Mirrored[str] = Mirrored()
+    connections: Mirrored[dict[str, ConnectionMirror]] = Mirrored()
+    chat_log: Mirrored[list[ChatMessage]] = Mirrored()
+    video_source: Mirrored[str | None] = Mirrored()
+    muted: Mirrored[dict[str, bool]] = Mirrored()
+    max_bitrate: Mirrored[dict[str, int | None]] = Mirrored()
 
     def stats_targets(self) -> Iterable[tuple[str, RTCPeerConnection, ConnectionCounters]]:
         """Nothing to poll here: the worker polls and streams the rows."""
