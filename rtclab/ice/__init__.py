@@ -9,15 +9,10 @@ from typing import TYPE_CHECKING
 
 from .._lazy import lazy_exports
 
-_EXPORTS = {
-    "Cause": "rtclab.ice.turn_doctor",
-    "DoctorReport": "rtclab.ice.turn_doctor",
-    "doctor": "rtclab.ice.turn_doctor",
-}
-
 __all__ = ["Cause", "DoctorReport", "doctor"]
 
 if TYPE_CHECKING:
     from .turn_doctor import Cause, DoctorReport, doctor
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+# every public name is the doctor's
+__getattr__, __dir__ = lazy_exports(__name__, dict.fromkeys(__all__, "rtclab.ice.turn_doctor"))
