@@ -118,22 +118,7 @@ class Dashboard(LiveFigure):
         if self._closed:
             return
         self._ingest(rows)
-        if self._timer is not None:
-            return
-        loop = self._loop
-        if loop is None:
-            try:
-                loop = self._loop = asyncio.get_running_loop()
-            except RuntimeError:  # fed by hand outside a loop: refresh synchronously
-                self.refresh()
-                return
-        delay = max(0.0, self._last_refresh + 1.0 / self.max_rate_hz - loop.time())
-        self._timer = loop.call_later(delay, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        if not self._closed:
-            self.refresh()
+        self._schedule_refresh()
 
     def _ingest(self, rows: Iterable[Mapping[str, Any]]) -> None:
         rows = list(rows)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -50,24 +49,14 @@ class EstimateView(LiveFigure):
         self._shape: tuple[Any, ...] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._last_refresh = -math.inf
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self.refresh()
         self._unsubscribe = collector.on_sample(self._on_sample)
 
     def _on_sample(self, rows: list[dict[str, Any]]) -> None:
-        if self._closed or self._timer is not None:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # fed by hand outside a loop: redraw now
-            self.refresh()
-            return
-        delay = max(0.0, self._last_refresh + 1.0 / self.max_rate_hz - time.monotonic())
-        self._timer = loop.call_later(delay, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self.refresh()
+        if not self._closed:
+            self._schedule_refresh()  # the rows are read from the collector then
 
     def refresh(self) -> None:
         """Redraw from the collector's rows now."""
@@ -87,5 +76,5 @@ class EstimateView(LiveFigure):
             with self.figure.batch_update():
                 for old, new in zip(self.figure.data, fig.data, strict=True):
                     old.x, old.y = new.x, new.y
-        self._last_refresh = time.monotonic()
+        self._last_refresh = self._loop.time() if self._loop is not None else -math.inf
         self.refreshes += 1
