@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,8 @@ class EstimateView(LiveFigure):
         self._timer: asyncio.TimerHandle | None = None
         self._last_refresh = -math.inf
         self._loop: asyncio.AbstractEventLoop | None = None
+        with contextlib.suppress(RuntimeError):  # the refresh timer's clock
+            self._loop = asyncio.get_running_loop()
         self._closed = False
         self.refresh()
         self._unsubscribe = collector.on_sample(self._on_sample)
