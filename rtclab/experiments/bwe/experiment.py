@@ -181,7 +181,7 @@ async def bwe_test(
                                  f"{'; '.join(missing)}; use backend='emulated'")  # fmt: skip
         require_netns()
     specs = [
-        RunSpec(c, e, lab, interval=interval, width=width, height=height, fps=fps, seed=seed)
+        RunSpec(c, e, lab, interval=interval, video=(width, height, fps), seed=seed)
         for c in cases
         for e, lab in zip(estimators, labels, strict=True)
     ]

@@ -40,10 +40,14 @@ class RunSpec:
     estimator: Any  # None, a "module:Class" string, or a factory
     label: str
     interval: float = 0.5
-    width: int = 640
-    height: int = 480
-    fps: float = 30.0
+    video: tuple[int, int, float] = (640, 480, 30.0)  # each sender's width, height, fps
     seed: int = 0
+
+    @property
+    def video_options(self) -> dict[str, Any]:
+        """The senders' video keywords, as ``Peer`` and ``rtclab peer`` take them."""
+        width, height, fps = self.video
+        return {"width": width, "height": height, "fps": fps}
 
 
 def _peer_names(flow: MediaFlow) -> tuple[str, str]:
@@ -96,7 +100,7 @@ async def run_emulated(spec: RunSpec) -> pd.DataFrame:
             f.name: net.host(f"right-{f.name}", link=Link(delay_ms=f.delay_ms)) for f in case.flows
         }
         ice = net.ice_config(stun=False, connect_timeout=10.0)
-        video: dict[str, Any] = {"width": spec.width, "height": spec.height, "fps": spec.fps}
+        video = spec.video_options
         common: dict[str, Any] = {"ice": ice, "audio": False, "data": False, "qoe": False}
 
         async def connect(flow: MediaFlow) -> Peer:
@@ -229,7 +233,7 @@ async def run_netns(spec: RunSpec, net: Any) -> pd.DataFrame:
              for i, f in enumerate(case.flows)}  # fmt: skip
     bulk: Any = None
     peers: list[Any] = []
-    video: dict[str, Any] = {"width": spec.width, "height": spec.height, "fps": spec.fps}
+    video = spec.video_options
     common: dict[str, Any] = {"lab": collector, "turn": False, "data": False,
                               "stats_interval": spec.interval}  # fmt: skip
 
