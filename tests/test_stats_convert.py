@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -479,3 +480,19 @@ def test_rows_carry_the_link_each_way() -> None:
         "outbound",
     )
     assert plain["capacity_kbps"] is None and plain["queue_delay_ms"] is None
+
+
+def test_counters_snapshot_is_a_deep_copy_as_of_now() -> None:
+    counters = ConnectionCounters(frames_sent={"video": 3}, freeze_count=1, frames_tracked=True)
+    counters.rtp_stream("inbound", "video").nack_count = 2
+    counters.channel("chat").messages_sent = 5
+    snapshot = counters.snapshot()
+    assert snapshot == copy.deepcopy(counters)
+    counters.frames_sent["video"] += 1
+    counters.rtp_stream("inbound", "video").nack_count += 1
+    counters.channel("chat").messages_sent += 1
+    counters.rtp_stream("outbound", "audio")
+    assert snapshot.frames_sent == {"video": 3}
+    assert snapshot.inbound_rtp["video"].nack_count == 2
+    assert snapshot.channels["chat"].messages_sent == 5
+    assert "audio" not in snapshot.outbound_rtp

@@ -17,6 +17,7 @@ from rtclab.peer import Peer
 from rtclab.stats.collector import StatsCollector
 from rtclab.stats.figures import PANELS
 from rtclab.widgets import Dashboard
+from rtclab.widgets._live import MAX_INTERVAL_S, refresh_delay
 from rtclab.widgets.dashboard import STATE_COLOURS
 
 MakePeer = Callable[..., Awaitable[Peer]]
@@ -199,3 +200,12 @@ def test_panels_fill_a_grid_and_rates_start_at_zero() -> None:
         domains.add(tuple(next(iter(figure.select_xaxes(row=row, col=col))).domain))
     assert len(domains) == 2  # two columns of panels
     assert {a.matches for a in figure.select_xaxes()} - {None} == {"x"}  # one time axis
+
+
+def test_refreshes_spread_out_when_one_is_costly_or_the_loop_is_late() -> None:
+    assert refresh_delay(0.5, 0.002, 0.0) == 0.5  # cheap and on time: the rate bound
+    assert refresh_delay(0.5, 0.03, 0.0) == pytest.approx(1.5)  # 30 ms each: 2 % of the time
+    assert refresh_delay(0.5, 0.002, 0.1) == 0.5  # a little late: unchanged
+    assert refresh_delay(0.5, 0.002, 0.4) == pytest.approx(2.0)  # a saturated loop
+    assert refresh_delay(0.5, 1.0, 3.0) == MAX_INTERVAL_S  # bounded
+    assert refresh_delay(10.0, 0.002, 3.0) == 10.0  # a slower rate asked for still holds

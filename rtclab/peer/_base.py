@@ -14,12 +14,12 @@ from collections.abc import Awaitable, Coroutine
 from typing import TYPE_CHECKING, Any, Literal
 
 from aiortc import MediaStreamTrack
-from aiortc.contrib.media import MediaRelay
 
 from ..ice.config import IceConfig
 from ..signaling.client import SignalingClient
 from .connection import ChatMessage, RemoteConnection, Role
 from .handle import PeerHandle
+from .relay import SourceRelay
 from .resilience import Resilience
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ class PeerBase(PeerHandle):
     _present: set[str]
     _tasks: set[asyncio.Task[Any]]
     _client: SignalingClient | None
-    _relay: MediaRelay
+    _relay: SourceRelay
     _camera: MediaStreamTrack | None
     _screen: MediaStreamTrack | None
     _audio: MediaStreamTrack | None

@@ -23,8 +23,12 @@ AUDIO_SAMPLE_RATE = 48_000
 AUDIO_PTIME = 0.020
 
 
-class _PacedTrack(MediaStreamTrack):
-    """A track whose ``recv`` waits until the next frame is due on the loop's clock."""
+class PacedTrack(MediaStreamTrack):
+    """A track whose ``recv`` waits until the next frame is due on the loop's clock.
+
+    A consumer that falls behind gets the missed frames at once (a recorder keeps every
+    one); a live consumer calls :meth:`skip_missed` first, as from a camera.
+    """
 
     def __init__(self, period: float) -> None:
         super().__init__()
@@ -47,8 +51,15 @@ class _PacedTrack(MediaStreamTrack):
         self._index += 1
         return index
 
+    def skip_missed(self) -> None:
+        """Forget the frames due but not taken: the next ``recv`` gives the one due now
+        (frame ids jump over the rest), never a late burst of them."""
+        if self._start is not None:
+            due_now = int((asyncio.get_running_loop().time() - self._start) / self._period)
+            self._index = max(self._index, due_now)
 
-class TestPatternTrack(_PacedTrack):
+
+class TestPatternTrack(PacedTrack):
     """Moving colour bars with a bouncing box, the frame number and the capture time drawn
     in, and the frame tag (:mod:`rtclab.qoe.tag`) along the bottom unless ``tagged=False``.
 
@@ -76,27 +87,24 @@ class TestPatternTrack(_PacedTrack):
         self.width, self.height, self.fps, self.style = width, height, fps, style
         # Frames are made directly in yuv420p: the encoder then never calls reformat(), which
         # is not thread-safe on a frame shared by several connections' encoder threads.
-        # One reusable yuv420p buffer (from_ndarray copies it into the frame), with views of
-        # its three planes: each frame is drawn in place, no per-frame allocation.
-        self._buffer = np.empty(width * height * 3 // 2, dtype=np.uint8)
-        n_y, n_c = width * height, width * height // 4
-        self._views = (
-            self._buffer[:n_y].reshape(height, width),
-            self._buffer[n_y : n_y + n_c].reshape(height // 2, width // 2),
-            self._buffer[n_y + n_c :].reshape(height // 2, width // 2),
-        )
 
     async def recv(self) -> av.VideoFrame:
         index = await self._next_index()
+        # drawn straight into the new frame's planes (views over their buffers, rows padded
+        # to line_size): no intermediate array to copy, which cost as much as the drawing
+        frame = av.VideoFrame(self.width, self.height, "yuv420p")
+        y, u, v = (
+            np.frombuffer(memoryview(p), np.uint8).reshape(-1, p.line_size)[: p.height, : p.width]
+            for p in frame.planes
+        )
         # the wall clock (not the loop's): receivers in other processes and browsers share it
-        self.pattern.draw(index, int(time.time() * 1000), self._views)
-        frame = av.VideoFrame.from_ndarray(self._buffer.reshape(-1, self.width), format="yuv420p")
+        self.pattern.draw(index, int(time.time() * 1000), (y, u, v))
         frame.pts = int(index * VIDEO_CLOCK_RATE / self.fps)
         frame.time_base = fractions.Fraction(1, VIDEO_CLOCK_RATE)
         return frame
 
 
-class ToneTrack(_PacedTrack):
+class ToneTrack(PacedTrack):
     """A sine tone in 20 ms mono s16 frames at 48 kHz (what Opus wants)."""
 
     kind = "audio"

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import av
 from aiortc import MediaStreamTrack, RTCPeerConnection
-from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError
 
 from ..ice.config import IceConfig
@@ -43,6 +42,7 @@ from .estimation import check_estimator_factory, estimates_frame, install_estima
 from .media import TestPatternTrack, ToneTrack, luma_plane
 from .negotiation import Negotiation
 from .recovery import Recovery
+from .relay import SourceRelay
 from .resilience import Resilience
 from .sending import MediaControl
 
@@ -157,7 +157,7 @@ class Peer(Negotiation, MediaControl, Recovery):
         self._listeners: list[EventListener] = []
         self._client: SignalingClient | None = None
         self._loop_task: asyncio.Task[None] | None = None
-        self._relay = MediaRelay()
+        self._relay = SourceRelay()  # local sources, read when an encoder asks
         self._camera: MediaStreamTrack | None = (
             TestPatternTrack(width, height, fps, tagged=qoe) if video else None
         )

@@ -101,7 +101,7 @@ class MediaControl(PeerBase):
 
     def _sender_track(self, conn: RemoteConnection, source: MediaStreamTrack) -> _CountingTrack:
         """This connection's own relayed copy of ``source``: one source feeds every remote."""
-        relayed = self._relay.subscribe(source, buffered=False)
+        relayed = self._relay.subscribe(source)
         return _CountingTrack(relayed, conn.counters, self.muted, self.max_bitrate)
 
     def _current_video(self) -> MediaStreamTrack | None:
@@ -262,4 +262,4 @@ class MediaControl(PeerBase):
         Relayed like every connection's copy, so a preview never takes frames from a sender.
         """
         source = self._current_video()
-        return None if source is None else self._relay.subscribe(source, buffered=False)
+        return None if source is None else self._relay.subscribe(source)

@@ -8,7 +8,6 @@ that the pure converter turns into rows. Defensive: a read never raises from a p
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
 from collections.abc import Mapping
@@ -56,7 +55,7 @@ async def read_snapshot(
         report=report,
         transport=_transport_totals(pc),
         candidate_pair=selected_candidate_pair(pc),
-        counters=copy.deepcopy(counters),
+        counters=counters.snapshot(),
         connection_state=state,
         sctp_rtt_ms=sctp_rtt_ms(pc),
         clock_rates=_clock_rates(pc),

@@ -13,6 +13,7 @@ import contextlib
 import functools
 import importlib.util
 import math
+import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -63,6 +64,9 @@ class Dashboard(LiveFigure):
     Refreshes are single ``plotly_update`` messages (what ``batch_update`` sends, without its
     per-property validation, which costs ~4x more with many traces) over the last
     ``window_s`` seconds, with at most ``max_points`` points per trace (evenly thinned).
+    On a busy loop they come less often than ``max_rate_hz`` (:func:`._live.refresh_delay`): a
+    refresh of a hundred traces takes tens of milliseconds that a saturated lab's media
+    would otherwise wait for.
     """
 
     def __init__(
@@ -191,6 +195,7 @@ class Dashboard(LiveFigure):
         """Send what changed since the last refresh as one update message (cheap if nothing)."""
         if self._closed:
             return
+        started = time.perf_counter()
         self._read_events()
         self._place_events()
         if not self._dirty or self._latest is None:
@@ -228,6 +233,7 @@ class Dashboard(LiveFigure):
             restyle_data={"x": xs, "y": ys, "name": names}, trace_indexes=indexes
         )
         self.refreshes += 1
+        self.last_refresh_s = time.perf_counter() - started
 
     def _add_pair(self, pair: Pair) -> None:
         """Add the pair's traces (one per panel, one legend entry) in a single message."""
