@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
 import time
@@ -322,7 +323,7 @@ class StatsCollector(RunFrames):
             self._frames_taken[id(source)] = total
             if new <= 0:
                 continue
-            frames = list(log)[-new:]
+            frames = list(itertools.islice(reversed(log), new))[::-1]  # not the whole log
             self.store.append_frames(frames)
             by_remote: dict[str, list[dict[str, Any]]] = {}
             for frame in frames:

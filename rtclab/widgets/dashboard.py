@@ -96,6 +96,8 @@ class Dashboard(LiveFigure):
         self._pairs: list[Pair] = []
         self._trace_index: dict[Pair, list[int]] = {}
         self._points: dict[Pair, list[deque[tuple[float, float]]]] = {}
+        # what each trace showed when last sent: unchanged traces are not sent again
+        self._sent: dict[int, tuple[Any, ...]] = {}
         self._paths: dict[Pair, str] = {}
         self._named: dict[Pair, str] = {}
         self._states: dict[Pair, deque[tuple[float, str]]] = {}
@@ -216,6 +218,16 @@ class Dashboard(LiveFigure):
             for index, points in zip(self._trace_index[pair], self._points[pair], strict=True):
                 while points and points[0][0] < cutoff:
                     points.popleft()
+                # points only come at the end and go at the start: these tell any change
+                shown = (
+                    name,
+                    len(points),
+                    points[0] if points else None,
+                    points[-1] if points else None,
+                )
+                if self._sent.get(index) == shown:
+                    continue  # e.g. a one-way pair's panels of the other direction, empty
+                self._sent[index] = shown
                 x, y = self._thin(points)
                 xs.append(x)
                 ys.append(y)
