@@ -11,11 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
 from collections import deque
 from collections.abc import Coroutine, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Literal
 
 import av
@@ -25,7 +23,7 @@ from aiortc.mediastreams import MediaStreamError
 from ..ice.config import IceConfig
 from ..ice.inspect import candidate_rows, candidates_frame, selected_candidate_pair
 from ..model import ConnectionCounters, EventListener
-from ..qoe.frames import FrameTracker, ScoreJob
+from ..qoe.frames import FrameTracker
 from ..signaling.client import SignalingClient, SignalingError
 from ._base import VideoSource
 from .channels import CHAT, CURSORS, Channel
@@ -44,6 +42,7 @@ from .negotiation import Negotiation
 from .recovery import Recovery
 from .relay import SourceRelay
 from .resilience import Resilience
+from .scoring import scoring
 from .sending import MediaControl
 
 if TYPE_CHECKING:
@@ -57,38 +56,6 @@ __all__ = ["ChatMessage", "Peer", "PeerEvent", "RemoteConnection"]
 log = logging.getLogger(__name__)
 
 _UNTAGGED_NOTICE = 30  # untagged frames, none tagged, before the "video-untagged" event
-_MAX_SCORING = 4  # PSNR/SSIM jobs queued at once (all peers of the process); more: skipped
-
-
-class _Scoring:
-    """One thread for every peer's PSNR/SSIM (created on first use), at most
-    ``_MAX_SCORING`` jobs queued; counted in the thread, so a job whose loop closed first
-    still frees its place."""
-
-    def __init__(self) -> None:
-        self._in_flight = 0
-        self._lock = threading.Lock()
-        self._executor: ThreadPoolExecutor | None = None
-
-    def start(self) -> ThreadPoolExecutor | None:
-        """The executor to submit one job to, or ``None`` when enough are queued."""
-        with self._lock:
-            if self._in_flight >= _MAX_SCORING:
-                return None
-            self._in_flight += 1
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(1, thread_name_prefix="rtclab-qoe")
-            return self._executor
-
-    def run(self, tracker: FrameTracker, luma: Any, job: ScoreJob) -> dict[str, float | None]:
-        try:
-            return tracker.score(luma, job)
-        finally:
-            with self._lock:
-                self._in_flight -= 1
-
-
-_scoring = _Scoring()
 
 
 class Peer(Negotiation, MediaControl, Recovery):
@@ -415,13 +382,13 @@ class Peer(Negotiation, MediaControl, Recovery):
         luma = luma_plane(frame)
         rows = tracker.on_frame(luma, time.time())
         job, tracker.pending = tracker.pending, None
-        executor = _scoring.start() if job is not None else None
+        executor = scoring.start() if job is not None else None
         if job is not None and executor is not None:
             # PSNR/SSIM take milliseconds: in rtclab's own thread (numpy lets go of the GIL;
             # aiortc's encoders keep the default executor), at most a few queued, so scoring
             # yields to media when the machine is saturated; the row gets its scores later
             future = asyncio.get_running_loop().run_in_executor(
-                executor, _scoring.run, tracker, luma.copy(), job
+                executor, scoring.run, tracker, luma.copy(), job
             )
 
             def scored(done: asyncio.Future[dict[str, float | None]]) -> None:
