@@ -4,7 +4,10 @@ stream each, for comparison with bench/lab_overhead.py.
     .venv/bin/python bench/aiortc_baseline.py [--pairs 20] [--seconds 10] [--source pattern]
 
 ``--source blank`` sends aiortc's own ``VideoStreamTrack`` (a still green frame: almost
-free to encode), ``--source pattern`` rtclab's moving test pattern (what a lab sends).
+free to encode), ``--source pattern`` rtclab's moving test pattern (what a lab sends), and
+``--source live`` the same pattern as a lab's peers take it: a saturated encoder gets the
+frame due now, with its capture time, instead of every frame it missed stamped 1/30 s
+apart (which makes the encoder's rate control spend fewer bits per frame than the target).
 Offer/answer are exchanged in memory; ICE gathers on loopback only. Prints the received
 frame rate per stream, loop lag and the process's CPU time per received frame.
 """
@@ -44,9 +47,20 @@ class _Blank(VideoStreamTrack):
         return frame
 
 
+class _LivePattern(TestPatternTrack):
+    """The pattern as a camera gives it: an encoder that falls behind gets the frame due
+    now (ids and timestamps jump), not every missed one in a burst, stamped 1/30 s apart."""
+
+    async def recv(self) -> av.VideoFrame:
+        self.skip_missed()
+        return await super().recv()
+
+
 async def _pair(source: str, width: int, height: int) -> tuple[Any, Any, list[int]]:
     sender, receiver = RTCPeerConnection(), RTCPeerConnection()
-    track = _Blank(width, height) if source == "blank" else TestPatternTrack(width, height, 30)
+    track: Any = _Blank(width, height)
+    if source != "blank":
+        track = (_LivePattern if source == "live" else TestPatternTrack)(width, height, 30)
     sender.addTrack(track)
     count = [0]
     tasks: list[asyncio.Task[None]] = []
@@ -75,7 +89,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pairs", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--source", choices=["blank", "pattern"], default="pattern")
+    parser.add_argument("--source", choices=["blank", "pattern", "live"], default="pattern")
     parser.add_argument("--width", type=int, default=320)
     parser.add_argument("--height", type=int, default=240)
     args = parser.parse_args()
@@ -86,12 +100,23 @@ async def main() -> None:
             raise SystemExit("not all pairs connected within 60 s")
         await asyncio.sleep(0.1)
     await asyncio.sleep(3.0)  # settle
+
+    async def bytes_sent() -> float:
+        total = 0.0
+        for sender, _, _ in pairs:
+            for stats in (await sender.getStats()).values():
+                if getattr(stats, "type", None) == "outbound-rtp":
+                    total += stats.bytesSent
+        return total
+
     start = [c[0] for _, _, c in pairs]
+    sent0 = await bytes_sent()
     t0, cpu0 = time.monotonic(), time.process_time()
     async with LoopLagMonitor() as lag:
         await asyncio.sleep(args.seconds)
     elapsed, cpu = time.monotonic() - t0, time.process_time() - cpu0
     received = [c[0] - s for (_, _, c), s in zip(pairs, start, strict=True)]
+    sent = await bytes_sent() - sent0
     fps = sorted(n / elapsed for n in received)
     print(f"{args.pairs} pairs, {args.width}x{args.height} @ 30 fps, aiortc alone, "
           f"source {args.source}, {args.seconds:g} s")  # fmt: skip
@@ -101,6 +126,7 @@ async def main() -> None:
     )
     print(f"loop lag: p50 {lag.median_ms:.1f} ms  p99 {lag.p99_ms:.1f} ms  max {lag.max_ms:.1f} ms")
     print(f"CPU {cpu * 1000 / max(1, sum(received)):.2f} ms per received frame")
+    print(f"RTP payload {sent / max(1, sum(received)):.0f} bytes per received frame")
     for s, r, _ in pairs:
         await s.close()
         await r.close()

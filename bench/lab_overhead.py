@@ -72,7 +72,13 @@ async def measure(args: argparse.Namespace) -> None:
             for r in receivers
         ]
 
-    start = counts()
+    def payload() -> int:
+        return sum(
+            r.connections[f"s{r.name[1:]}"].counters.rtp_bytes_received.get("video", 0)
+            for r in receivers
+        )
+
+    start, payload0 = counts(), payload()
     t0, cpu0 = time.monotonic(), time.process_time()
     async with LoopLagMonitor() as lag:
         await asyncio.sleep(args.seconds)
@@ -87,6 +93,9 @@ async def measure(args: argparse.Namespace) -> None:
     )
     print(f"loop lag: p50 {lag.median_ms:.1f} ms  p99 {lag.p99_ms:.1f} ms  max {lag.max_ms:.1f} ms")
     print(f"CPU {cpu * 1000 / max(1, sum(received)):.2f} ms per received frame")
+    print(
+        f"RTP payload {(payload() - payload0) / max(1, sum(received)):.0f} bytes per received frame"
+    )
     if lab is not None:
         print(f"dashboard refreshes: {dash.refreshes}, samples rows: {len(lab.samples)}")
         await lab.stop()

@@ -124,9 +124,11 @@ def _calling_first(callback: Callable[[Any], None]) -> Callable[[Any], Any]:
     sees the packet, then aiortc handles it."""
 
     def make(original: Any) -> Any:
-        async def hooked(packet: Any, *args: Any, **kwargs: Any) -> None:
+        # a plain function returning aiortc's own coroutine: no coroutine of ours per
+        # packet (aiortc awaits the call at once, so the callback still comes first)
+        def hooked(packet: Any, *args: Any, **kwargs: Any) -> Any:
             callback(packet)
-            await original(packet, *args, **kwargs)
+            return original(packet, *args, **kwargs)
 
         return hooked
 

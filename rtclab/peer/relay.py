@@ -33,16 +33,22 @@ class _Feed:
         self.source = source
         self.subscribers: set[RelayedTrack] = set()
         self.ended = False
-        self._read: asyncio.Task[None] | None = None
+        self.reading: asyncio.Future[None] | None = None  # done when the read in flight is
 
-    def read(self) -> asyncio.Task[None]:
-        """The read in flight, or a new one: every waiting subscriber shares it."""
-        if self._read is None:
-            self._read = asyncio.get_running_loop().create_task(self._next())
-        return self._read
+    def read(self) -> asyncio.Future[None]:
+        """The read in flight, or a new one in a task of its own: waiters share it."""
+        if self.reading is None:
+            done = self.reading = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().create_task(self._next(done))
+        return self.reading
 
-    async def _next(self) -> None:
-        frame: Any
+    async def read_here(self) -> None:
+        """A read in the caller's task (no task per frame), shared all the same."""
+        done = self.reading = asyncio.get_running_loop().create_future()
+        await self._next(done)
+
+    async def _next(self, done: asyncio.Future[None]) -> None:
+        frame: Any = _NOTHING
         if isinstance(self.source, PacedTrack):
             self.source.skip_missed()  # live: the frame due now, not a backlog
         try:
@@ -50,10 +56,16 @@ class _Feed:
         except MediaStreamError:
             frame = None
             self.ended = True
+        except Exception as exc:
+            done.set_exception(exc)  # waiters see it too
+            raise
         finally:
-            self._read = None
-        for track in self.subscribers:
-            track._pending = frame
+            self.reading = None
+            if frame is not _NOTHING:
+                for track in self.subscribers:
+                    track._pending = frame
+            if not done.done():
+                done.set_result(None)  # cancelled mid-read: waiters read again
 
 
 class RelayedTrack(MediaStreamTrack):
@@ -67,16 +79,18 @@ class RelayedTrack(MediaStreamTrack):
         self._pending: Any = _NOTHING
 
     async def recv(self) -> Any:
-        if self.readyState != "live":
-            raise MediaStreamError
-        if self._pending is _NOTHING:
-            if self._feed.ended:
+        feed = self._feed
+        while self._pending is _NOTHING:
+            if self.readyState != "live" or feed.ended:
                 raise MediaStreamError
-            # shielded: a subscriber that gives up (its sender stopping) leaves the read to
-            # the others rather than cancelling it under them
-            await asyncio.shield(self._feed.read())
+            if feed.reading is None and len(feed.subscribers) == 1:
+                await feed.read_here()  # alone (one remote): read in this task
+            else:
+                # shielded: a subscriber that gives up (its sender stopping) leaves the read
+                # to the others rather than cancelling it under them
+                await asyncio.shield(feed.read())
         frame, self._pending = self._pending, _NOTHING
-        if frame is None or frame is _NOTHING:
+        if frame is None:
             raise MediaStreamError
         return frame
 
