@@ -181,3 +181,37 @@ async def test_idle_data_link_is_not_declared_lost(make_peer: MakePeer) -> None:
     assert alice.connections["bob"].state == "connected"
     # heartbeats are link upkeep, not chat or cursor messages
     assert alice.connections["bob"].counters.channel("cursors").messages_received == 0
+
+
+async def test_a_peer_whose_signaling_drops_joins_again_and_rebuilds_its_links(
+    make_peer: MakePeer,
+) -> None:
+    """A NAT reboot or a server restart cuts a joined peer's WebSocket: it joins the room
+    again (with backoff while the server still seats the old connection) and rebuilds its
+    connections; both sides report them ``recovered`` and video flows again."""
+    alice = await make_peer("alice", audio=False, fps=15)
+    bob = await make_peer("bob", audio=False, fps=15)
+    await bob.wait_connected(count=1, timeout=20)
+    await alice.wait_connected(count=1, timeout=20)
+    cut = time.time()
+    assert bob._client is not None
+    bob._client._ws.transport.abort()  # the TCP connection is gone, as after a NAT reboot
+    deadline = time.monotonic() + 15
+    while not (
+        "recovered" in _events(alice, "bob", cut) and "recovered" in _events(bob, "alice", cut)
+    ):
+        assert time.monotonic() < deadline, [(e.event, e.value) for e in bob.events][-15:]
+        await asyncio.sleep(0.1)
+    mine = [e.event for e in bob.events if e.t >= cut and e.remote is None]
+    assert mine[0] == "signaling-closed" and "signaling-reconnected" in mine, mine
+    # refused (duplicate-user) only while the server had not yet seen the old one go
+    assert set(mine[1 : mine.index("signaling-reconnected")]) <= {"signaling-retry"}, mine
+    assert bob.state == "joined" and bob._client is not None and not bob._client.closed
+    assert "peer-left" in _events(alice, "bob", cut)  # the server saw the old one go
+    await _frames_flow(alice, "bob", 10)
+    await _frames_flow(bob, "alice", 10)
+    # and an intentional leave is not undone
+    await bob.leave()
+    await asyncio.sleep(1.0)
+    assert bob.state == "left"
+    assert [e.event for e in bob.events].count("signaling-reconnected") == 1

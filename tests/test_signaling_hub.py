@@ -16,6 +16,7 @@ from rtclab.signaling.frames import RawFrame, split_frames
 from rtclab.signaling.hub import (
     Close,
     Connected,
+    Contested,
     Hub,
     Joined,
     JoinRequested,
@@ -58,6 +59,18 @@ def test_join_leave_and_disconnect_come_out_as_events() -> None:
     out = hub.disconnect("b")  # the last member: no one to tell, but the event is there
     assert out.deliveries == [] and list(out.events) == [Left("b", "r", "bob")]
     assert hub.rooms() == {}
+
+
+def test_a_duplicate_join_is_refused_and_contests_the_holders_seat() -> None:
+    hub: Hub[str] = Hub()
+    hub.connect("old")
+    hub.connect("new")
+    hub.receive_data("old", join("r", "bob"))
+    out = hub.receive_data("new", join("r", "bob"))
+    assert codes(out) == [("new", "duplicate-user")]
+    assert [type(e) for e in out.events] == [Refused, Contested]
+    assert out.events[1] == Contested("old")  # the adapter checks that one is alive
+    assert hub.rooms() == {"r": ["bob"]} and hub.user_of("old") == "bob"
     assert list(hub.disconnect("a").events) == []  # not in a room any more: nothing happened
 
 

@@ -238,6 +238,39 @@ async def test_dead_client_is_reaped_with_peer_left_and_live_one_is_kept() -> No
         await alive.close()
 
 
+async def test_a_name_taken_by_a_dead_holder_is_free_within_seconds_a_live_one_keeps_it() -> None:
+    """A peer whose NAT rebooted comes back under its own name while its old connection is
+    not yet known dead: the join is refused (``duplicate-user``), the holder is challenged
+    with a ping, and a silent holder is reaped long before the sweep would (20 s + 20 s
+    here); a holder that answers keeps its seat."""
+    async with SignalingServer(ping_interval=20.0, ping_timeout=20.0) as srv:
+        other = await connect(srv.url, ping_interval=None)
+        await ws_join(other, "r", "other")
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)  # dead holder
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            f"GET /signal HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(masked(json.dumps({"type": "join", "roomId": "r", "userId": "bob"})))
+        assert (await ws_recv(other))["peerId"] == "bob"
+        back = await connect(srv.url, ping_interval=None)
+        assert (await ws_join(back, "r", "bob"))["code"] == "duplicate-user"
+        assert await ws_recv(other, 4.0) == {"type": "peer-left", "peerId": "bob"}
+        assert srv.metrics()["disconnects_total"] == {"challenged": 1}
+        assert (await ws_join(back, "r", "bob"))["type"] == "room-joined"
+        # the seat is never taken from a holder that answers (websockets answers pings)
+        thief = await connect(srv.url, ping_interval=None)
+        assert (await ws_join(thief, "r", "bob"))["code"] == "duplicate-user"
+        await asyncio.sleep(2.5)
+        assert sorted(srv.rooms()["r"]) == ["bob", "other"]
+        assert srv.metrics()["disconnects_total"] == {"challenged": 1}
+        writer.close()
+        for ws in (other, back, thief):
+            await ws.close()
+
+
 # ----------------------------------------------------------------------------- observability
 
 

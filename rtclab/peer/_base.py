@@ -48,6 +48,7 @@ class PeerBase(PeerHandle):
     _present: set[str]
     _tasks: set[asyncio.Task[Any]]
     _client: SignalingClient | None
+    _loop_task: asyncio.Task[None] | None
     _relay: SourceRelay
     _camera: MediaStreamTrack | None
     _screen: MediaStreamTrack | None

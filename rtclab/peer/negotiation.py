@@ -20,7 +20,7 @@ from aiortc.sdp import candidate_from_sdp
 
 from ..ice.gathering import gathering_on
 from ..ice.inspect import local_candidates, remote_candidates
-from ..signaling.client import SignalingClient
+from ..signaling.client import SignalingClient, SignalingError
 from ._base import PeerBase
 from .channels import create_lab_channels
 from .connection import RemoteConnection, sdp_candidate_count
@@ -40,8 +40,48 @@ class Negotiation(PeerBase):
                     log.exception("%s: handling %s failed", self.name, message.get("type"))
                     self._emit(message.get("from"), "error", f"{message.get('type')}: {exc}")
         finally:
-            if self.state == "joined":
+            if self.state == "joined" and client is self._client:
                 self._emit(None, "signaling-closed", self.signaling_url)
+                if self.resilience.enabled:
+                    self._spawn(self._rejoin(client))
+
+    async def _rejoin(self, old: SignalingClient) -> None:
+        """The server went away under a joined peer (a NAT reboot cut its TCP, the server
+        restarted): connect and join again, with backoff, then offer to everyone there as a
+        fresh joiner does. The server told the others this peer left, so they dropped their
+        side: every connection is rebuilt, as a later attempt (its ``connected`` is then
+        ``recovered``)."""
+        await old.close()
+        policy, started, retry = self.resilience, time.monotonic(), 0
+        while self.state == "joined":
+            client: SignalingClient | None = None
+            try:
+                client = await SignalingClient.connect(self.signaling_url, timeout=5.0)
+                peers = await client.join(self.room, self.name, timeout=5.0)
+            except (OSError, SignalingError, asyncio.TimeoutError) as exc:
+                if client is not None:
+                    await client.close()
+                if time.monotonic() - started + policy.delay(retry) > policy.rejoin_timeout:
+                    self._emit(None, "error", f"rejoining {self.room!r} failed: {exc}")
+                    return
+                self._emit(None, "signaling-retry", f"{exc}; again in {policy.delay(retry):g}s")
+                await asyncio.sleep(policy.delay(retry))
+                retry += 1
+                continue
+            if self.state != "joined":  # left meanwhile
+                await client.close()
+                return
+            self._client = client
+            self._emit(None, "signaling-reconnected", round(time.monotonic() - started, 2))
+            self._loop_task = asyncio.ensure_future(self._signaling_loop(client))
+            self._present = set(peers)
+            attempts = {r: c.attempt for r, c in self.connections.items()}
+            await asyncio.gather(*(self._close_connection(r, wait=False) for r in attempts))
+            for remote in peers:
+                conn = self._new_connection(remote, "offerer")
+                conn.attempt = attempts.get(remote, 0) + 1
+                conn._spawn(self._guard(conn, "sending the offer", self._offer(conn)))
+            return
 
     async def _handle(self, message: dict[str, Any]) -> None:
         kind = message.get("type")

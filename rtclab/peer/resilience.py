@@ -25,6 +25,8 @@ class Resilience:
     heartbeat_interval: float = 1.0
     check_interval: float = 0.25
     backoff: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
+    #: how long a peer whose signaling connection dropped keeps trying to join again
+    rejoin_timeout: float = 60.0
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait before restart attempt ``attempt`` (0-based), capped at the last."""

@@ -58,6 +58,7 @@ from .rules import TokenBucket, room_credential_ok
 __all__ = [
     "Close",
     "Connected",
+    "Contested",
     "Event",
     "Hub",
     "JoinRequested",
@@ -136,7 +137,16 @@ class JoinRequested(_Membership[C]):
     :meth:`Hub.seat` (or :meth:`Hub.refuse`)."""
 
 
-Event: TypeAlias = Connected[C] | Joined[C] | Left[C] | Refused[C] | Reported[C] | JoinRequested[C]
+@dataclass(frozen=True, slots=True)
+class Contested(_About[C]):
+    """Someone asked for the seat ``conn`` holds (``duplicate-user``). The seat is never
+    taken over; the adapter checks that ``conn`` is still alive (a peer whose NAT rebooted
+    comes back under its own name while its old TCP connection is not yet known dead)."""
+
+
+Event: TypeAlias = (
+    Connected[C] | Joined[C] | Left[C] | Refused[C] | Reported[C] | JoinRequested[C] | Contested[C]
+)
 """Everything an :class:`Outcome` can report."""
 
 
@@ -387,9 +397,11 @@ class Hub(Generic[C]):
             if self.limits.max_rooms is not None and len(self._rooms) >= self.limits.max_rooms:
                 return self.refuse(conn, "too-many-rooms", f"at most {self.limits.max_rooms} rooms")
         elif msg.user_id in room:
-            return self.refuse(
+            out = self.refuse(
                 conn, "duplicate-user", f"user {msg.user_id!r} is already in room {msg.room_id!r}"
             )
+            out.events = (*out.events, Contested(room[msg.user_id]))
+            return out
         elif self.limits.max_room_size is not None and len(room) >= self.limits.max_room_size:
             return self.refuse(
                 conn, "room-full", f"room {msg.room_id!r} is full ({self.limits.max_room_size})"

@@ -8,8 +8,8 @@ hub call and one queued write; relayed frames are spliced, not re-serialised (se
 :mod:`.protocol`), and coalesced into one write per recipient and loop iteration.
 
 What needs the socket or a timer stays here: the bound on unsent bytes (checked once per
-flush), and liveness: pings and idle reaping from one periodic sweep, not a timer per
-connection.
+flush), and liveness (:mod:`.liveness`): pings and idle reaping from one periodic sweep,
+not a timer per connection, and a challenge to the holder of a contested seat.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from .connection import Connection, ConnectionHooks
 from .http import HttpHandler, Request, Response, header, http_response
 from .hub import (
     Connected,
+    Contested,
     Hub,
     Joined,
     JoinRequested,
@@ -39,10 +40,11 @@ from .hub import (
     Refused,
     Reported,
 )
+from .liveness import Liveness
 from .metrics import CONTENT_TYPE, render_prometheus
 from .observers import EventListener, Listener, Observers, StatsListener
 from .protocol import MAX_MESSAGE_SIZE, ErrorCode, ErrorMessage, parse
-from .rules import credential_from_request, liveness, origin_allowed, token_matches
+from .rules import credential_from_request, origin_allowed, token_matches
 
 __all__ = [
     "EventListener",
@@ -55,14 +57,13 @@ __all__ = [
 
 logger = logging.getLogger("rtclab.signaling")
 
-_PING: Final = b"\x89\x00"  # unmasked ping, empty payload: every WebSocket stack answers it
 _monotonic: Final = time.monotonic
 _SHUTDOWN: Final = ErrorMessage("server-shutdown", "the server is shutting down").encode()
 # Refusals a flood can cause, logged at DEBUG so that -v stays readable under abuse.
 _QUIET_REFUSALS: Final = frozenset(("rate-limited",))
 
 
-class SignalingServer(Observers):
+class SignalingServer(Observers, Liveness):
     """The signaling server, run inside an already running event loop (e.g. a Jupyter kernel).
 
     ``port=0`` picks a free port (read :attr:`port` after :meth:`start`). Compression is
@@ -462,6 +463,8 @@ class SignalingServer(Observers):
                     self._event(event.conn.label, "signaling-connected", None)
             elif isinstance(event, Reported):
                 self._on_stats(event.user_id, event.room_id, event.rows)
+            elif isinstance(event, Contested):
+                self._challenge(event.conn)
             elif isinstance(event, JoinRequested) and self._cluster is not None:
                 self._pending[event.conn] = []
                 self._cluster.join(event.conn, event.room_id, event.user_id)
@@ -482,33 +485,6 @@ class SignalingServer(Observers):
         if self._event_listeners:
             self._event(self._who(conn), "signaling-slow-consumer", None)
         conn.abort()
-
-    async def _sweep(self, interval: float) -> None:
-        """Ping silent clients; drop those that stay silent (dead TCP peers never send FIN)."""
-        period = max(0.05, min(interval, self.ping_timeout) / 2)
-        timeout = self.ping_timeout
-        while True:
-            await asyncio.sleep(period)
-            now = _monotonic()
-            for conn in list(self._conns):
-                if not conn.writable:
-                    continue  # handshake or closing: those have their own timers
-                state = liveness(now, conn.last_seen, conn.last_ping, interval, timeout)
-                if state == "ping":
-                    conn.last_ping = now
-                    conn.send_raw(_PING)
-                elif state == "dead":
-                    self.disconnects["idle"] += 1
-                    logger.info(
-                        "%s: silent for %.1f s, dropped", self._who(conn), now - conn.last_seen
-                    )
-                    if self._event_listeners:
-                        self._event(
-                            self._who(conn),
-                            "signaling-reaped",
-                            {"silent_s": round(now - conn.last_seen, 3)},
-                        )
-                    conn.abort()
 
     def _who(self, conn: Recipient) -> str:
         return self._hub.user_of(conn) or conn.label
