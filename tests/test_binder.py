@@ -17,7 +17,6 @@ BINDER_NOTEBOOKS = [
     for name in (
         "01-signaling.ipynb",
         "04-media.ipynb",
-        "09-what-the-viewer-sees.ipynb",
         "11-why-wont-it-connect.ipynb",
     )
 ]
@@ -58,9 +57,10 @@ def test_binder_environment_runs_the_notebooks(tmp_path: Path) -> None:
     assert sys.prefix not in versions
 
     # test_notebooks.py runs every notebook in the development environment; here the ones
-    # that reach each part of the stack binder/ has to provide: websockets, aiortc and av,
-    # the emulated network and QoE (09, without Playwright: its fallback branch), coturn from
-    # apt.txt and the TURN doctor (11). Running all of them twice cost CI ~5 minutes.
+    # that reach each part of the stack binder/ has to provide: websockets (01), aiortc, av,
+    # numpy and rtclab's QoE tags on every peer's video (04), coturn from apt.txt and the
+    # TURN doctor (11). Running all of them twice cost CI ~5 minutes. 09 (~60 s) needs no
+    # package beyond 04's: its emulated network and web client are rtclab's own code.
     for notebook in BINDER_NOTEBOOKS:
         work = tmp_path / "run" / notebook.name
         work.parent.mkdir(exist_ok=True)
