@@ -212,21 +212,26 @@ async def test_room_size_room_count_and_client_caps() -> None:
 # ----------------------------------------------------------------------------- liveness
 
 
+async def _joined_then_silent(srv: SignalingServer, room: str, user: str) -> asyncio.StreamWriter:
+    """A raw client that joins and then answers nothing, not even pings: a dead peer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        f"GET /signal HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(masked(json.dumps({"type": "join", "roomId": room, "userId": user})))
+    return writer
+
+
 async def test_dead_client_is_reaped_with_peer_left_and_live_one_is_kept() -> None:
     async with SignalingServer(ping_interval=0.2, ping_timeout=0.2) as srv:
         events: list[tuple[Any, ...]] = []
         srv.add_event_listener(lambda *e: events.append(e))
         alive = await connect(srv.url, ping_interval=None)  # silent, but answers pings
         await ws_join(alive, "r", "alive")
-        # a raw client that joins and then answers nothing (not even pings): a dead peer
-        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
-        key = base64.b64encode(os.urandom(16)).decode()
-        writer.write(
-            f"GET /signal HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(masked(json.dumps({"type": "join", "roomId": "r", "userId": "dead"})))
+        writer = await _joined_then_silent(srv, "r", "dead")
         assert (await ws_recv(alive))["peerId"] == "dead"
         assert await ws_recv(alive, 2.0) == {"type": "peer-left", "peerId": "dead"}
         assert srv.metrics()["disconnects_total"] == {"idle": 1}
@@ -246,14 +251,7 @@ async def test_a_name_taken_by_a_dead_holder_is_free_within_seconds_a_live_one_k
     async with SignalingServer(ping_interval=20.0, ping_timeout=20.0) as srv:
         other = await connect(srv.url, ping_interval=None)
         await ws_join(other, "r", "other")
-        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)  # dead holder
-        key = base64.b64encode(os.urandom(16)).decode()
-        writer.write(
-            f"GET /signal HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(masked(json.dumps({"type": "join", "roomId": "r", "userId": "bob"})))
+        writer = await _joined_then_silent(srv, "r", "bob")  # a dead holder
         assert (await ws_recv(other))["peerId"] == "bob"
         back = await connect(srv.url, ping_interval=None)
         assert (await ws_join(back, "r", "bob"))["code"] == "duplicate-user"
