@@ -46,7 +46,7 @@ async def measure(args: argparse.Namespace) -> None:
         server = SignalingServer()
         url = await server.start()
     else:
-        lab = Lab(stats_interval=1.0, ice=ice)
+        lab = Lab(stats_interval=1.0, ice=ice, qoe=not args.no_qoe)
         await lab.start()
         dash = lab.dashboard()
         assert lab.url is not None
@@ -86,6 +86,7 @@ async def measure(args: argparse.Namespace) -> None:
     received = [b - a for a, b in zip(start, counts(), strict=True)]
     fps = sorted(n / elapsed for n in received)
     mode = "peers only" if args.no_lab else "Lab + stats 1 Hz + live Dashboard"
+    mode += ", no frame tags" if args.no_qoe else ""
     print(f"{args.pairs} pairs, 320x240 @ 30 fps, {mode}, {args.seconds:g} s")
     print(
         f"received fps per stream: min {fps[0]:.1f}  median {statistics.median(fps):.2f}"
@@ -117,12 +118,15 @@ def _run(script: str, pairs: int, seconds: float, *extra: str) -> tuple[float, f
     return float(fps[1]), float(lag[1]), float(cpu[1])
 
 
-def compare(pairs: int, seconds: float, rounds: int) -> None:
+def compare(pairs: int, seconds: float, rounds: int, lab_extra: tuple[str, ...] = ()) -> None:
     """aiortc alone and the lab in alternating processes; the ratio per round and median."""
     print(f"{pairs} pairs, 320x240 @ 30 fps, {seconds:g} s windows, {rounds} rounds")
     print("round | aiortc alone fps (lag p99, CPU/frame) | lab fps (lag p99, CPU/frame) | ratio")
     ratios: list[float] = []
-    runs = {"aiortc": ("aiortc_baseline.py", "--source", "pattern"), "lab": ("lab_overhead.py",)}
+    runs = {
+        "aiortc": ("aiortc_baseline.py", "--source", "pattern"),
+        "lab": ("lab_overhead.py", *lab_extra),
+    }
     for round_ in range(rounds):
         order = ("aiortc", "lab") if round_ % 2 == 0 else ("lab", "aiortc")
         got = {name: _run(runs[name][0], pairs, seconds, *runs[name][1:]) for name in order}
@@ -141,11 +145,12 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--no-lab", action="store_true", help="peers only: no stats, no dashboard")
+    parser.add_argument("--no-qoe", action="store_true", help="Lab(qoe=False): no frame tags")
     parser.add_argument("--compare", action="store_true", help="aiortc alone vs the lab")
     parser.add_argument("--rounds", type=int, default=4, help="with --compare")
     args = parser.parse_args()
     if args.compare:
-        compare(args.pairs, args.seconds, args.rounds)
+        compare(args.pairs, args.seconds, args.rounds, ("--no-qoe",) if args.no_qoe else ())
     else:
         asyncio.run(measure(args))
 

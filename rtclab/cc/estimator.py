@@ -13,7 +13,7 @@ import importlib
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, InitVar, dataclass, field
 from typing import Protocol, runtime_checkable
 
 __all__ = [
@@ -97,6 +97,7 @@ def load_estimator(spec: str) -> EstimatorFactory:
     return factory  # type: ignore[no-any-return]
 
 
+@dataclass(eq=False)
 class RembFeedback:
     """Feeds one receiver's estimator and decides which estimates go out as REMB.
 
@@ -107,21 +108,17 @@ class RembFeedback:
     (bounded), :attr:`estimate_bps` the last one: what a plot of the receiver's estimate shows.
     """
 
-    def __init__(
-        self,
-        estimator: BandwidthEstimator,
-        *,
-        interval_ms: int = 200,
-        decrease_ratio: float = 0.97,
-        keep: int = 10_000,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.estimator = estimator
-        self.interval_ms = interval_ms
-        self.decrease_ratio = decrease_ratio
-        self.history: deque[tuple[float, int]] = deque(maxlen=keep)
-        self.ssrcs: dict[int, int] = {}  # every stream seen -> last arrival (ms), as aiortc
-        self._clock = clock
+    estimator: BandwidthEstimator
+    _: KW_ONLY
+    interval_ms: int = 200
+    decrease_ratio: float = 0.97
+    keep: InitVar[int] = 10_000
+    clock: Callable[[], float] = time.time
+    history: deque[tuple[float, int]] = field(init=False)
+    ssrcs: dict[int, int] = field(default_factory=dict, init=False)  # stream -> last arrival ms
+
+    def __post_init__(self, keep: int) -> None:
+        self.history = deque(maxlen=keep)
         self._last_sent_ms: int | None = None
         self._last_sent_bps: int | None = None
 
@@ -156,5 +153,5 @@ class RembFeedback:
         if not due:
             return None
         self._last_sent_ms, self._last_sent_bps = now, bps
-        self.history.append((self._clock(), bps))
+        self.history.append((self.clock(), bps))
         return bps, list(self.ssrcs)

@@ -21,6 +21,7 @@ import socket
 import sys
 from collections import deque
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 from .._proc import die_with_parent
@@ -37,38 +38,31 @@ log = logging.getLogger(__name__)
 START_TIMEOUT = 60.0  # importing aiortc in a fresh process on a busy machine takes a while
 
 
+@dataclass(eq=False, repr=False)
 class WorkerLink:
     """One worker seen from the kernel: its line stream, its pending calls, its peers."""
 
-    def __init__(
-        self,
-        index: int,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        collector: StatsCollector,
-        on_death: Callable[[WorkerLink, str], None],
-        process: asyncio.subprocess.Process | None = None,
-    ) -> None:
-        self.index = index
-        self.reader = reader
-        self.writer = writer
-        self.collector = collector
-        self.process = process
-        self.peers: dict[str, RemotePeer] = {}
-        self.pid: int | None = process.pid if process is not None else None
-        self.hostname: str | None = None
-        self.dead: str | None = None  # why, once the stream ended unasked
-        self.closing = False
-        self.stderr: deque[str] = deque(maxlen=20)
-        self._on_death = on_death
+    index: int
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    collector: StatsCollector
+    on_death: Callable[[WorkerLink, str], None]
+    process: asyncio.subprocess.Process | None = None
+    peers: dict[str, RemotePeer] = field(default_factory=dict, init=False)
+    hostname: str | None = field(default=None, init=False)
+    dead: str | None = field(default=None, init=False)  # why, once the stream ended unasked
+    closing: bool = field(default=False, init=False)
+    stderr: deque[str] = field(default_factory=lambda: deque(maxlen=20), init=False)
+
+    def __post_init__(self) -> None:
+        self.pid: int | None = self.process.pid if self.process is not None else None
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._hello: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._reader_task = asyncio.ensure_future(self._read())
+        stderr = self.process.stderr if self.process is not None else None
         self._stderr_task = (
-            asyncio.ensure_future(self._read_stderr())
-            if process is not None and process.stderr is not None
-            else None
+            asyncio.ensure_future(self._read_stderr()) if stderr is not None else None
         )
 
     @property
@@ -171,7 +165,7 @@ class WorkerLink:
             self._hello.set_exception(error)
         if not self.closing:
             self.dead = reason
-            self._on_death(self, reason)
+            self.on_death(self, reason)
 
     # -- end ------------------------------------------------------------------------------
 
@@ -196,37 +190,30 @@ class WorkerLink:
             self._stderr_task.cancel()
 
 
+@dataclass(eq=False)
 class WorkerPool:
     """A lab's workers: ``count`` local processes, or one per worker of a Dask ``client``."""
 
-    def __init__(
-        self,
-        collector: StatsCollector,
-        *,
-        count: int = 0,
-        client: Any = None,
-        stats_interval: float = 1.0,
-        host: str = "127.0.0.1",
-        token: str | None = None,
-        on_error: Callable[[str], None] | None = None,
-    ) -> None:
-        if client is None and count < 1:
+    collector: StatsCollector
+    _: KW_ONLY
+    count: int = 0
+    client: Any = None
+    stats_interval: float = 1.0
+    host: str = "127.0.0.1"
+    token: str | None = None
+    on_error: Callable[[str], None] | None = None
+    links: list[WorkerLink] = field(default_factory=list, init=False)
+    dial: str | None = field(default=None, init=False)  # the kernel's address for cluster workers
+
+    def __post_init__(self) -> None:
+        if self.client is None and self.count < 1:
             raise ValueError("workers must be >= 1, 'auto' or a dask.distributed Client")
-        if client is not None and token is None:
+        if self.client is not None and self.token is None:
             raise ValueError("workers on a cluster dial the kernel: they need the lab's token")
-        self.collector = collector
-        self.count = count
-        self.client = client
-        self.stats_interval = stats_interval
-        self.host = host
-        self.token = token
-        self.on_error = on_error
-        self.links: list[WorkerLink] = []
         self._turn = itertools.count()
         self._listener: asyncio.Server | None = None
         self._dialed: dict[int, asyncio.Future[WorkerLink]] = {}
         self._tasks: list[Any] = []  # the Dask futures of the long-running worker tasks
-        self.dial: str | None = None  # the kernel's address as cluster workers dial it
 
     @property
     def pids(self) -> list[int]:
