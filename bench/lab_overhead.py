@@ -8,10 +8,11 @@ data). Prints the received frame rate per stream, loop lag and the process's CPU
 received frame, with the Lab's stats collector and a Dashboard running (or, with --no-lab,
 rtclab peers alone).
 
-``--compare`` runs ``bench/aiortc_baseline.py --source pattern`` (aiortc alone) and this
-script (the lab) in alternating fresh processes, same pairs and window, ``--rounds`` times
-each, and prints both rates and their ratio per round and the median (issue 15: the lab
-at >= 0.95x aiortc alone at 32 pairs). Fresh processes, because one process's leftovers
+``--compare`` runs ``bench/aiortc_baseline.py`` (aiortc alone) with ``--source pattern``
+and ``--source live``, and this script (the lab), in alternating fresh processes, same
+pairs and window, ``--rounds`` times each, and prints the rates and the lab's ratio to
+each per round and their medians (issue 15: the lab at >= 0.95x aiortc alone at 32 pairs).
+``--no-qoe`` runs the lab without frame tags. Fresh processes, because one process's leftovers
 (threads, garbage, caches) would weigh on the next measurement.
 """
 
@@ -119,25 +120,40 @@ def _run(script: str, pairs: int, seconds: float, *extra: str) -> tuple[float, f
 
 
 def compare(pairs: int, seconds: float, rounds: int, lab_extra: tuple[str, ...] = ()) -> None:
-    """aiortc alone and the lab in alternating processes; the ratio per round and median."""
+    """aiortc alone (two sources) and the lab in alternating processes; ratios per round.
+
+    ``pattern`` is aiortc's way: a saturated encoder gets every frame it missed, stamped
+    1/30 s apart, so its rate control believes in 30 fps and spends fewer bits per frame.
+    ``live`` is the lab's (and a camera's): the frame due now, with its capture time."""
     print(f"{pairs} pairs, 320x240 @ 30 fps, {seconds:g} s windows, {rounds} rounds")
-    print("round | aiortc alone fps (lag p99, CPU/frame) | lab fps (lag p99, CPU/frame) | ratio")
-    ratios: list[float] = []
+    print(
+        "round | aiortc alone, pattern | aiortc alone, live | lab"
+        " (fps, lag p99, CPU/frame) | lab / pattern | lab / live"
+    )
     runs = {
-        "aiortc": ("aiortc_baseline.py", "--source", "pattern"),
+        "pattern": ("aiortc_baseline.py", "--source", "pattern"),
+        "live": ("aiortc_baseline.py", "--source", "live"),
         "lab": ("lab_overhead.py", *lab_extra),
     }
+    ratios: dict[str, list[float]] = {"pattern": [], "live": []}
     for round_ in range(rounds):
-        order = ("aiortc", "lab") if round_ % 2 == 0 else ("lab", "aiortc")
+        order = list(runs) if round_ % 2 == 0 else list(reversed(runs))
         got = {name: _run(runs[name][0], pairs, seconds, *runs[name][1:]) for name in order}
-        (a_fps, a_lag, a_cpu), (l_fps, l_lag, l_cpu) = got["aiortc"], got["lab"]
-        ratios.append(l_fps / a_fps)
+        for name in ratios:
+            ratios[name].append(got["lab"][0] / got[name][0])
+        cells = [f"{fps:.2f} ({lag:.0f} ms, {cpu:.2f} ms)" for fps, lag, cpu in got.values()]
         print(
-            f"{round_ + 1} | {a_fps:.2f} ({a_lag:.0f} ms, {a_cpu:.2f} ms) | "
-            f"{l_fps:.2f} ({l_lag:.0f} ms, {l_cpu:.2f} ms) | {ratios[-1]:.3f}",
+            f"{round_ + 1} | " + " | ".join(cells[i] for i in _order(order)) + " | "
+            f"{ratios['pattern'][-1]:.3f} | {ratios['live'][-1]:.3f}",
             flush=True,
         )
-    print(f"median ratio lab / aiortc alone: {statistics.median(ratios):.3f}")
+    for name, values in ratios.items():
+        print(f"median ratio lab / aiortc alone ({name}): {statistics.median(values):.3f}")
+
+
+def _order(order: list[str]) -> list[int]:
+    """Indexes that put the columns back in pattern, live, lab order."""
+    return [order.index(name) for name in ("pattern", "live", "lab")]
 
 
 def main() -> None:

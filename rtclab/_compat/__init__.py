@@ -269,6 +269,11 @@ HOOKS: tuple[Hook, ...] = (
         lambda: callable(getattr(RTCDtlsTransport, "_get_stats", None)),
     ),
     Hook(
+        "aiortc RTCDtlsTransport.__rx_bytes",
+        "dtls_bytes_received: liveness (lost/recovered) blind",
+        lambda: _stores(RTCDtlsTransport, "_RTCDtlsTransport__rx_bytes"),
+    ),
+    Hook(
         "aiortc RTCIceTransport._connection",
         "ice_transport_connection: no candidates, no selected pair",
         lambda: _stores(RTCIceTransport, "_connection"),

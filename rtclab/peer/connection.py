@@ -17,7 +17,6 @@ from aiortc import (
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
-from aiortc.contrib.media import MediaRelay
 
 from .._compat.aiortc import on_rtp_packet
 from ..cc import RembFeedback
@@ -25,6 +24,7 @@ from ..ice.gathering import GatheringLog
 from ..model import ConnectionCounters
 from .channels import CHAT, CURSORS, Channel
 from .feedback import InboundPacketCounter, count_feedback_sent
+from .taps import Taps
 
 Role = Literal["offerer", "answerer"]
 
@@ -107,7 +107,7 @@ class RemoteConnection:
         self._senders: dict[str, Any] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.remote_tracks: dict[str, MediaStreamTrack] = {}
-        self._relay_in = MediaRelay()
+        self.taps = Taps()  # copies of the remote tracks, fed by Peer._consume
         self.attempt = 0  # negotiation number: answers to older offers are ignored
         self.lost = False  # no bytes arrived for Resilience.loss_timeout
         # connection timings (monotonic): see Peer._timing
@@ -180,7 +180,7 @@ class RemoteConnection:
             raise LookupError(
                 f"{self.remote} sends no {kind} (tracks: {sorted(self.remote_tracks) or 'none'})"
             )
-        return self._relay_in.subscribe(track, buffered=buffered)
+        return self.taps.add(track, buffered=buffered)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)

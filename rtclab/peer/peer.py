@@ -297,7 +297,7 @@ class Peer(Negotiation, MediaControl, Recovery):
                         self._estimate_on(conn, transceiver.receiver, self.estimator)
             conn.remote_tracks[track.kind] = track
             self._emit(remote, "track", track.kind)
-            conn._spawn(self._consume(conn, conn.subscribe(track.kind)))
+            conn._spawn(self._consume(conn, track))
 
         @pc.on("datachannel")
         def _on_datachannel(channel: Any) -> None:
@@ -346,17 +346,20 @@ class Peer(Negotiation, MediaControl, Recovery):
                 pass
 
     async def _consume(self, conn: RemoteConnection, track: MediaStreamTrack) -> None:
-        """Pull decoded frames so they are counted, the latest video frame is kept and, with
+        """Read a remote track (its only reader) so frames are counted and handed to its
+        copies (``conn.subscribe``), the latest video frame is kept and, with
         ``qoe``, each video frame's tag is read into ``frames`` rows (:mod:`rtclab.qoe`)."""
         received = conn.counters.frames_received
         kind = track.kind
         tracker = None
         if self.qoe and kind == "video":
             tracker = FrameTracker(self.name, conn.remote, defer_scores=True)
+        deliver = conn.taps.deliver
         try:
             while True:
                 frame = await track.recv()
                 received[kind] = received.get(kind, 0) + 1
+                deliver(track, frame)
                 if isinstance(frame, av.VideoFrame):
                     conn.latest_frame = frame
                     if conn.first_frame_at is None:
@@ -366,6 +369,8 @@ class Peer(Negotiation, MediaControl, Recovery):
                         self._track_frame(conn, tracker, frame)
         except MediaStreamError:
             return
+        finally:
+            conn.taps.end(track)
 
     def _timing(
         self, conn: RemoteConnection, event: str, start: float | None, end: float | None

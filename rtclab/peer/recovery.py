@@ -7,9 +7,8 @@ module watches the bytes and replaces the connection.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
-from .._compat.aiortc import dtls_transport_stats
+from .._compat.aiortc import dtls_bytes_received
 from ..ice.inspect import dtls_transports
 from ._base import PeerBase
 from .connection import RemoteConnection
@@ -25,12 +24,7 @@ class Recovery(PeerBase):
         loop = asyncio.get_running_loop()
 
         def rx_bytes() -> int:
-            total = 0
-            for transport in dtls_transports(conn.pc):
-                with contextlib.suppress(Exception):
-                    for stats in (dtls_transport_stats(transport) or {}).values():
-                        total += int(getattr(stats, "bytesReceived", 0) or 0)
-            return total
+            return sum(dtls_bytes_received(t) or 0 for t in dtls_transports(conn.pc))
 
         tracker = LivenessTracker(policy, loop.time(), rx_bytes())
         next_beat = loop.time()
