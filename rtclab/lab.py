@@ -525,9 +525,7 @@ class Lab(RunFrames):
         from .ice.inspect import candidates_frame
 
         rows: list[dict[str, Any]] = []
-        for peer in self.peers.values():
-            if not isinstance(peer, Peer):
-                continue  # a worker's peer: its candidates stay in its process
+        for peer in self.peers.values():  # a worker's peer: as its worker last sent them
             records = peer.candidates().to_dict("records")
             rows += [{str(k): v for k, v in r.items()} for r in records]
         return candidates_frame(rows)

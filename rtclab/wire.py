@@ -4,7 +4,9 @@ One JSON object per line, the same for an ``rtclab peer`` process (a namespace p
 stdout) and a lab worker: ``{"rows": [...]}`` (samples rows in the frame's units, without
 ``t``/``elapsed_s``: the reader stamps them), ``{"peer", "remote", "event", "value"}`` (an
 event), ``{"frames": [...]}`` (``frames`` rows, :mod:`rtclab.qoe`). A worker hosts several
-peers, so it adds ``"peer"`` to rows and frames lines. Pure: bytes in, dicts out.
+peers, so it adds ``"peer"`` to rows and frames lines, and sends its peers'
+``{"candidates": [...]}`` and ``{"estimates": [...]}`` rows the same way
+(:func:`table_message`). Pure: bytes in, dicts out.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ __all__ = [
     "frames_message",
     "json_row",
     "rows_message",
+    "table_message",
 ]
 
 
@@ -47,8 +50,14 @@ def rows_message(rows: Iterable[Mapping[str, Any]], peer: str | None = None) -> 
     return message
 
 
+def table_message(table: str, rows: Iterable[Mapping[str, Any]], peer: str) -> dict[str, Any]:
+    """``{table: rows, "peer": peer}``: one peer's ``frames``, ``candidates`` or
+    ``estimates`` rows as they are (times included), NaN as null."""
+    return {table: [_finite(r) for r in rows], "peer": peer}
+
+
 def frames_message(frames: Iterable[Mapping[str, Any]], peer: str) -> dict[str, Any]:
-    return {"frames": [_finite(f) for f in frames], "peer": peer}
+    return table_message("frames", frames, peer)
 
 
 def event_message(peer: str, remote: str | None, event: str, value: Any) -> dict[str, Any]:

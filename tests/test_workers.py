@@ -17,15 +17,25 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import av
+import numpy as np
 import pytest
 import pytest_asyncio
 
 from rtclab import IceConfig, Lab, LossBasedAimd
+from rtclab.peer.media import TestPatternTrack, luma_plane
 from rtclab.peer.resilience import Resilience
+from rtclab.qoe.tag import read_tag
 from rtclab.widgets.remote_peer_widget import RemotePeerWidget
 from rtclab.wire import decode_line, encode_line, json_row, rows_message
 from rtclab.workers.mirror import PeerMirror
-from rtclab.workers.protocol import options_from_wire, options_to_wire, raise_error
+from rtclab.workers.protocol import (
+    frame_from_wire,
+    frame_to_wire,
+    options_from_wire,
+    options_to_wire,
+    raise_error,
+)
 from rtclab.workers.remote import RemotePeer
 
 SMALL = {"width": 160, "height": 120, "fps": 10.0}
@@ -86,6 +96,25 @@ def test_peer_options_cross_the_process_line() -> None:
         raise_error({"type": "ConnectionError", "message": "boom"})
     with pytest.raises(RuntimeError, match="Weird: x"):
         raise_error({"type": "Weird", "message": "x"})
+
+
+def _pixels(frame: av.VideoFrame) -> list[Any]:
+    return [np.frombuffer(memoryview(p), np.uint8).reshape(-1, p.line_size)[: p.height, : p.width]
+            for p in frame.planes]  # fmt: skip
+
+
+async def test_a_frame_crosses_the_process_line_pixel_for_pixel() -> None:
+    track = TestPatternTrack(98, 62, 30.0)
+    odd = av.VideoFrame(97, 63, "yuv420p")  # odd sizes: chroma planes round up
+    for plane in _pixels(odd):
+        plane[:] = np.random.default_rng(1).integers(0, 256, plane.shape)
+    for frame in (await track.recv(), odd):
+        back = frame_from_wire(decode_line(encode_line(frame_to_wire(frame))) or {})
+        assert (back.width, back.height, back.pts, back.time_base) == (
+            frame.width, frame.height, frame.pts, frame.time_base
+        )  # fmt: skip
+        assert all(np.array_equal(a, b) for a, b in zip(_pixels(back), _pixels(frame), strict=True))
+    track.stop()
 
 
 # -- one shared lab with two worker processes ------------------------------------------
@@ -174,6 +203,39 @@ async def test_every_remote_peer_method_works(lab: Lab, tmp_path: Path) -> None:
     await _until(lambda: "a" not in c.connections, 5, "a gone at c")
     await a.join()
     await a.wait_connected(count=2, timeout=10)
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_remote_candidates_estimates_and_frames(lab: Lab) -> None:
+    """What a Peer reads synchronously (candidates, estimates) streams from the worker;
+    a frame is fetched whole."""
+    e = await lab.peer("e", room="inspect", estimator=LossBasedAimd, **SMALL)
+    f = await lab.peer("f", room="inspect", worker="kernel", estimator=LossBasedAimd,
+                       width=192, height=144, fps=10)  # fmt: skip
+    assert isinstance(e, RemotePeer)
+    await e.wait_connected(count=1, timeout=20)
+    await _until(lambda: e.candidates().selected.sum() == 2, 5, "e's candidates, pair marked")
+    await _until(lambda: not e.estimates().empty, 10, "e's REMB estimates")
+    ours, local = e.candidates(), f.candidates()
+    assert list(ours.columns) == list(local.columns) and ours.dtypes.equals(local.dtypes)
+    assert set(ours.peer) == {"e"} and set(ours.remote) == {"f"} and set(ours.side) == {
+        "local", "remote"
+    }  # fmt: skip
+    assert set(ours[ours.side == "local"].type) == {"host"}
+    estimates = e.estimates()
+    assert list(estimates.columns) == list(f.estimates().columns)
+    assert estimates.dtypes.equals(f.estimates().dtypes)
+    assert set(estimates.estimator) == {"loss-based AIMD"} and set(estimates.remote) == {"f"}
+    frame = await e.latest_frame("f")  # f sends 192 px, wider than a 160 px preview
+    assert isinstance(frame, av.VideoFrame) and (frame.width, frame.height) == (192, 144)
+    assert read_tag(luma_plane(frame)) is not None  # the pixels, not a JPEG of them
+    assert await e.latest_frame("nobody") is None
+    everyone = lab.candidates
+    assert everyone[everyone.peer == "e"].reset_index(drop=True).equals(ours)
+    with pytest.raises(RuntimeError, match="cannot cross the process line"):
+        _ = e.local_video
+    with pytest.raises(RuntimeError, match="request_previews"):
+        e.preview_track()
 
 
 @pytest.mark.asyncio(loop_scope="module")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections import deque
@@ -509,22 +510,31 @@ class Peer(Negotiation, MediaControl, Recovery):
     def candidates(self) -> pd.DataFrame:
         """Every local and remote candidate of every connection, with timing and the
         selected pair marked (columns: :data:`rtclab.ice.inspect.CANDIDATE_COLUMNS`)."""
+        return candidates_frame(self.candidate_records())
+
+    def candidate_records(self) -> list[dict[str, Any]]:
+        """:meth:`candidates` as plain rows (what a lab worker sends to the kernel)."""
         rows: list[dict[str, Any]] = []
         for remote, conn in list(self.connections.items()):
             rows += candidate_rows(conn.pc, peer=self.name, remote=remote, log=conn.gathering)
-        return candidates_frame(rows)
+        return rows
 
     def estimates(self) -> pd.DataFrame:
         """Every estimate this peer's estimators sent as REMB, one row per REMB (columns
         ``t, peer, remote, estimator, estimate_kbps``); empty without ``estimator=``."""
-        rows = [
-            {"t": t, "peer": self.name, "remote": remote, "estimator": est.name,
-             "estimate_kbps": bps / 1000}
-            for remote, conn in list(self.connections.items())
-            if (est := conn.estimation) is not None
-            for t, bps in est.history
-        ]  # fmt: skip
-        return estimates_frame(rows)
+        return estimates_frame(self.estimate_records())
+
+    def estimate_records(self, after: float = 0.0) -> list[dict[str, Any]]:
+        """:meth:`estimates` as plain rows, only those later than ``after`` (unix time):
+        a lab worker streams the new ones without walking the whole history each time."""
+        rows: list[dict[str, Any]] = []
+        for remote, conn in list(self.connections.items()):
+            if (est := conn.estimation) is None:
+                continue
+            new = list(itertools.takewhile(lambda e: e[0] > after, reversed(est.history)))
+            rows += [{"t": t, "peer": self.name, "remote": remote, "estimator": est.name,
+                      "estimate_kbps": bps / 1000} for t, bps in reversed(new)]  # fmt: skip
+        return rows
 
     # --- stats source -----------------------------------------------------------------------
 

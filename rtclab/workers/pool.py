@@ -133,6 +133,9 @@ class WorkerLink:
             self.collector.store.append_frames(frames)
         elif "event" in message:
             peer._emit(message.get("remote"), str(message["event"]), message.get("value"))
+        elif "candidates" in message or "estimates" in message:
+            table = "candidates" if "candidates" in message else "estimates"
+            peer._table(table, list(message[table]))
         elif "preview" in message:
             with contextlib.suppress(ValueError):
                 peer._preview(message.get("remote"), base64.b64decode(message["jpeg"]))

@@ -1,17 +1,23 @@
 """What the kernel and a worker say to each other, beside the row protocol (:mod:`rtclab.wire`).
 
 Pure: messages as dicts, one JSON line each. The kernel sends commands
-(``{"op": "create"|"call"|"preview"|"close", "id": n, ...}``); a worker answers each one
-(``{"reply": n, "result": ...}`` or ``{"reply": n, "error": {"type", "message"}}``) and
-streams, unasked, its ``hello``, events, rows, frames and previews.
+(``{"op": "create"|"call"|"preview"|"frame"|"close", "id": n, ...}``); a worker answers
+each one (``{"reply": n, "result": ...}`` or ``{"reply": n, "error": {"type", "message"}}``)
+and streams, unasked, its ``hello``, events, rows, frames, previews, and its peers'
+candidates (when they change) and bandwidth estimates (new ones).
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import fractions
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import av
+import numpy as np
 
 from ..ice.config import IceConfig, IceServer
 from ..peer.resilience import Resilience
@@ -21,6 +27,8 @@ __all__ = [
     "MAX_PREVIEW_FPS",
     "RemoteError",
     "error_reply",
+    "frame_from_wire",
+    "frame_to_wire",
     "ice_from_dict",
     "ice_to_dict",
     "options_from_wire",
@@ -150,3 +158,33 @@ def options_from_wire(options: Mapping[str, Any]) -> dict[str, Any]:
 
         out["estimator"] = load_estimator(out["estimator"])
     return out
+
+
+def _pixels(plane: Any) -> np.ndarray:
+    """A view of a plane's pixels, its rows without their padding (8-bit planes)."""
+    rows = np.frombuffer(memoryview(plane), np.uint8).reshape(-1, plane.line_size)
+    view: np.ndarray = rows[: plane.height, : plane.width]
+    return view
+
+
+def frame_to_wire(frame: av.VideoFrame) -> dict[str, Any]:
+    """A decoded video frame as JSON, pixel for pixel (yuv420p planes, base64): the
+    kernel's copy carries the same frame tag and luma as the worker's."""
+    if frame.format.name != "yuv420p":
+        frame = frame.reformat(format="yuv420p")
+    planes = [base64.b64encode(_pixels(p).tobytes()).decode() for p in frame.planes]
+    time_base = None if frame.time_base is None else str(frame.time_base)
+    return {"width": frame.width, "height": frame.height, "pts": frame.pts,
+            "time_base": time_base, "planes": planes}  # fmt: skip
+
+
+def frame_from_wire(data: Mapping[str, Any]) -> av.VideoFrame:
+    """The inverse of :func:`frame_to_wire`."""
+    frame = av.VideoFrame(int(data["width"]), int(data["height"]), "yuv420p")
+    for plane, text in zip(frame.planes, data["planes"], strict=True):
+        pixels = _pixels(plane)
+        pixels[:] = np.frombuffer(base64.b64decode(text), np.uint8).reshape(pixels.shape)
+    frame.pts = data.get("pts")
+    if data.get("time_base"):
+        frame.time_base = fractions.Fraction(data["time_base"])
+    return frame

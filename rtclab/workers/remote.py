@@ -2,11 +2,15 @@
 
 Same calls as a :class:`~rtclab.peer.Peer` (``join``, ``leave``, ``close``,
 ``wait_connected``, ``send_chat``, ``send_cursor``, ``switch_video``, ``set_max_bitrate``,
-``set_video_format``, ``set_muted``, ``record``) and the same state names (``state``,
-``connections``, ``chat_log``, ``video_source``, ``muted``), rebuilt from the peer's events
-(:mod:`.mirror`). Methods a ``Peer`` runs synchronously send the command and return at
-once with a future: ``await`` it to know the worker carried it out; a failure nobody
-awaits still lands as an ``error`` event.
+``set_video_format``, ``set_muted``, ``record``, ``candidates``, ``estimates``,
+``latest_frame``) and the same state names (``state``, ``connections``, ``chat_log``,
+``video_source``, ``muted``), rebuilt from the peer's events (:mod:`.mirror`). Methods a
+``Peer`` runs synchronously send the command and return at once with a future: ``await``
+it to know the worker carried it out; a failure nobody awaits still lands as an ``error``
+event. ``candidates()`` and ``estimates()`` stay synchronous (``lab.candidates`` is a
+property): the worker streams those rows when they change. A frame is too big to stream,
+so ``latest_frame`` asks for one: ``await`` it. The peer's tracks cannot cross the
+process line: ``local_video`` and ``preview_track()`` raise (``previews`` has a JPEG).
 """
 
 from __future__ import annotations
@@ -20,12 +24,17 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..ice.inspect import candidates_frame
 from ..peer.connection import ChatMessage, PeerEvent
+from ..peer.estimation import estimates_frame
 from ..peer.handle import PeerHandle
 from .mirror import ConnectionMirror, Mirrored, PeerMirror
+from .protocol import frame_from_wire
 
 if TYPE_CHECKING:
-    from aiortc import RTCPeerConnection
+    import av
+    import pandas as pd
+    from aiortc import MediaStreamTrack, RTCPeerConnection
 
     from ..model import ConnectionCounters, EventListener
 
@@ -34,6 +43,7 @@ __all__ = ["RemotePeer"]
 log = logging.getLogger(__name__)
 
 PreviewListener = Callable[[str | None, bytes], object]
+_KEEP_ESTIMATES = 10_000  # per remote, as a local peer's estimator keeps
 
 
 class WorkerLink(Protocol):
@@ -77,6 +87,8 @@ class RemotePeer(PeerHandle):
         self._preview_listeners: list[PreviewListener] = []
         self._created = False
         self._changed = asyncio.Event()
+        self._candidates: list[dict[str, Any]] = []
+        self._estimates: dict[str, deque[dict[str, Any]]] = {}
 
     # -- state (the mirror's) -----------------------------------------------------------
 
@@ -109,6 +121,8 @@ class RemotePeer(PeerHandle):
     def _emit(self, remote: str | None, event: str, value: Any = None) -> None:
         """An event from the worker (or about it): fold it into the state, tell listeners."""
         self.mirror.apply(remote, event, value)
+        if event == "closed" and remote is not None:
+            self._estimates.pop(remote, None)  # as a local peer forgets a closed connection's
         self._changed.set()
         super()._emit(remote, event, value)
 
@@ -116,6 +130,48 @@ class RemotePeer(PeerHandle):
         for remote in self.mirror.fail(reason):
             self._emit(remote, "failed", reason)
         self._emit(None, "error", reason)
+
+    # -- what the worker streams: candidates, estimates; frames on request ---------------
+
+    def _table(self, table: str, rows: list[dict[str, Any]]) -> None:
+        """Candidate rows (the peer's whole set, sent when it changed) or new estimate rows."""
+        rows = [{**row, "peer": self.name} for row in rows]  # never another peer's name
+        if table == "candidates":
+            self._candidates = rows
+            return
+        for row in rows:
+            remote = str(row.get("remote"))
+            self._estimates.setdefault(remote, deque(maxlen=_KEEP_ESTIMATES)).append(row)
+
+    def candidates(self) -> pd.DataFrame:
+        """As :meth:`Peer.candidates`: as of the worker's last stats poll after a change."""
+        return candidates_frame(self._candidates)
+
+    def estimates(self) -> pd.DataFrame:
+        """As :meth:`Peer.estimates`: up to the worker's last stats poll."""
+        return estimates_frame([row for rows in self._estimates.values() for row in rows])
+
+    async def latest_frame(self, remote: str) -> av.VideoFrame | None:
+        """As :meth:`Peer.latest_frame`, fetched from the worker (``await`` it): the newest
+        frame decoded from ``remote``, pixel for pixel, or ``None`` before the first."""
+        data = await self._command({"op": "frame", "peer": self.name, "remote": remote})
+        return None if data is None else await asyncio.to_thread(frame_from_wire, data)
+
+    @property
+    def local_video(self) -> MediaStreamTrack | None:
+        """Not here: the track lives in the worker (``previews[None]`` shows what it sends)."""
+        raise RuntimeError(self._no_tracks("local_video"))
+
+    def preview_track(self) -> MediaStreamTrack | None:
+        """Not here: the track lives in the worker (:meth:`request_previews` instead)."""
+        raise RuntimeError(self._no_tracks("preview_track()"))
+
+    def _no_tracks(self, what: str) -> str:
+        return (
+            f"{what}: peer {self.name!r} runs in worker {self.worker} and its media tracks "
+            "cannot cross the process line; its widget, request_previews() and previews[None] "
+            "show what it sends, latest_frame(remote) what it receives"
+        )
 
     # -- previews -------------------------------------------------------------------------
 

@@ -24,11 +24,19 @@ from typing import Any
 
 import av
 
+from ..model import EventListener
 from ..peer.peer import Peer
 from ..stats.collector import StatsCollector
 from ..widgets._preview import JpegEncoder
-from ..wire import decode_line, encode_line, event_message, frames_message, rows_message
-from .protocol import CALLS, MAX_PREVIEW_FPS, error_reply, options_from_wire
+from ..wire import (
+    decode_line,
+    encode_line,
+    event_message,
+    frames_message,
+    rows_message,
+    table_message,
+)
+from .protocol import CALLS, MAX_PREVIEW_FPS, error_reply, frame_to_wire, options_from_wire
 
 __all__ = ["WorkerHost", "run_worker", "serve"]
 
@@ -43,12 +51,12 @@ class _ForwardingCollector(StatsCollector):
     """The worker's poller: its own events (``stats-timeout``, ``pair-changed``) go to the
     kernel instead of a store nobody reads."""
 
-    def __init__(self, send: Any, interval: float) -> None:
+    def __init__(self, forward: EventListener, interval: float) -> None:
         super().__init__(interval, window=10.0, max_rows=20_000)
-        self._send = send
+        self._forward = forward
 
     def record_event(self, peer: str, remote: str | None, event: str, value: Any = None) -> None:
-        self._send(event_message(peer, remote, event, value))
+        self._forward(peer, remote, event, value)
 
 
 class WorkerHost:
@@ -57,9 +65,14 @@ class WorkerHost:
     def __init__(self, writer: asyncio.StreamWriter, *, stats_interval: float) -> None:
         self.writer = writer
         self.peers: dict[str, Peer] = {}
-        self.collector = _ForwardingCollector(self.send, stats_interval)
+        self.collector = _ForwardingCollector(self._event, stats_interval)
         self.collector.on_sample(self._on_rows)
         self._frames_taken: dict[str, int] = {}
+        # candidates change only with a connection's ICE events (or a trickled candidate):
+        # a peer's are sent again at the next poll after one, never in a steady state
+        self._ice_changed: set[str] = set()
+        self._trickled: dict[str, int] = {}
+        self._estimates_sent: dict[str, float] = {}  # peer -> time of the newest REMB sent
         self._previews: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -86,8 +99,23 @@ class WorkerHost:
                 self.send(event_message(name, None, "frames-skipped", new))
             elif new > 0:
                 self.send(frames_message(list(peer.frame_rows)[-new:], name))
+            self._send_ice_and_estimates(name, peer)
 
-    def _event(self, peer: str, remote: str | None, event: str, value: Any) -> None:
+    def _send_ice_and_estimates(self, name: str, peer: Peer) -> None:
+        trickled = sum(c.trickled_candidates for c in list(peer.connections.values()))
+        if name in self._ice_changed or trickled != self._trickled.get(name, 0):
+            self._ice_changed.discard(name)
+            self._trickled[name] = trickled
+            self.send(table_message("candidates", peer.candidate_records(), name))
+        if peer.estimator is not None:
+            rows = peer.estimate_records(after=self._estimates_sent.get(name, 0.0))
+            if rows:
+                self._estimates_sent[name] = max(float(r["t"]) for r in rows)
+                self.send(table_message("estimates", rows, name))
+
+    def _event(self, peer: str, remote: str | None, event: str, value: Any = None) -> None:
+        if remote is not None:
+            self._ice_changed.add(peer)
         self.send(event_message(peer, remote, event, value))
 
     # -- in ---------------------------------------------------------------------------
@@ -109,6 +137,8 @@ class WorkerHost:
             elif op == "preview":
                 self._preview(str(message["peer"]), float(message.get("fps", 0.0)))
                 self.send({"reply": call_id, "result": None})
+            elif op == "frame":
+                self._frame(call_id, message)
             else:
                 raise ValueError(f"unknown op {op!r}")
         except Exception as exc:
@@ -160,6 +190,17 @@ class WorkerHost:
         task = asyncio.ensure_future(run())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _frame(self, call_id: int, message: dict[str, Any]) -> None:
+        """The newest frame a peer decoded from ``remote``, whole (copied in a thread)."""
+        peer = self.peers.get(str(message.get("peer")))
+        if peer is None:
+            raise LookupError(f"no peer {message.get('peer')!r} on this worker")
+        frame = peer.latest_frame(str(message.get("remote")))
+        if frame is None:
+            self.send({"reply": call_id, "result": None})
+        else:
+            self._spawn(call_id, asyncio.to_thread(frame_to_wire, frame))
 
     # -- previews ---------------------------------------------------------------------
 
