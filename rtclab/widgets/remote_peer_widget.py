@@ -1,6 +1,6 @@
 """RemotePeerWidget: a peer in a lab worker as an ipywidget — states, previews, controls, chat.
 
-The peer's frames never cross into the kernel: its worker sends small JPEGs (at most
+The peer's video does not stream into the kernel: its worker sends small JPEGs (at most
 5 per second, ``RemotePeer.request_previews``) while the widget is open, and the text
 comes from the events the kernel already mirrors. Typed structurally (no import of
 :mod:`rtclab.workers`, which sits above the widgets).

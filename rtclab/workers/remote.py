@@ -8,9 +8,10 @@ Same calls as a :class:`~rtclab.peer.Peer` (``join``, ``leave``, ``close``,
 ``Peer`` runs synchronously send the command and return at once with a future: ``await``
 it to know the worker carried it out; a failure nobody awaits still lands as an ``error``
 event. ``candidates()`` and ``estimates()`` stay synchronous (``lab.candidates`` is a
-property): the worker streams those rows when they change. A frame is too big to stream,
-so ``latest_frame`` asks for one: ``await`` it. The peer's tracks cannot cross the
-process line: ``local_video`` and ``preview_track()`` raise (``previews`` has a JPEG).
+property): the worker streams those rows when they change, nothing in a steady state. A
+frame is too big to stream, so ``latest_frame`` asks for one: ``await`` it. The peer's
+tracks cannot cross the process line: ``local_video`` and ``preview_track()`` raise
+(``previews`` has a JPEG).
 """
 
 from __future__ import annotations
@@ -144,7 +145,8 @@ class RemotePeer(PeerHandle):
             self._estimates.setdefault(remote, deque(maxlen=_KEEP_ESTIMATES)).append(row)
 
     def candidates(self) -> pd.DataFrame:
-        """As :meth:`Peer.candidates`: as of the worker's last stats poll after a change."""
+        """As :meth:`Peer.candidates`: the worker sends them after each ICE event (so they
+        are here when :meth:`wait_connected` returns), trickled ones at its next poll."""
         return candidates_frame(self._candidates)
 
     def estimates(self) -> pd.DataFrame:

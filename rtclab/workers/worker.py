@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 LINE_LIMIT = 1 << 24  # a line carries a poll's rows or a JPEG: far above asyncio's 64 KiB
 _BACKLOG = 1 << 22  # unsent bytes above which previews and frames wait (rows and events go)
 _PREVIEW_WIDTH = 160
+# a connection's events that leave its candidates as they were and may come every second
+_NOT_ICE = frozenset({"freeze", "chat", "stats-timeout", "stats-error", "recording"})
 
 
 class _ForwardingCollector(StatsCollector):
@@ -69,8 +71,10 @@ class WorkerHost:
         self.collector.on_sample(self._on_rows)
         self._frames_taken: dict[str, int] = {}
         # candidates change only with a connection's ICE events (or a trickled candidate):
-        # a peer's are sent again at the next poll after one, never in a steady state
+        # a peer's go again right after a burst of them (before a wait_connected reply),
+        # never in a steady state
         self._ice_changed: set[str] = set()
+        self._ice_flush: asyncio.Handle | None = None
         self._trickled: dict[str, int] = {}
         self._estimates_sent: dict[str, float] = {}  # peer -> time of the newest REMB sent
         self._previews: dict[str, asyncio.Task[None]] = {}
@@ -99,23 +103,29 @@ class WorkerHost:
                 self.send(event_message(name, None, "frames-skipped", new))
             elif new > 0:
                 self.send(frames_message(list(peer.frame_rows)[-new:], name))
-            self._send_ice_and_estimates(name, peer)
+            trickled = sum(c.trickled_candidates for c in list(peer.connections.values()))
+            if trickled != self._trickled.get(name, 0):  # trickled candidates have no event
+                self._trickled[name] = trickled
+                self._ice_changed.add(name)
+            if peer.estimator is not None:
+                estimates = peer.estimate_records(after=self._estimates_sent.get(name, 0.0))
+                if estimates:
+                    self._estimates_sent[name] = max(float(r["t"]) for r in estimates)
+                    self.send(table_message("estimates", estimates, name))
+        self._send_candidates()
 
-    def _send_ice_and_estimates(self, name: str, peer: Peer) -> None:
-        trickled = sum(c.trickled_candidates for c in list(peer.connections.values()))
-        if name in self._ice_changed or trickled != self._trickled.get(name, 0):
+    def _send_candidates(self) -> None:
+        self._ice_flush = None
+        for name in list(self._ice_changed):
             self._ice_changed.discard(name)
-            self._trickled[name] = trickled
-            self.send(table_message("candidates", peer.candidate_records(), name))
-        if peer.estimator is not None:
-            rows = peer.estimate_records(after=self._estimates_sent.get(name, 0.0))
-            if rows:
-                self._estimates_sent[name] = max(float(r["t"]) for r in rows)
-                self.send(table_message("estimates", rows, name))
+            if (peer := self.peers.get(name)) is not None:
+                self.send(table_message("candidates", peer.candidate_records(), name))
 
     def _event(self, peer: str, remote: str | None, event: str, value: Any = None) -> None:
-        if remote is not None:
+        if remote is not None and event not in _NOT_ICE:
             self._ice_changed.add(peer)
+            if self._ice_flush is None:
+                self._ice_flush = asyncio.get_running_loop().call_soon(self._send_candidates)
         self.send(event_message(peer, remote, event, value))
 
     # -- in ---------------------------------------------------------------------------
@@ -254,6 +264,8 @@ class WorkerHost:
     # -- end --------------------------------------------------------------------------
 
     async def close(self) -> None:
+        if self._ice_flush is not None:
+            self._ice_flush.cancel()
         for task in self._previews.values():
             task.cancel()
         await asyncio.gather(*(p.close() for p in self.peers.values()), return_exceptions=True)
