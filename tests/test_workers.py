@@ -226,6 +226,8 @@ async def test_remote_candidates_estimates_and_frames(lab: Lab) -> None:
     assert list(estimates.columns) == list(f.estimates().columns)
     assert estimates.dtypes.equals(f.estimates().dtypes)
     assert set(estimates.estimator) == {"loss-based AIMD"} and set(estimates.remote) == {"f"}
+    await _until(lambda: len(e.estimates()) > len(estimates), 5, "more estimates")
+    assert not e.estimates().duplicated().any()  # only new rows cross, once each
     frame = await e.latest_frame("f")  # f sends 192 px, wider than a 160 px preview
     assert isinstance(frame, av.VideoFrame) and (frame.width, frame.height) == (192, 144)
     assert read_tag(luma_plane(frame)) is not None  # the pixels, not a JPEG of them
