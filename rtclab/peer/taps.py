@@ -23,11 +23,10 @@ __all__ = ["TappedTrack", "Taps"]
 class TappedTrack(MediaStreamTrack):
     """One consumer's copy of a received track (``stop()`` it when done)."""
 
-    def __init__(self, taps: Taps, source: MediaStreamTrack, *, buffered: bool) -> None:
+    def __init__(self, source: MediaStreamTrack, *, buffered: bool) -> None:
         super().__init__()
         self.kind = source.kind
-        self._taps = taps
-        self._source = source
+        self.source = source
         self._buffered = buffered
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
 
@@ -39,17 +38,11 @@ class TappedTrack(MediaStreamTrack):
         self._queue.put_nowait(frame)
 
     async def recv(self) -> Any:
-        if self.readyState != "live":
-            raise MediaStreamError
-        frame = await self._queue.get()
-        if frame is None:
+        frame = await self._queue.get() if self.readyState == "live" else None
+        if frame is None:  # the source ended (or this copy was stopped)
             self.stop()
             raise MediaStreamError
         return frame
-
-    def stop(self) -> None:
-        super().stop()
-        self._taps._remove(self)
 
 
 class Taps:
@@ -61,11 +54,12 @@ class Taps:
         self._ended: set[MediaStreamTrack] = set()
 
     def add(self, source: MediaStreamTrack, *, buffered: bool = True) -> TappedTrack:
-        copy = TappedTrack(self, source, buffered=buffered)
+        copy = TappedTrack(source, buffered=buffered)
         if source in self._ended or source.readyState != "live":
             copy.put(None)  # nothing will come: its first recv() ends it
         else:
             self._copies.setdefault(source, set()).add(copy)
+            copy.on("ended", lambda: self._remove(copy))  # stopped: fed no more
         return copy
 
     def deliver(self, source: MediaStreamTrack, frame: Any) -> None:
@@ -82,8 +76,8 @@ class Taps:
             copy.put(None)
 
     def _remove(self, copy: TappedTrack) -> None:
-        copies = self._copies.get(copy._source)
+        copies = self._copies.get(copy.source)
         if copies is not None:
             copies.discard(copy)
             if not copies:
-                del self._copies[copy._source]
+                del self._copies[copy.source]
