@@ -101,6 +101,14 @@ async def main() -> None:
         await asyncio.sleep(0.1)
     await asyncio.sleep(3.0)  # settle
 
+    async def packets_received() -> float:
+        total = 0.0
+        for _, receiver, _ in pairs:
+            for stats in (await receiver.getStats()).values():
+                if getattr(stats, "type", None) == "inbound-rtp":
+                    total += stats.packetsReceived
+        return total
+
     async def bytes_sent() -> float:
         total = 0.0
         for sender, _, _ in pairs:
@@ -110,13 +118,15 @@ async def main() -> None:
         return total
 
     start = [c[0] for _, _, c in pairs]
-    sent0 = await bytes_sent()
-    t0, cpu0 = time.monotonic(), time.process_time()
+    sent0, packets0 = await bytes_sent(), await packets_received()
+    t0, cpu0, main0 = time.monotonic(), time.process_time(), time.thread_time()
     async with LoopLagMonitor() as lag:
         await asyncio.sleep(args.seconds)
     elapsed, cpu = time.monotonic() - t0, time.process_time() - cpu0
+    main = time.thread_time() - main0  # the event loop's thread alone
     received = [c[0] - s for (_, _, c), s in zip(pairs, start, strict=True)]
     sent = await bytes_sent() - sent0
+    packets = await packets_received() - packets0
     fps = sorted(n / elapsed for n in received)
     print(f"{args.pairs} pairs, {args.width}x{args.height} @ 30 fps, aiortc alone, "
           f"source {args.source}, {args.seconds:g} s")  # fmt: skip
@@ -125,8 +135,14 @@ async def main() -> None:
         f"  max {fps[-1]:.1f}"
     )
     print(f"loop lag: p50 {lag.median_ms:.1f} ms  p99 {lag.p99_ms:.1f} ms  max {lag.max_ms:.1f} ms")
-    print(f"CPU {cpu * 1000 / max(1, sum(received)):.2f} ms per received frame")
-    print(f"RTP payload {sent / max(1, sum(received)):.0f} bytes per received frame")
+    print(
+        f"CPU {cpu * 1000 / max(1, sum(received)):.2f} ms per received frame"
+        f" (event loop thread {main * 1000 / max(1, sum(received)):.2f} ms)"
+    )
+    print(
+        f"RTP payload {sent / max(1, sum(received)):.0f} bytes per received frame"
+        f", {packets / max(1, sum(received)):.2f} packets"
+    )
     for s, r, _ in pairs:
         await s.close()
         await r.close()

@@ -58,8 +58,8 @@ async def measure(args: argparse.Namespace) -> None:
             sender = await lab.peer(f"s{i}", **options)
             receiver = await lab.peer(f"r{i}", video=False, **options)
         else:
-            sender = Peer(f"s{i}", url, ice=ice, **options)
-            receiver = Peer(f"r{i}", url, video=False, ice=ice, **options)
+            sender = Peer(f"s{i}", url, ice=ice, qoe=not args.no_qoe, **options)
+            receiver = Peer(f"r{i}", url, video=False, ice=ice, qoe=not args.no_qoe, **options)
             await sender.join()
             await receiver.join()
         peers += [sender, receiver]
@@ -79,11 +79,18 @@ async def measure(args: argparse.Namespace) -> None:
             for r in receivers
         )
 
-    start, payload0 = counts(), payload()
-    t0, cpu0 = time.monotonic(), time.process_time()
+    def packets() -> int:
+        return sum(
+            r.connections[f"s{r.name[1:]}"].counters.rtp_packets_received.get("video", 0)
+            for r in receivers
+        )
+
+    start, payload0, packets0 = counts(), payload(), packets()
+    t0, cpu0, main0 = time.monotonic(), time.process_time(), time.thread_time()
     async with LoopLagMonitor() as lag:
         await asyncio.sleep(args.seconds)
     elapsed, cpu = time.monotonic() - t0, time.process_time() - cpu0
+    main = time.thread_time() - main0  # the event loop's thread alone
     received = [b - a for a, b in zip(start, counts(), strict=True)]
     fps = sorted(n / elapsed for n in received)
     mode = "peers only" if args.no_lab else "Lab + stats 1 Hz + live Dashboard"
@@ -94,9 +101,13 @@ async def measure(args: argparse.Namespace) -> None:
         f"  max {fps[-1]:.1f}"
     )
     print(f"loop lag: p50 {lag.median_ms:.1f} ms  p99 {lag.p99_ms:.1f} ms  max {lag.max_ms:.1f} ms")
-    print(f"CPU {cpu * 1000 / max(1, sum(received)):.2f} ms per received frame")
+    print(
+        f"CPU {cpu * 1000 / max(1, sum(received)):.2f} ms per received frame"
+        f" (event loop thread {main * 1000 / max(1, sum(received)):.2f} ms)"
+    )
     print(
         f"RTP payload {(payload() - payload0) / max(1, sum(received)):.0f} bytes per received frame"
+        f", {(packets() - packets0) / max(1, sum(received)):.2f} packets"
     )
     if lab is not None:
         print(f"dashboard refreshes: {dash.refreshes}, samples rows: {len(lab.samples)}")

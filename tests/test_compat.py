@@ -41,6 +41,7 @@ from rtclab._compat.aioice import (
 )
 from rtclab._compat.aiortc import (
     cap_encoder_bitrate,
+    dtls_bytes_received,
     dtls_transport_stats,
     ice_transport_connection,
     on_rtp_packet,
@@ -327,6 +328,9 @@ async def test_aiortc_reads_on_a_connected_pair(
     assert stats is not None
     (transport,) = [s for s in stats.values() if s.type == "transport"]
     assert transport.bytesReceived > 0 and transport.bytesSent > 0
+    # the bare counter liveness reads: the report's figure, without building the report
+    received = dtls_bytes_received(receiver.transport)
+    assert received is not None and received >= transport.bytesReceived
 
     # SCTP RTT once the data channel's SACKs measured it
     rtt = await _until(lambda: sctp_rtt_ms(a) or sctp_rtt_ms(b), what="an SCTP RTT")
