@@ -515,6 +515,20 @@ async def test_slow_or_failing_target_does_not_stall_or_raise() -> None:
     assert "boom" in events.value[events.remote == "broken"].iloc[0]
 
 
+async def test_a_source_removed_mid_poll_keeps_the_rows_it_was_measured_for() -> None:
+    # lab.stop() or a peer leaving removes a source while a poll awaits its snapshots
+    collector = StatsCollector(interval=1.0)
+    leaving = Source("leaving", [("x", FakePC(delay=0.05), data_counters())])
+    collector.add(leaving)
+    collector.add(Source("staying", [("y", FakePC(delay=0.05), data_counters())]))
+    poll = asyncio.ensure_future(collector.poll())
+    await asyncio.sleep(0.01)  # the poll now waits on both snapshots
+    collector.remove(leaving)
+    rows = await poll
+    assert {r["peer"] for r in rows} == {"leaving", "staying"}
+    assert {r["peer"] for r in await collector.poll()} == {"staying"}
+
+
 async def test_max_rows_bound_and_spill(tmp_path: Path) -> None:
     spill = tmp_path / "spill.csv"
     collector = StatsCollector(interval=1.0, window=None, max_rows=10, spill_path=spill)

@@ -265,7 +265,9 @@ class StatsCollector(RunFrames):
 
             for state in self._targets.values():
                 state.seen = False
-            jobs: list[tuple[tuple[str, str], Any, ConnectionCounters, Any]] = []
+            # each job holds its target's state: a source removed while the snapshots are
+            # awaited (lab.stop, a peer leaving) still gets the rows it was measured for
+            jobs: list[tuple[tuple[str, str], _TargetState, Any, ConnectionCounters, Any]] = []
             for source in list(self._sources):
                 try:
                     targets = list(source.stats_targets())
@@ -276,18 +278,21 @@ class StatsCollector(RunFrames):
                 link = _link_status(source)
                 for remote, pc, counters in targets:
                     key = (source.name, remote)
-                    self._state(key, pc).seen = True
-                    jobs.append((key, pc, counters, link))
+                    state = self._state(key, pc)
+                    state.seen = True
+                    jobs.append((key, state, pc, counters, link))
 
             snapshots = await asyncio.gather(
-                *(self._snapshot_with_timeout(key, pc, c, now, link) for key, pc, c, link in jobs)
+                *(
+                    self._snapshot_with_timeout(key, st, pc, c, now, link)
+                    for key, st, pc, c, link in jobs
+                )
             )
 
             rows: list[dict[str, Any]] = []
-            for (key, _, _, _), snapshot in zip(jobs, snapshots, strict=True):
+            for (key, state, _, _, _), snapshot in zip(jobs, snapshots, strict=True):
                 if snapshot is None:
                     continue
-                state = self._targets[key]
                 self._note_pair(key, state, snapshot.candidate_pair)
                 rows.extend(
                     snapshot_to_rows(
@@ -336,12 +341,12 @@ class StatsCollector(RunFrames):
     async def _snapshot_with_timeout(
         self,
         key: tuple[str, str],
+        state: _TargetState,
         pc: Any,
         counters: ConnectionCounters,
         now: datetime,
         link: Mapping[str, Any] | None = None,
     ) -> ConnectionSnapshot | None:
-        state = self._targets[key]
         if state.closed_sampled:
             return None  # a closed pc was sampled once; its numbers can no longer change
         try:
