@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 import av
+from _threads import split_line, thread_cpu  # bench/_threads.py, beside this script
 from aiortc import RTCPeerConnection, VideoStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
@@ -120,10 +121,12 @@ async def main() -> None:
     start = [c[0] for _, _, c in pairs]
     sent0, packets0 = await bytes_sent(), await packets_received()
     t0, cpu0, main0 = time.monotonic(), time.process_time(), time.thread_time()
+    threads0 = thread_cpu()
     async with LoopLagMonitor() as lag:
         await asyncio.sleep(args.seconds)
     elapsed, cpu = time.monotonic() - t0, time.process_time() - cpu0
     main = time.thread_time() - main0  # the event loop's thread alone
+    threads = thread_cpu()
     received = [c[0] - s for (_, _, c), s in zip(pairs, start, strict=True)]
     sent = await bytes_sent() - sent0
     packets = await packets_received() - packets0
@@ -139,6 +142,7 @@ async def main() -> None:
         f"CPU {cpu * 1000 / max(1, sum(received)):.2f} ms per received frame"
         f" (event loop thread {main * 1000 / max(1, sum(received)):.2f} ms)"
     )
+    print(f"per thread group: {split_line(threads0, threads, sum(received))}")
     print(
         f"RTP payload {sent / max(1, sum(received)):.0f} bytes per received frame"
         f", {packets / max(1, sum(received)):.2f} packets"

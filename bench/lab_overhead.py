@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+from _threads import split_line, thread_cpu  # bench/_threads.py, beside this script
+
 from rtclab import Lab, Peer, SignalingServer
 from rtclab.ice.config import IceConfig
 from rtclab.stats.looplag import LoopLagMonitor
@@ -87,10 +89,12 @@ async def measure(args: argparse.Namespace) -> None:
 
     start, payload0, packets0 = counts(), payload(), packets()
     t0, cpu0, main0 = time.monotonic(), time.process_time(), time.thread_time()
+    threads0 = thread_cpu()
     async with LoopLagMonitor() as lag:
         await asyncio.sleep(args.seconds)
     elapsed, cpu = time.monotonic() - t0, time.process_time() - cpu0
     main = time.thread_time() - main0  # the event loop's thread alone
+    threads = thread_cpu()
     received = [b - a for a, b in zip(start, counts(), strict=True)]
     fps = sorted(n / elapsed for n in received)
     mode = "peers only" if args.no_lab else "Lab + stats 1 Hz + live Dashboard"
@@ -105,6 +109,7 @@ async def measure(args: argparse.Namespace) -> None:
         f"CPU {cpu * 1000 / max(1, sum(received)):.2f} ms per received frame"
         f" (event loop thread {main * 1000 / max(1, sum(received)):.2f} ms)"
     )
+    print(f"per thread group: {split_line(threads0, threads, sum(received))}")
     print(
         f"RTP payload {(payload() - payload0) / max(1, sum(received)):.0f} bytes per received frame"
         f", {(packets() - packets0) / max(1, sum(received)):.2f} packets"
