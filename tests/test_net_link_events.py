@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from helpers import until
 
 from rtclab import Lab
 from rtclab.net import Link, Network
@@ -69,6 +70,13 @@ async def test_trace_link_under_overload_rate_and_queue_delay(lab: Lab, tmp_path
     assert out["capacity_kbps"].isna().all() and (out["queue_delay_ms"] == 0).all()
 
 
+def _recovered(lab: Lab, event: str) -> bool:
+    """Both directions of the one connection have a recovery time for ``event``."""
+    rows = lab.recovery()
+    rows = rows[rows["event"] == event]
+    return len(rows) == 2 and bool(rows["recover_s"].notna().all())
+
+
 async def test_link_down_and_nat_reboot_are_noticed_and_recovered(lab: Lab) -> None:
     with Network(seed=5) as net:
         ice = net.ice_config(connect_timeout=5.0)
@@ -84,7 +92,7 @@ async def test_link_down_and_nat_reboot_are_noticed_and_recovered(lab: Lab) -> N
             net, [link_down("bob", at_s=1.0, duration_s=5.0), nat_reboot("bob", at_s=20.0)]
         )
         await schedule.wait()
-        await asyncio.sleep(12.0)  # time to notice and recover from the reboot
+        await until(lambda: _recovered(lab, "nat-reboot"), 12.0, "recovery from the reboot")
         events = lab.events
         mappings_after = bob_host.nat.table.mappings() if bob_host.nat else []
     network = events[events["peer"] == "network"]
@@ -118,7 +126,7 @@ async def test_a_handover_moves_the_host_and_the_call_follows(lab: Lab) -> None:
         await lab.wait_connected(timeout=15)
         old = phone.address
         await lab.network_events(net, [address_change("phone", at_s=0.5)]).wait()
-        await asyncio.sleep(10.0)
+        await until(lambda: _recovered(lab, "address-change"), 10.0, "the call following")
         assert phone.address != old and phone.interfaces == (phone.address,)
         assert net.counters["address-gone"] > 0  # the old sockets went silent
         report = lab.recovery()

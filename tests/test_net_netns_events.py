@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import until
 from test_net_netns import needs_root
 
 from rtclab import Lab
@@ -31,7 +32,17 @@ async def test_namespace_peers_notice_and_recover_from_link_down_and_nat_reboot(
                 net, [link_down("bob", at_s=1.0, duration_s=5.0), nat_reboot("bob", at_s=18.0)]
             )
             await schedule.wait()
-            await asyncio.sleep(14.0)
+
+            def recovered() -> bool:  # both directions, and bob's signaling is back
+                rows = lab.recovery()
+                rows = rows[rows["event"] == "nat-reboot"]
+                if len(rows) != 2 or not rows["recover_s"].notna().all():
+                    return False
+                events = lab.events
+                bob = events[(events["peer"] == "bob") & (events["t"] > rows["t"].min())]
+                return "signaling-reconnected" in set(bob["event"])
+
+            await until(recovered, 14.0, "recovery from the NAT reboot")
             samples, events, report = lab.samples, lab.events, lab.recovery()
             await alice.close()
             await bob.close()
