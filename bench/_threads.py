@@ -39,7 +39,10 @@ def thread_cpu() -> Counter[str]:
     return seconds
 
 
-def split_line(before: Counter[str], after: Counter[str], frames: int) -> str:
-    """``group a.bc ms`` per received frame, largest first."""
-    per = {k: (after[k] - before.get(k, 0.0)) * 1000 / max(1, frames) for k in after}
-    return ", ".join(f"{k} {v:.2f} ms" for k, v in sorted(per.items(), key=lambda kv: -kv[1]))
+def cpu_report(cpu_s: float, before: Counter[str], after: Counter[str], frames: int) -> str:
+    """The process's CPU per received frame, then the same split by thread group (ms,
+    largest first): the lines both benches print."""
+    frames = max(1, frames)
+    per = {k: (after[k] - before.get(k, 0.0)) * 1000 / frames for k in after}
+    split = ", ".join(f"{k} {v:.2f} ms" for k, v in sorted(per.items(), key=lambda kv: -kv[1]))
+    return f"CPU {cpu_s * 1000 / frames:.2f} ms per received frame\nper thread group: {split}"

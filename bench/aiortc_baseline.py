@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 import av
-from _threads import split_line, thread_cpu  # bench/_threads.py, beside this script
+from _threads import cpu_report, thread_cpu  # bench/_threads.py, beside this script
 from aiortc import RTCPeerConnection, VideoStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
@@ -102,34 +102,30 @@ async def main() -> None:
         await asyncio.sleep(0.1)
     await asyncio.sleep(3.0)  # settle
 
-    async def packets_received() -> float:
-        total = 0.0
-        for _, receiver, _ in pairs:
-            for stats in (await receiver.getStats()).values():
-                if getattr(stats, "type", None) == "inbound-rtp":
-                    total += stats.packetsReceived
-        return total
-
-    async def bytes_sent() -> float:
-        total = 0.0
-        for sender, _, _ in pairs:
-            for stats in (await sender.getStats()).values():
-                if getattr(stats, "type", None) == "outbound-rtp":
-                    total += stats.bytesSent
-        return total
+    async def rtp_totals() -> tuple[float, float]:
+        """Bytes the senders sent and packets the receivers received so far."""
+        sent = received = 0.0
+        for sender, receiver, _ in pairs:
+            for stats in [
+                *(await sender.getStats()).values(),
+                *(await receiver.getStats()).values(),
+            ]:
+                kind = getattr(stats, "type", None)
+                if kind == "outbound-rtp":
+                    sent += stats.bytesSent
+                elif kind == "inbound-rtp":
+                    received += stats.packetsReceived
+        return sent, received
 
     start = [c[0] for _, _, c in pairs]
-    sent0, packets0 = await bytes_sent(), await packets_received()
-    t0, cpu0, main0 = time.monotonic(), time.process_time(), time.thread_time()
-    threads0 = thread_cpu()
+    sent0, packets0 = await rtp_totals()
+    t0, cpu0, threads0 = time.monotonic(), time.process_time(), thread_cpu()
     async with LoopLagMonitor() as lag:
         await asyncio.sleep(args.seconds)
     elapsed, cpu = time.monotonic() - t0, time.process_time() - cpu0
-    main = time.thread_time() - main0  # the event loop's thread alone
     threads = thread_cpu()
     received = [c[0] - s for (_, _, c), s in zip(pairs, start, strict=True)]
-    sent = await bytes_sent() - sent0
-    packets = await packets_received() - packets0
+    sent, packets = (b - a for a, b in zip((sent0, packets0), await rtp_totals(), strict=True))
     fps = sorted(n / elapsed for n in received)
     print(f"{args.pairs} pairs, {args.width}x{args.height} @ 30 fps, aiortc alone, "
           f"source {args.source}, {args.seconds:g} s")  # fmt: skip
@@ -138,11 +134,7 @@ async def main() -> None:
         f"  max {fps[-1]:.1f}"
     )
     print(f"loop lag: p50 {lag.median_ms:.1f} ms  p99 {lag.p99_ms:.1f} ms  max {lag.max_ms:.1f} ms")
-    print(
-        f"CPU {cpu * 1000 / max(1, sum(received)):.2f} ms per received frame"
-        f" (event loop thread {main * 1000 / max(1, sum(received)):.2f} ms)"
-    )
-    print(f"per thread group: {split_line(threads0, threads, sum(received))}")
+    print(cpu_report(cpu, threads0, threads, sum(received)))
     print(
         f"RTP payload {sent / max(1, sum(received)):.0f} bytes per received frame"
         f", {packets / max(1, sum(received)):.2f} packets"

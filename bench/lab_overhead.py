@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from _threads import split_line, thread_cpu  # bench/_threads.py, beside this script
+from _threads import cpu_report, thread_cpu  # bench/_threads.py, beside this script
 
 from rtclab import Lab, Peer, SignalingServer
 from rtclab.ice.config import IceConfig
@@ -88,12 +88,10 @@ async def measure(args: argparse.Namespace) -> None:
         )
 
     start, payload0, packets0 = counts(), payload(), packets()
-    t0, cpu0, main0 = time.monotonic(), time.process_time(), time.thread_time()
-    threads0 = thread_cpu()
+    t0, cpu0, threads0 = time.monotonic(), time.process_time(), thread_cpu()
     async with LoopLagMonitor() as lag:
         await asyncio.sleep(args.seconds)
     elapsed, cpu = time.monotonic() - t0, time.process_time() - cpu0
-    main = time.thread_time() - main0  # the event loop's thread alone
     threads = thread_cpu()
     received = [b - a for a, b in zip(start, counts(), strict=True)]
     fps = sorted(n / elapsed for n in received)
@@ -105,11 +103,7 @@ async def measure(args: argparse.Namespace) -> None:
         f"  max {fps[-1]:.1f}"
     )
     print(f"loop lag: p50 {lag.median_ms:.1f} ms  p99 {lag.p99_ms:.1f} ms  max {lag.max_ms:.1f} ms")
-    print(
-        f"CPU {cpu * 1000 / max(1, sum(received)):.2f} ms per received frame"
-        f" (event loop thread {main * 1000 / max(1, sum(received)):.2f} ms)"
-    )
-    print(f"per thread group: {split_line(threads0, threads, sum(received))}")
+    print(cpu_report(cpu, threads0, threads, sum(received)))
     print(
         f"RTP payload {(payload() - payload0) / max(1, sum(received)):.0f} bytes per received frame"
         f", {(packets() - packets0) / max(1, sum(received)):.2f} packets"
@@ -157,19 +151,14 @@ def compare(pairs: int, seconds: float, rounds: int, lab_extra: tuple[str, ...] 
         got = {name: _run(runs[name][0], pairs, seconds, *runs[name][1:]) for name in order}
         for name in ratios:
             ratios[name].append(got["lab"][0] / got[name][0])
-        cells = [f"{fps:.2f} ({lag:.0f} ms, {cpu:.2f} ms)" for fps, lag, cpu in got.values()]
+        cells = [f"{fps:.2f} ({lag:.0f} ms, {cpu:.2f} ms)" for fps, lag, cpu in map(got.get, runs)]
         print(
-            f"{round_ + 1} | " + " | ".join(cells[i] for i in _order(order)) + " | "
+            f"{round_ + 1} | " + " | ".join(cells) + " | "
             f"{ratios['pattern'][-1]:.3f} | {ratios['live'][-1]:.3f}",
             flush=True,
         )
     for name, values in ratios.items():
         print(f"median ratio lab / aiortc alone ({name}): {statistics.median(values):.3f}")
-
-
-def _order(order: list[str]) -> list[int]:
-    """Indexes that put the columns back in pattern, live, lab order."""
-    return [order.index(name) for name in ("pattern", "live", "lab")]
 
 
 def main() -> None:

@@ -129,14 +129,18 @@ class ToneTrack(PacedTrack):
         return frame
 
 
+def plane_pixels(plane: Any) -> np.ndarray:
+    """An 8-bit plane's pixels as a (height, width) view: its rows without their padding."""
+    rows = np.frombuffer(memoryview(plane), np.uint8).reshape(-1, plane.line_size)
+    view: np.ndarray = rows[: plane.height, : plane.width]
+    return view
+
+
 def luma_plane(frame: av.VideoFrame) -> np.ndarray:
     """The Y plane of a decoded frame as a (height, width) array, without a copy when the
     frame is planar YUV (what aiortc's decoders give)."""
     if frame.format.name in ("yuv420p", "yuvj420p", "yuv422p", "yuv444p", "nv12"):
-        plane = frame.planes[0]
-        rows = np.frombuffer(memoryview(plane), np.uint8).reshape(-1, plane.line_size)
-        luma: np.ndarray = rows[: frame.height, : frame.width]
-        return luma
+        return plane_pixels(frame.planes[0])
     gray: np.ndarray = frame.to_ndarray(format="gray")
     return gray
 

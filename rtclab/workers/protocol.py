@@ -20,6 +20,7 @@ import av
 import numpy as np
 
 from ..ice.config import IceConfig, IceServer
+from ..peer.media import plane_pixels
 from ..peer.resilience import Resilience
 
 __all__ = [
@@ -160,19 +161,12 @@ def options_from_wire(options: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _pixels(plane: Any) -> np.ndarray:
-    """A view of a plane's pixels, its rows without their padding (8-bit planes)."""
-    rows = np.frombuffer(memoryview(plane), np.uint8).reshape(-1, plane.line_size)
-    view: np.ndarray = rows[: plane.height, : plane.width]
-    return view
-
-
 def frame_to_wire(frame: av.VideoFrame) -> dict[str, Any]:
     """A decoded video frame as JSON, pixel for pixel (yuv420p planes, base64): the
     kernel's copy carries the same frame tag and luma as the worker's."""
     if frame.format.name != "yuv420p":
         frame = frame.reformat(format="yuv420p")
-    planes = [base64.b64encode(_pixels(p).tobytes()).decode() for p in frame.planes]
+    planes = [base64.b64encode(plane_pixels(p).tobytes()).decode() for p in frame.planes]
     time_base = None if frame.time_base is None else str(frame.time_base)
     return {"width": frame.width, "height": frame.height, "pts": frame.pts,
             "time_base": time_base, "planes": planes}  # fmt: skip
@@ -182,7 +176,7 @@ def frame_from_wire(data: Mapping[str, Any]) -> av.VideoFrame:
     """The inverse of :func:`frame_to_wire`."""
     frame = av.VideoFrame(int(data["width"]), int(data["height"]), "yuv420p")
     for plane, text in zip(frame.planes, data["planes"], strict=True):
-        pixels = _pixels(plane)
+        pixels = plane_pixels(plane)
         pixels[:] = np.frombuffer(base64.b64decode(text), np.uint8).reshape(pixels.shape)
     frame.pts = data.get("pts")
     if data.get("time_base"):
