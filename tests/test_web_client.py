@@ -200,9 +200,11 @@ async def test_browser_stats_rows_land_in_the_lab_frame(chromium: Any) -> None:
             rows = df[(df["peer"] == "chrome") & (df["bitrate_kbps"] > 0)]
             kinds = set(zip(rows["kind"], rows["direction"], strict=True))
             wanted = {("video", "inbound"), ("video", "outbound"), ("transport", "inbound")}
-            return wanted <= kinds and (df,)
+            video_in = rows[(rows["kind"] == "video") & (rows["direction"] == "inbound")]
+            # a few intervals past the first frame: the steady call, not its start-up
+            return wanted <= kinds and len(video_in) >= 5 and (df,)
 
-        (df,) = await until(browser_rows, 10, "browser rows with bitrates")
+        (df,) = await until(browser_rows, 15, "browser rows with bitrates")
         assert list(df.columns) == SAMPLE_COLUMNS
         assert df["bitrate_kbps"].dtype == "float64" and str(df["t"].dtype).startswith("datetime")
         chrome = df[df["peer"] == "chrome"]
@@ -212,12 +214,18 @@ async def test_browser_stats_rows_land_in_the_lab_frame(chromium: Any) -> None:
         assert (path["local_candidate_type"], path["remote_candidate_type"]) == ("host", "host")
         assert path["protocol"] == "udp" and str(path["local_address"]).startswith("127.0.0.1:")
         video_in = chrome[(chrome["kind"] == "video") & (chrome["direction"] == "inbound")]
-        last = video_in.dropna(subset=["bitrate_kbps"]).iloc[-1]
+        measured = video_in.dropna(subset=["bitrate_kbps"])
+        # The first intervals hold the call's start (the first keyframe, the decoder
+        # starting: one CI run saw 2.5 fps, another 0 kbps there), and one interval on a
+        # busy machine can be empty: judge the steady call by the median of its newest rows.
+        steady = measured.iloc[-4:]
         # the kernel's 320x240 test pattern at 15 fps: tens to a few thousand kbps
-        assert 10 < last["bitrate_kbps"] < 5000
-        assert 0 <= last["jitter_ms"] < 200  # milliseconds, not seconds or RTP units
-        assert last["fraction_lost"] == 0.0  # loopback loses nothing
-        assert last["frames"] > 0 and 5 < last["frames_per_second"] < 40
+        assert 10 < steady["bitrate_kbps"].median() < 5000, list(measured["bitrate_kbps"])
+        assert 5 < steady["frames_per_second"].median() < 40, list(measured["frames_per_second"])
+        assert measured["frames"].iloc[-1] > 0
+        jitter = measured["jitter_ms"].dropna()
+        assert len(jitter) and jitter.between(0, 200).all()  # ms, not seconds or RTP units
+        assert (measured["fraction_lost"].dropna() == 0.0).all()  # loopback loses nothing
         transport = chrome[chrome["kind"] == "transport"].dropna(subset=["ice_rtt_ms"])
         # milliseconds (not seconds or microseconds): a few on loopback. Chromium's
         # currentRoundTripTime is its latest STUN check's, repeated until the next one, and
