@@ -117,7 +117,20 @@ def _target(lab: Lab) -> float | None:
 
 async def test_delay_and_loss_bring_mos_below_3_5() -> None:
     """10 % loss and 200 ms one way (the link on a's side applies both ways)."""
-    run = await _run(Link(delay_ms=200, loss=0.10), 8.0, b={"video": False}, a={"video": False})
+
+    async def scored(lab: Lab, host: Host) -> None:
+        # MOS needs the RTT, which needs an RTCP sender report and the receiver report
+        # answering it to cross this link (400 ms, 10 % loss each way): usually 3-4 s, but
+        # CI once had none for one peer after 8 s. So wait until both peers have 3 scores.
+        def ready() -> bool:
+            mos = [_rows(lab.samples, "audio", "inbound", p)["mos"].notna().sum() for p in "ab"]
+            return min(mos) >= 3
+
+        await until(ready, 20, "MOS rows for both peers")
+
+    run = await _run(
+        Link(delay_ms=200, loss=0.10), 8.0, b={"video": False}, a={"video": False}, during=scored
+    )
     for peer in ("a", "b"):
         rows = _rows(run.samples, "audio", "inbound", peer)
         assert rows["mos"].dropna().median() < 3.5, peer
