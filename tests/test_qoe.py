@@ -272,7 +272,10 @@ async def test_no_freeze_on_a_clean_link() -> None:
         f"freezes {freezes} ms; loop lag max {lag.max_ms:.0f} ms"
     )
     assert video["frames_dropped"].sum() == 0
-    assert video["frames_untagged"].sum() <= 0.01 * video["frames"].iloc[-1]
+    # a tag read fails on about 1 frame in 150 of a moving VP8 picture (rtclab.qoe.tag):
+    # over ~180 frames that is 0-3 frames, never a steady share (CI once saw 2 of 180)
+    untagged = video["frames_untagged"].sum()
+    assert untagged <= max(3, 0.02 * video["frames"].iloc[-1]), list(video["frames_untagged"])
 
 
 @pytest.mark.slow
