@@ -93,10 +93,7 @@ class TestPatternTrack(PacedTrack):
         # drawn straight into the new frame's planes (views over their buffers, rows padded
         # to line_size): no intermediate array to copy, which cost as much as the drawing
         frame = av.VideoFrame(self.width, self.height, "yuv420p")
-        y, u, v = (
-            np.frombuffer(memoryview(p), np.uint8).reshape(-1, p.line_size)[: p.height, : p.width]
-            for p in frame.planes
-        )
+        y, u, v = (plane_pixels(p) for p in frame.planes)
         # the wall clock (not the loop's): receivers in other processes and browsers share it
         self.pattern.draw(index, int(time.time() * 1000), (y, u, v))
         frame.pts = int(index * VIDEO_CLOCK_RATE / self.fps)
